@@ -1,0 +1,103 @@
+"""What a plugin registers: one frozen dataclass per kind of component.
+
+A spec is plain data plus, where the component does work, one callable. Plugins create specs and hand them to
+the `register` object their hook receives; nothing else about chexops needs to be imported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # torch and numpy stay out of import time for the CLI's fast paths
+    import numpy as np
+    from torch import nn
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """An architecture: a timm model pinned to one pretrained tag.
+
+    `max_drop` is how many final blocks truncation may remove; the blocks are the model's timm feature stages
+    (DenseNet dense blocks, ResNet layers, Inception mixed groups, EfficientNet/MobileNet stages).
+    """
+
+    name: str
+    timm_name: str
+    tag: str
+    group: str
+    imagenet_top1: float | None
+    max_drop: int
+    description: str = ""
+    # Builds the untrained network with the default 1000-class head; None means timm.create_model(timm_name).
+    create: Callable[[FamilySpec], nn.Module] | None = None
+
+    @property
+    def pretrained_name(self) -> str:
+        """timm's `model.tag` name, e.g. densenet121.tv_in1k."""
+        return f"{self.timm_name}.{self.tag}"
+
+    @property
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(mean, std) of the pinned tag's timm config: what its ImageNet weights were trained with."""
+        import timm
+
+        cfg = timm.get_pretrained_cfg(self.pretrained_name)
+        if cfg is None:
+            return (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+        return tuple(cfg.mean), tuple(cfg.std)
+
+
+@dataclass
+class InitReport:
+    """What an initializer did to a model, for the build report and the run's tags."""
+
+    initializer: str
+    loaded: bool
+    source: str | None = None
+    loaded_keys: int = 0
+    missing_keys: list[str] = field(default_factory=list)
+    unexpected_keys: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class InitializerSpec:
+    """Fills a freshly created network with weights.
+
+    `apply(model, family, argument, context)` returns an InitReport. `argument` is what follows the colon in
+    `checkpoint:PATH` (None when absent); `context` carries the seed and the weights folders to search.
+    """
+
+    name: str
+    apply: Callable[[nn.Module, FamilySpec, str | None, dict[str, Any]], InitReport]
+    description: str = ""
+    pretrained: bool = False  # pretrained initializers normalise with the family's ImageNet mean/std
+    needs_argument: bool = False
+
+
+@dataclass(frozen=True)
+class TruncationSpec:
+    """Cuts a network: `apply(model, family, depth)` returns (feature extractor, feature width).
+
+    The feature extractor maps images to a (N, C, H, W) or (N, C) tensor; build_model puts global average
+    pooling and a new linear head on it.
+    """
+
+    name: str
+    apply: Callable[[nn.Module, FamilySpec, int], tuple[nn.Module, int]]
+    description: str = ""
+    takes_depth: bool = True
+
+
+@dataclass(frozen=True)
+class LabelPolicySpec:
+    """Turns raw CheXpert labels into training targets.
+
+    `apply(labels)` takes an (N, 14) float array holding 1, 0, -1 (uncertain) and NaN (blank) and returns
+    (targets, mask), both float32 (N, 14); mask 0 removes an entry from the loss.
+    """
+
+    name: str
+    apply: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+    description: str = ""
