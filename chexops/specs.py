@@ -19,8 +19,8 @@ if TYPE_CHECKING:  # torch and numpy stay out of import time for the CLI's fast 
 class FamilySpec:
     """An architecture: a timm model pinned to one pretrained tag.
 
-    `max_drop` is how many final blocks truncation may remove; the blocks are the model's timm feature stages
-    (DenseNet dense blocks, ResNet layers, Inception mixed groups, EfficientNet/MobileNet stages).
+    `blocks` are the model's stage boundaries (DenseNet dense blocks, ResNet layers, Inception mixed blocks,
+    EfficientNet/MNASNet/MobileNet stages); `max_drop` is how many of them truncation may remove from the end.
     """
 
     name: str
@@ -28,8 +28,11 @@ class FamilySpec:
     tag: str
     group: str
     imagenet_top1: float | None
+    # Module names (dotted, in execution order) of the blocks truncation may remove from the end.
+    blocks: tuple[str, ...]
     max_drop: int
     description: str = ""
+    min_size: int = 32  # smallest input in pixels the network accepts (Inception's valid convolutions need more)
     # Builds the untrained network with the default 1000-class head; None means timm.create_model(timm_name).
     create: Callable[[FamilySpec], nn.Module] | None = None
 

@@ -1,0 +1,41 @@
+"""chexops: chest X-ray transfer-learning studies as a tracked, reproducible pipeline.
+
+A plugin imports only this package: `chexops.hookimpl` and the spec classes it registers.
+"""
+
+from chexops.errors import (
+    BuildError,
+    ChexopsError,
+    ConfigError,
+    DataError,
+    PluginError,
+    UnknownComponentError,
+    WeightsError,
+)
+from chexops.hookspecs import hookimpl
+from chexops.specs import FamilySpec, InitializerSpec, InitReport, LabelPolicySpec, TruncationSpec
+
+
+def build_model(*args, **kwargs):  # noqa: ANN002, ANN003 - a lazy alias: importing chexops must not import torch
+    """See chexops.models.build_model."""
+    from chexops.models import build_model as _build
+
+    return _build(*args, **kwargs)
+
+
+__all__ = [
+    "BuildError",
+    "ChexopsError",
+    "ConfigError",
+    "DataError",
+    "FamilySpec",
+    "InitReport",
+    "InitializerSpec",
+    "LabelPolicySpec",
+    "PluginError",
+    "TruncationSpec",
+    "UnknownComponentError",
+    "WeightsError",
+    "build_model",
+    "hookimpl",
+]

@@ -1,0 +1,3 @@
+from chexops.cli import main
+
+main()
