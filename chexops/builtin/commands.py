@@ -15,6 +15,7 @@ COMMANDS = (
     ("chexops.commands", "weights_group"),
     ("chexops.data.synthetic", "synth_command"),
     ("chexops.data.commands", "data_group"),
+    ("chexops.train.commands", "train_command"),
 )
 
 

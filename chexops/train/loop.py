@@ -1,0 +1,245 @@
+"""One training run under the CheXtransfer protocol: Adam, masked BCE, validation every `eval_every`
+examples and at each epoch's end, the top-K checkpoints kept, resumable from any kill.
+
+mlflow is not imported here: metrics go to a `log(metrics, step)` callback, so the core runs anywhere torch does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from chexops.config import Config
+from chexops.data.cache import CachedSplit, load_split
+from chexops.data.loader import BatchLoader, to_model_input
+from chexops.errors import ConfigError
+from chexops.evaluate.metrics import evaluate, study_level
+from chexops.evaluate.predict import binary_truth, predict_probs
+from chexops.models import build_model
+from chexops.registry import get_registry
+from chexops.runs import RunKey
+from chexops.train.checkpoints import TopKKeeper, atomic_save
+from chexops.train.runtime import Runtime, select_runtime
+
+STATE = "state.pt"
+LogFn = Callable[[dict[str, float], int], None]
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best_val: float
+    examples: int
+    steps: int
+    seconds: float
+    report: dict[str, Any]
+    runtime: Runtime
+
+
+@dataclass
+class Progress:
+    """Where a run is; saved with the model so a killed run resumes exactly here."""
+
+    epoch: int = 0
+    batch: int = 0  # next batch index within the epoch
+    step: int = 0
+    examples: int = 0
+    next_eval: int = 0
+    loss_sum: float = 0.0  # summed step losses since the last evaluation
+    last_eval_step: int = 0
+    done: bool = False
+
+
+def load_cached(config: Config, split: str) -> CachedSplit:
+    return load_split(Path(config.data.cache_dir), split)
+
+
+def normalization(config: Config, report: dict[str, Any], train: CachedSplit, pretrained: bool) -> tuple[list, list]:
+    """ImageNet mean/std of the family's tag for pretrained weights; the training cache's own for random init."""
+    if pretrained:
+        return report["normalization"]["mean"], report["normalization"]["std"]
+    return [float(train.info["mean"])] * 3, [float(train.info["std"])] * 3
+
+
+def _fingerprint(config: Config, key: RunKey, lr: float, max_examples: int | None, train: CachedSplit) -> str:
+    """What must match for a saved state to be resumed rather than restarted."""
+    parts = [key.name, config.train, config.data.label_policy, config.model, lr, max_examples,
+             train.info.get("sha256")]
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+
+
+class Validator:
+    """Study-level validation AUROC (max over a study's views), as the checkpoints are ranked by."""
+
+    def __init__(self, valid: CachedSplit, runtime: Runtime, mean: list, std: list, batch_size: int) -> None:
+        self.valid, self.runtime, self.mean, self.std, self.batch_size = valid, runtime, mean, std, batch_size
+        self.studies = valid.index["study"].astype(str).tolist()
+        _, self.truth = study_level(binary_truth(valid.labels).astype(np.float32), self.studies)
+
+    def __call__(self, model: torch.nn.Module) -> tuple[float, dict[str, float]]:
+        rt = self.runtime
+        probs = predict_probs(model, self.valid.images, rt.device, self.mean, self.std, self.batch_size,
+                              autocast=rt.precision == "bf16", channels_last=rt.channels_last)
+        _, study_probs = study_level(probs, self.studies)
+        result = evaluate(self.truth.astype(np.int8), study_probs)
+        metrics = {f"val_{k}": v for k, v in result.to_flat_dict().items() if v == v}
+        return result.mean_auroc_6, metrics
+
+
+def _check_budget(config: Config, n_train: int) -> None:
+    if config.train.batch_size > n_train:
+        raise ConfigError(
+            f"train.batch_size is {config.train.batch_size} but the training split has only {n_train} images; "
+            "lower train.batch_size or use more data."
+        )
+
+
+def _resume(run_dir: Path, fingerprint: str, model, optimizer, keeper: TopKKeeper) -> Progress | None:
+    path = run_dir / STATE
+    if not path.is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=False)  # our own file: it holds RNG state too
+    if state["fingerprint"] != fingerprint:
+        raise ConfigError(
+            f"{run_dir} holds a run with other settings; delete the folder (or pass --restart) to train anew."
+        )
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    keeper.restore(state["keeper"])
+    torch.set_rng_state(state["torch_rng"])
+    return Progress(**state["progress"])
+
+
+def _save_state(run_dir: Path, fingerprint: str, model, optimizer, keeper: TopKKeeper, progress: Progress) -> None:
+    atomic_save(
+        {"fingerprint": fingerprint, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+         "keeper": keeper.state(), "torch_rng": torch.get_rng_state(), "progress": vars(progress)},
+        run_dir / STATE,
+    )
+
+
+def _train_targets(config: Config, train: CachedSplit) -> tuple[np.ndarray, np.ndarray]:
+    policy = get_registry().label_policy(config.data.label_policy)
+    return policy.apply(train.labels)
+
+
+class Trainer:
+    """Holds one run's model, optimiser, data and progress; `fit()` trains to the end of the budget."""
+
+    def __init__(self, config: Config, key: RunKey, run_dir: Path, lr: float, max_examples: int | None,
+                 log: LogFn | None, on_eval: Callable[[float, int], None] | None, progress_bar: bool) -> None:
+        t = config.train
+        self.config, self.key, self.run_dir, self.log, self.on_eval = config, key, run_dir, log, on_eval
+        self.progress_bar = progress_bar
+        self.runtime = select_runtime(t.device, t.precision)
+        self.train_split, valid = load_cached(config, "train"), load_cached(config, "valid")
+        _check_budget(config, len(self.train_split.images))
+        init_spec, _ = get_registry().initializer(key.initializer)
+        model, report = build_model(key.family, key.initializer, key.depth, config.model.num_classes,
+                                    seed=t.seed, weights_dir=config.model.weights_dir)
+        self.report = report.to_dict()
+        self.mean, self.std = normalization(config, self.report, self.train_split, init_spec.pretrained)
+        mem = torch.channels_last if self.runtime.channels_last else torch.contiguous_format
+        self.model = model.to(self.runtime.device, memory_format=mem)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr)
+        targets, mask = _train_targets(config, self.train_split)
+        self.loader = BatchLoader(self.train_split.images, targets, mask, t.batch_size, shuffle=True, seed=t.seed)
+        self.validate = Validator(valid, self.runtime, self.mean, self.std, t.eval_batch_size)
+        budget = t.epochs * len(self.train_split.images)
+        self.budget = min(budget, max_examples) if max_examples else budget
+        self.keeper = TopKKeeper(run_dir, t.top_k, self._metadata(lr))
+        self.fingerprint = _fingerprint(config, key, lr, max_examples, self.train_split)
+
+    def _metadata(self, lr: float) -> dict[str, Any]:
+        return {"run": self.key.name, "family": self.key.family, "initializer": self.key.initializer,
+                "depth": self.key.depth, "num_classes": self.config.model.num_classes,
+                "image_size": int(self.train_split.images.shape[1]), "lr": lr,
+                "normalization": {"mean": self.mean, "std": self.std}, "report": self.report}
+
+    def fit(self) -> TrainResult:
+        start = time.perf_counter()
+        torch.manual_seed(self.config.train.seed)
+        p = _resume(self.run_dir, self.fingerprint, self.model, self.optimizer, self.keeper)
+        p = p or Progress(next_eval=self.config.train.eval_every)
+        bar = tqdm(total=self.budget, initial=p.examples, unit="img", desc=self.key.name,
+                   disable=not self.progress_bar, dynamic_ncols=True)
+        while not p.done:
+            self._epoch(p, bar)
+        bar.close()
+        best = self.keeper.kept[0].score if self.keeper.kept else float("nan")
+        self.keeper.write_manifest(examples=p.examples, steps=p.step, best_val_mean_auroc_6=best)
+        return TrainResult(self.run_dir, best, p.examples, p.step, time.perf_counter() - start, self.report,
+                           self.runtime)
+
+    def _epoch(self, p: Progress, bar: tqdm) -> None:
+        loss_acc = torch.zeros((), device=self.runtime.device)
+        for batch in self.loader.batches(p.epoch, start=p.batch):
+            loss_acc += self._step(batch)
+            n = len(batch.rows)
+            p.step, p.batch, p.examples = p.step + 1, p.batch + 1, p.examples + n
+            bar.update(n)
+            budget_spent = p.examples >= self.budget
+            if p.examples >= p.next_eval or budget_spent or p.batch == self.loader.num_batches:
+                p.loss_sum += float(loss_acc)  # the loop's only host sync, once per evaluation
+                loss_acc.zero_()
+                while p.next_eval <= p.examples:
+                    p.next_eval += self.config.train.eval_every
+                if p.batch == self.loader.num_batches:
+                    p.epoch, p.batch = p.epoch + 1, 0
+                p.done = budget_spent or p.epoch >= self.config.train.epochs
+                self._evaluate(p, bar)
+                if p.done or p.batch == 0:
+                    return
+
+    def _step(self, batch) -> torch.Tensor:
+        rt = self.runtime
+        x = to_model_input(batch.x, rt.device, self.mean, self.std, rt.channels_last)
+        targets = batch.targets.to(rt.device, non_blocking=True)
+        mask = batch.mask.to(rt.device, non_blocking=True)
+        with rt.autocast():
+            logits = self.model(x)
+        losses = F.binary_cross_entropy_with_logits(logits.float(), targets, reduction="none")
+        loss = (losses * mask).sum() / mask.sum().clamp_min(1.0)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
+
+    def _evaluate(self, p: Progress, bar: tqdm) -> None:
+        score, metrics = self.validate(self.model)
+        self.model.train()
+        metrics["train_loss"] = p.loss_sum / max(p.step - p.last_eval_step, 1)
+        p.loss_sum, p.last_eval_step = 0.0, p.step
+        kept = self.keeper.consider(self.model, p.step, p.examples, p.epoch, score, metrics)
+        bar.set_postfix(val_auroc=f"{score:.3f}", kept=len(self.keeper.kept), refresh=False)
+        if self.log:
+            self.log(metrics | {"epoch": float(p.epoch), "checkpoint_kept": float(kept)}, p.examples)
+        _save_state(self.run_dir, self.fingerprint, self.model, self.optimizer, self.keeper, p)
+        if self.on_eval:
+            self.on_eval(score, p.examples)
+
+
+def train_run(config: Config, key: RunKey, *, lr: float | None = None, max_examples: int | None = None,
+              log: LogFn | None = None, on_eval: Callable[[float, int], None] | None = None,
+              progress: bool = True, run_dir: Path | None = None) -> TrainResult:
+    """Train one configuration (resuming a killed run in the same folder) and return where its checkpoints are."""
+    run_dir = run_dir or key.train_dir(config.train.runs_dir)
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(config, key, run_dir, lr or config.train.lr, max_examples or config.train.max_examples,
+                      log, on_eval, progress)
+    result = trainer.fit()
+    (run_dir / "train.json").write_text(json.dumps(
+        {"run": key.name, "examples": result.examples, "steps": result.steps, "seconds": round(result.seconds, 2),
+         "best_val_mean_auroc_6": result.best_val, "device": str(result.runtime.device),
+         "precision": result.runtime.precision}, indent=2))
+    return result
