@@ -27,7 +27,7 @@ def predict_probs(
     pin = device.type == "cuda"
     out = []
     for start in range(0, len(images), batch_size):
-        chunk = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size]))[:, None]
+        chunk = torch.from_numpy(np.array(images[start : start + batch_size]))[:, None]  # a writable copy
         if pin:
             chunk = chunk.pin_memory()
         x = to_model_input(chunk, device, mean, std, channels_last=channels_last)

@@ -1,0 +1,120 @@
+"""The training loop: protocol, determinism, kill-and-resume, top-K manifest, ensemble, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from chexops.config import config_from_dict, validate
+from chexops.errors import ConfigError
+from chexops.evaluate.ensemble import ensemble_predict, evaluate_ensemble
+from chexops.runs import RunKey
+from chexops.train import loop
+from chexops.train.checkpoints import read_manifest
+from chexops.train.loop import train_run
+
+KEY = RunKey("resnet18", "random", 3)  # resnet18 with three of four blocks cut: fast on a CPU
+
+
+def make_config(root: Path, **train):
+    return config_from_dict({
+        "study": {"name": "test"},
+        "data": {"source": "synthetic", "synthetic": {"patients": 60, "seed": 1, "image_size": 48},
+                 "image_size": 32, "index_dir": str(root / "index"), "cache_dir": str(root / "cache"), "workers": 1},
+        "train": {"batch_size": 8, "epochs": 2, "eval_every": 64, "top_k": 3, "lr": 1e-3,
+                  "runs_dir": str(root / "runs")} | train,
+        "grid": {"families": ["resnet18"], "initializers": ["random"]},
+    })
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """A small synthetic dataset, ingested and cached once for the module."""
+    import os
+
+    from chexops.data.stages import ingest, prepare
+
+    root = tmp_path_factory.mktemp("study")
+    cwd = os.getcwd()
+    os.chdir(root)  # the synthetic folder is written relative to the working directory, as in the pipeline
+    try:
+        config = make_config(root)
+        ingest(config, progress=False)
+        prepare(config, progress=False)
+    finally:
+        os.chdir(cwd)
+    return root
+
+
+def test_training_keeps_top_k_with_a_manifest(prepared, tmp_path):
+    config = make_config(prepared, runs_dir=str(tmp_path))
+    result = train_run(config, KEY, progress=False)
+    manifest = read_manifest(result.run_dir)
+    n_train = len(np.load(prepared / "cache" / "train.npy", mmap_mode="r"))
+    assert result.examples == 2 * n_train
+    scores = [c["val_mean_auroc_6"] for c in manifest["checkpoints"]]
+    assert len(scores) == 3 and scores == sorted(scores, reverse=True)
+    assert all((result.run_dir / c["file"]).is_file() for c in manifest["checkpoints"])
+    assert len(list((result.run_dir / "checkpoints").glob("*.pt"))) == 3
+    assert {"step", "examples", "epoch", "metrics"} <= set(manifest["checkpoints"][0])
+    # random init normalises with the training cache's own statistics
+    info = json.loads((prepared / "cache" / "train.json").read_text())
+    assert manifest["normalization"]["mean"] == [info["mean"]] * 3
+
+
+def test_same_seed_same_metrics(prepared, tmp_path):
+    a = train_run(make_config(prepared, runs_dir=str(tmp_path / "a"), epochs=1), KEY, progress=False)
+    b = train_run(make_config(prepared, runs_dir=str(tmp_path / "b"), epochs=1), KEY, progress=False)
+    ma, mb = read_manifest(a.run_dir), read_manifest(b.run_dir)
+    assert [c["metrics"] for c in ma["checkpoints"]] == [c["metrics"] for c in mb["checkpoints"]]
+
+
+def test_killed_run_resumes_to_the_same_result(prepared, tmp_path, monkeypatch):
+    reference = train_run(make_config(prepared, runs_dir=str(tmp_path / "ref")), KEY, progress=False)
+    config = make_config(prepared, runs_dir=str(tmp_path / "killed"))
+    real_step, calls = loop.Trainer._step, {"n": 0}
+
+    def dying_step(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 13:  # between two evaluations, mid-epoch: like a SIGKILL
+            raise KeyboardInterrupt
+        return real_step(self, batch)
+
+    monkeypatch.setattr(loop.Trainer, "_step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(config, KEY, progress=False)
+    monkeypatch.setattr(loop.Trainer, "_step", real_step)
+    resumed = train_run(config, KEY, progress=False)
+    ref, got = read_manifest(reference.run_dir), read_manifest(resumed.run_dir)
+    assert [c["metrics"] for c in got["checkpoints"]] == [c["metrics"] for c in ref["checkpoints"]]
+    assert resumed.examples == reference.examples
+
+
+def test_ensemble_is_evaluated_with_cis(prepared, tmp_path):
+    from chexops.data.cache import load_split
+
+    result = train_run(make_config(prepared, runs_dir=str(tmp_path)), KEY, progress=False)
+    test = load_split(prepared / "cache", "test")
+    payload = evaluate_ensemble(result.run_dir, tmp_path / "eval", test.images, test.index, 200, 0.95, 0)
+    m = payload["metrics"]
+    assert m["test_mean_auroc_6_ci_low"] <= m["test_mean_auroc_6"] <= m["test_mean_auroc_6_ci_high"]
+    assert (tmp_path / "eval" / "roc.png").stat().st_size > 10_000
+    preds = (tmp_path / "eval" / "predictions.csv").read_text().splitlines()
+    assert len(preds) == payload["n_test_studies"] + 1
+    probs, each = ensemble_predict(result.run_dir, test.images, return_members=True)
+    assert len(each) == 3 and np.allclose(probs, np.mean(each, axis=0))
+
+
+def test_batch_larger_than_training_split(prepared, tmp_path):
+    with pytest.raises(ConfigError, match="batch_size is 100000"):
+        train_run(make_config(prepared, runs_dir=str(tmp_path), batch_size=100000), KEY, progress=False)
+
+
+def test_bad_params_are_reported_before_training(prepared):
+    with pytest.raises(ConfigError, match="train.lr must be > 0"):
+        validate(make_config(prepared, lr=0.0))
+    with pytest.raises(ConfigError, match=r"unknown params key 'train.learning_rate'.*Valid keys of train: lr"):
+        make_config(prepared, learning_rate=0.1)
