@@ -1,0 +1,284 @@
+"""chexops.analysis on hand-made studies whose answers are known by construction.
+
+Every run's probabilities are sigmoid(sep * (2y - 1) + noise) with one noise matrix shared by all runs, so a
+run's AUROC on each task is non-decreasing in `sep`; the fixture checks that the designed order really holds
+before any test relies on it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from chexops.analysis import (
+    MEASURED,
+    load_runs,
+    main_table,
+    pretraining_boost,
+    spearman,
+    truncation_table,
+)
+from chexops.errors import DataError
+from chexops.evaluate.bootstrap import bootstrap_ci
+from chexops.labels import OBSERVATIONS
+
+N_STUDIES = 200
+B = 200  # bootstrap resamples in tests: enough for CIs that clearly exclude 0, fast
+
+# family -> (group, ImageNet top-1, parameters): top-1 and parameters both increase down the list.
+FAMILIES = {
+    "alpha": ("G1", 70.0, 1_000_000),
+    "beta": ("G1", 72.0, 2_000_000),
+    "gamma": ("G2", 74.0, 4_000_000),
+    "delta": ("G2", 76.0, 8_000_000),
+}
+# Random init: AUROC increases with top-1 and parameters (rho = 1). ImageNet init: AUROC ranks 2, 1, 4, 3 against
+# top-1 ranks 1, 2, 3, 4, so sum d^2 = 4 and rho = 1 - 6 * 4 / (4 * (16 - 1)) = 0.6. ImageNet is far better.
+SEP = {"random": {"alpha": 0.2, "beta": 0.3, "gamma": 0.4, "delta": 0.5},
+       "imagenet": {"alpha": 1.6, "beta": 1.4, "gamma": 2.0, "delta": 1.8}}
+RHO_IMAGENET = 1 - 6 * (1 + 1 + 1 + 1) / (4 * (4**2 - 1))
+
+
+def truth_and_noise(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, size=(N_STUDIES, len(OBSERVATIONS)))
+    y[0], y[1] = 0, 1  # both classes in every task
+    return y, rng.normal(size=y.shape)
+
+
+def write_run(root: Path, family: str, init: str, sep: float, depth: int = 0, params: int | None = None,
+              top1: float | None = None, group: str | None = None, seed: int = 0,
+              studies: list[str] | None = None, order: np.ndarray | None = None, jitter: float = 0.0) -> Path:
+    """One run folder exactly as the evaluate stage leaves it; eval.json metrics computed from the predictions.
+
+    `jitter` adds run-specific noise, so two runs of equal `sep` differ by chance only.
+    """
+    y, noise = truth_and_noise(seed)
+    extra = jitter * np.random.default_rng(99).normal(size=y.shape)
+    p = 1.0 / (1.0 + np.exp(-(sep * (2 * y - 1) + noise + extra)))
+    g, t1, n_params = FAMILIES.get(family, ("Other", None, 1_000_000))
+    trunc = "full" if depth == 0 else f"drop-last-{depth}"
+    run = f"{family}/{init}/{trunc}"
+    folder = root / run.replace("/", "-")
+    folder.mkdir(parents=True)
+    metrics = bootstrap_ci(y, p, n_resamples=50, seed=0).to_flat_dict("test")
+    doc = {"run": run, "family": family, "group": group or g, "initializer": init, "truncation": trunc,
+           "depth": depth, "parameters": params or n_params, "imagenet_top1": top1 if top1 is not None else t1,
+           "timm_tag": f"{family}.test", "test_source": "synthetic", "n_test_studies": N_STUDIES,
+           "metrics": metrics, "best_single": {"test_mean_auroc_6": metrics["test_mean_auroc_6"] - 0.01},
+           "mlflow_run_id": "0" * 32}
+    (folder / "eval.json").write_text(json.dumps(doc))
+    cols = {"study": studies or [f"study{i:04d}" for i in range(N_STUDIES)]}
+    for k, o in enumerate(OBSERVATIONS):
+        cols[f"y_{o}"], cols[f"p_{o}"] = y[:, k], p[:, k]
+    df = pd.DataFrame(cols)
+    (df.iloc[order] if order is not None else df).to_csv(folder / "predictions.csv", index=False)
+    return folder
+
+
+def write_full_grid(root: Path, inits: tuple[str, ...] = ("random", "imagenet")) -> list[Path]:
+    return [write_run(root, f, init, SEP[init][f]) for init in inits for f in FAMILIES]
+
+
+def write_truncations(root: Path) -> list[Path]:
+    """alpha/imagenet with 1 block dropped (identical predictions, half the parameters) and 2 dropped (worse)."""
+    return [write_run(root, "alpha", "imagenet", SEP["imagenet"]["alpha"], depth=1, params=500_000),
+            write_run(root, "alpha", "imagenet", 0.2, depth=2, params=250_000)]
+
+
+@pytest.fixture
+def study_dirs(tmp_path: Path) -> list[Path]:
+    return write_full_grid(tmp_path) + write_truncations(tmp_path)
+
+
+@pytest.fixture
+def study(study_dirs: list[Path]):
+    s = load_runs(study_dirs, name="toy")
+    full = s.full.set_index("family")
+    for init, order in (("random", ["alpha", "beta", "gamma", "delta"]), ("imagenet", ["beta", "alpha", "delta",
+                                                                                         "gamma"])):
+        auc = full[full["initializer"] == init].loc[order, "auroc_6"].to_numpy()
+        assert np.all(np.diff(auc) > 0), f"fixture design broken: {init} AUROCs {auc} are not in the designed order"
+    return s
+
+
+def test_load_runs_reads_every_field_and_aligns_shuffled_predictions(tmp_path: Path) -> None:
+    a = write_run(tmp_path, "alpha", "random", 0.2)
+    b = write_run(tmp_path, "beta", "random", 0.3, order=np.random.default_rng(1).permutation(N_STUDIES))
+    s = load_runs([a, b])
+    y, noise = truth_and_noise()
+    np.testing.assert_array_equal(s.truth, y)
+    np.testing.assert_allclose(s.probs["beta/random/full"], 1 / (1 + np.exp(-(0.3 * (2 * y - 1) + noise))))
+    assert s.studies[:2] == ("study0000", "study0001")
+    row = s.runs.loc["beta/random/full"]
+    assert (row["family"], row["group"], row["parameters"], row["imagenet_top1"]) == ("beta", "G1", 2_000_000, 72.0)
+    assert s.notes == ()
+
+
+def test_different_test_studies_is_an_error_naming_both_runs(tmp_path: Path) -> None:
+    a = write_run(tmp_path, "alpha", "random", 0.2)
+    other = [f"study{i:04d}" for i in range(N_STUDIES - 1)] + ["elsewhere"]
+    b = write_run(tmp_path, "beta", "random", 0.3, studies=other)
+    with pytest.raises(DataError, match=r"alpha/random/full.*beta/random/full.*different studies.*elsewhere"):
+        load_runs([a, b])
+
+
+def test_different_truth_is_an_error(tmp_path: Path) -> None:
+    a = write_run(tmp_path, "alpha", "random", 0.2)
+    b = write_run(tmp_path, "beta", "random", 0.3, seed=1)
+    with pytest.raises(DataError, match="disagree on the test labels"):
+        load_runs([a, b])
+
+
+def test_missing_prediction_column_and_empty_input_are_errors(tmp_path: Path) -> None:
+    a = write_run(tmp_path, "alpha", "random", 0.2)
+    pd.read_csv(a / "predictions.csv").drop(columns=["p_Edema"]).to_csv(a / "predictions.csv", index=False)
+    with pytest.raises(DataError, match="p_Edema"):
+        load_runs([a])
+    with pytest.raises(DataError, match="no run folders"):
+        load_runs([])
+
+
+def test_eval_json_disagreeing_with_predictions_is_noted(tmp_path: Path) -> None:
+    a = write_run(tmp_path, "alpha", "random", 0.2)
+    doc = json.loads((a / "eval.json").read_text())
+    doc["metrics"]["test_mean_auroc_6"] += 0.05
+    (a / "eval.json").write_text(json.dumps(doc))
+    (note,) = load_runs([a]).notes
+    assert "alpha/random/full" in note and "predictions.csv" in note
+
+
+def test_main_table_has_every_run_with_formatted_cis(study) -> None:
+    table = main_table(study)
+    assert len(table) == 10 and list(table["depth"].iloc[-2:]) == [1, 2]  # full models first
+    row = table[table["run"] == "gamma/imagenet/full"].iloc[0]
+    ev = study.runs.loc["gamma/imagenet/full"]
+    assert row["auroc_6_ci"] == f"{ev['auroc_6']:.3f} [{ev['auroc_6_ci_low']:.3f}, {ev['auroc_6_ci_high']:.3f}]"
+    assert row["auroc_5"] == ev["auroc_5"] and row["auroc_5_ci"].startswith(f"{ev['auroc_5']:.3f} [")
+    assert (row["imagenet_top1"], row["parameters"]) == (74.0, 4_000_000)
+
+
+def test_spearman_matches_construction_and_scipy_exactly(study) -> None:
+    sp = spearman(study).set_index(["analysis", "initializer"])
+    for analysis in ("top1_vs_auroc", "params_vs_auroc"):
+        assert sp.loc[(analysis, "random"), "rho"] == 1.0
+        assert sp.loc[(analysis, "imagenet"), "rho"] == pytest.approx(RHO_IMAGENET, abs=1e-12)
+        assert sp.loc[(analysis, "imagenet"), "n"] == 4
+    full = study.full.sort_values("family")
+    im = full[full["initializer"] == "imagenet"]
+    expected = stats.spearmanr(im["imagenet_top1"], im["auroc_6"])
+    assert sp.loc[("top1_vs_auroc", "imagenet"), "rho"] == expected.statistic
+    assert sp.loc[("top1_vs_auroc", "imagenet"), "p"] == expected.pvalue
+    boost = pretraining_boost(study, B).per_family
+    expected = stats.spearmanr(boost["parameters"], boost["boost"])
+    assert sp.loc[("boost_vs_params", "imagenet - random"), "rho"] == expected.statistic
+    assert (sp["status"] == MEASURED).all()
+
+
+def test_spearman_needs_three_points_and_variation(tmp_path: Path) -> None:
+    dirs = [write_run(tmp_path, f, "random", SEP["random"][f]) for f in ("alpha", "beta")]
+    sp = spearman(load_runs(dirs)).set_index(["analysis", "initializer"])
+    assert sp.loc[("top1_vs_auroc", "random"), "status"].startswith("not measured: 2 point(s)")
+    assert sp.loc[("top1_vs_auroc", "imagenet"), "status"] == "not measured: no full imagenet runs"
+    assert np.isnan(sp.loc[("top1_vs_auroc", "random"), "rho"])
+    same = [write_run(tmp_path / "c", f, "random", 0.5, top1=75.0) for f in ("alpha", "beta", "gamma")]
+    sp = spearman(load_runs(same)).set_index(["analysis", "initializer"])
+    assert "constant" in sp.loc[("top1_vs_auroc", "random"), "status"]
+    assert sp.loc[("params_vs_auroc", "random"), "status"].startswith("not measured: AUROC is constant")
+
+
+def test_missing_top1_is_left_out_and_said(tmp_path: Path) -> None:
+    dirs = [write_run(tmp_path, f, "random", SEP["random"][f]) for f in FAMILIES]
+    doc = json.loads((dirs[0] / "eval.json").read_text())
+    doc["imagenet_top1"] = None
+    (dirs[0] / "eval.json").write_text(json.dumps(doc))
+    row = spearman(load_runs(dirs)).iloc[0]
+    assert (row["n"], row["rho"], row["note"]) == (3, 1.0, "left out (no value): alpha")
+
+
+def test_pretraining_boost_positive_with_ci_excluding_zero(study) -> None:
+    res = pretraining_boost(study, B, seed=0)
+    fam = res.per_family.set_index("family")
+    assert list(fam.index) == ["alpha", "beta", "gamma", "delta"]  # by parameters
+    full = study.full.set_index("run")
+    for f in FAMILIES:
+        diff = full.loc[f"{f}/imagenet/full", "auroc_6"] - full.loc[f"{f}/random/full", "auroc_6"]
+        assert fam.loc[f, "boost"] == pytest.approx(diff, abs=1e-12)
+        assert fam.loc[f, "ci_low"] > 0 and fam.loc[f, "p"] == pytest.approx(1 / (B + 1))
+    assert res.mean["boost"] == pytest.approx(fam["boost"].mean(), abs=1e-12)
+    assert 0 < res.mean["ci_low"] < res.mean["boost"] < res.mean["ci_high"]
+    assert res.mean["n_families"] == 4
+
+
+def test_boost_is_negative_when_random_is_better(tmp_path: Path) -> None:
+    dirs = [write_run(tmp_path, "alpha", "random", 1.5), write_run(tmp_path, "alpha", "imagenet", 0.2)]
+    res = pretraining_boost(load_runs(dirs), B)
+    assert res.per_family.iloc[0]["ci_high"] < 0 and res.mean["boost"] < 0
+
+
+def test_size_differences_largest_minus_smallest_per_group(study) -> None:
+    sizes = pretraining_boost(study, B).size_differences.set_index(["group", "initializer"])
+    full = study.full.set_index("run")
+    row = sizes.loc[("G2", "imagenet")]
+    assert (row["larger"], row["smaller"]) == ("delta", "gamma")
+    expected = full.loc["delta/imagenet/full", "auroc_6"] - full.loc["gamma/imagenet/full", "auroc_6"]
+    assert row["difference"] == pytest.approx(expected, abs=1e-12) and row["difference"] < 0
+    assert sizes.loc[("G1", "random"), "difference"] > 0
+    assert len(sizes) == 4 and (sizes["status"] == MEASURED).all()
+
+
+def test_truncation_efficiency_hand_computed(study) -> None:
+    res = truncation_table(study, B)
+    t = res.table.set_index("blocks_dropped")
+    one = t.loc[1]
+    # identical predictions at half the parameters: same AUROC, exactly twice the AUROC per parameter
+    assert (one["delta"], one["ci_low"], one["ci_high"], one["p"]) == (0.0, 0.0, 0.0, 1.0)
+    assert one["efficiency_gain"] == 2.0 and not one["significant_drop"]
+    two = t.loc[2]
+    full_auc = study.runs.loc["alpha/imagenet/full", "auroc_6"]
+    trunc_auc = study.runs.loc["alpha/imagenet/drop-last-2", "auroc_6"]
+    assert two["efficiency_gain"] == pytest.approx((trunc_auc / 0.25) / (full_auc / 1.0), rel=1e-12)
+    assert two["delta"] < 0 and two["significant_drop"]
+    assert res.summary["mean_efficiency_gain"] == pytest.approx((2.0 + two["efficiency_gain"]) / 2, rel=1e-12)
+    assert res.summary["n_significant_drops"] == 1 and res.summary["n_measured"] == 2
+
+
+def test_chance_difference_is_not_a_significant_drop(tmp_path: Path) -> None:
+    # the jitter costs about as much AUROC as the slightly larger separation gains
+    dirs = [write_run(tmp_path, "alpha", "imagenet", 1.6), write_run(tmp_path, "alpha", "imagenet", 1.63, depth=1,
+                                                                      params=500_000, jitter=0.3)]
+    row = truncation_table(load_runs(dirs), B).table.iloc[0]
+    assert row["delta"] < 0 and row["ci_low"] < 0 < row["ci_high"] and row["p"] > 0.05, "fixture: CI must straddle 0"
+    assert not row["significant_drop"]
+
+
+def test_truncated_run_without_its_full_model_is_not_measured(tmp_path: Path) -> None:
+    dirs = [write_run(tmp_path, "alpha", "imagenet", 1.6), write_run(tmp_path, "gamma", "random", 0.3, depth=1)]
+    res = truncation_table(load_runs(dirs), B)
+    assert res.table.iloc[0]["status"] == "not measured: no full gamma/random run"
+    assert res.summary["status"] == "not measured: no truncated run has its full model"
+
+
+def test_missing_inputs_give_not_measured_entries_without_crashing(tmp_path: Path) -> None:
+    s = load_runs(write_full_grid(tmp_path, inits=("random",)))
+    boost = pretraining_boost(s, B)
+    assert (boost.per_family["status"] == "not measured: no full alpha/imagenet run").iloc[0]
+    assert boost.mean["status"].startswith("not measured: no family has both")
+    sp = spearman(s).set_index(["analysis", "initializer"])
+    assert sp.loc[("boost_vs_params", "imagenet - random"), "status"].startswith("not measured")
+    assert truncation_table(s, B).table.iloc[0]["status"] == "not measured: no truncated runs"
+    assert (boost.size_differences["status"] == MEASURED).all()
+
+
+def test_one_run_only(tmp_path: Path) -> None:
+    s = load_runs([write_run(tmp_path, "alpha", "random", 0.2)])
+    assert len(main_table(s)) == 1
+    assert not (spearman(s)["status"] == MEASURED).any()
+    boost = pretraining_boost(s, B)
+    assert boost.size_differences.iloc[0]["status"] == "not measured: only one full G1/random family (alpha)"
+    assert truncation_table(s, B).summary["status"] == "not measured: no truncated runs"
