@@ -59,17 +59,20 @@ class Ensemble:
     std: list[float]
     device: torch.device
 
-    def predict(self, images: np.ndarray) -> np.ndarray:
-        """uint8 (N, image_size, image_size) -> (N, 14) float32: the mean of the members' sigmoid outputs."""
+    def member_probs(self, images: np.ndarray) -> np.ndarray:
+        """uint8 (N, image_size, image_size) -> (members, N, 14) float32: each member's sigmoid outputs."""
         if images.ndim != 3 or images.dtype != np.uint8 or images.shape[1:] != (self.image_size,) * 2:
             raise DataError(f"the ensemble takes uint8 (N, {self.image_size}, {self.image_size}) images, got "
                             f"{images.dtype} {images.shape}; pass them through prepare_images first.")
         if len(images) == 0:
-            return np.zeros((0, len(OBSERVATIONS)), dtype=np.float32)
+            return np.zeros((len(self.models), 0, len(OBSERVATIONS)), dtype=np.float32)
         with _exact_fp32():
-            probs = [predict_probs(m, images, self.device, self.mean, self.std, batch_size=CHUNK)
-                     for m in self.models]
-        return np.mean(np.stack(probs), axis=0, dtype=np.float32)
+            return np.stack([predict_probs(m, images, self.device, self.mean, self.std, batch_size=CHUNK)
+                             for m in self.models])
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """uint8 (N, image_size, image_size) -> (N, 14) float32: the mean of the members' sigmoid outputs."""
+        return np.mean(self.member_probs(images), axis=0, dtype=np.float32)
 
 
 @contextmanager

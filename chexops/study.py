@@ -14,7 +14,8 @@ from chexops.config import Config
 from chexops.data.stages import data_hash
 from chexops.evaluate.ensemble import evaluate_ensemble, write_eval
 from chexops.runs import RunKey
-from chexops.train.checkpoints import MANIFEST, read_manifest
+from chexops.serving import read_manifest
+from chexops.train.checkpoints import MANIFEST
 from chexops.train.loop import STATE, Trainer, load_cached
 
 RUN_FILE = "mlflow_run.json"
@@ -75,7 +76,7 @@ def _test_source(config: Config) -> str:
 def evaluate_stage(config: Config, key: RunKey, tracker: Any) -> dict[str, Any]:
     """Ensemble test metrics with CIs -> eval.json, predictions.csv, roc.png, and the same run in MLflow."""
     run_dir, out_dir = key.train_dir(config.train.runs_dir), key.eval_dir(config.train.runs_dir)
-    manifest, run_id = read_manifest(run_dir), _run_record(run_dir)["run_id"]
+    manifest, run_id = read_manifest(run_dir / MANIFEST), _run_record(run_dir)["run_id"]
     test = load_cached(config, "test")
     e = config.eval
     payload = evaluate_ensemble(run_dir, out_dir, test.images, test.index, e.bootstrap, e.ci, e.seed)

@@ -6,14 +6,15 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from chexops.config import config_from_dict, validate
 from chexops.errors import ConfigError
-from chexops.evaluate.ensemble import ensemble_predict, evaluate_ensemble
+from chexops.evaluate.ensemble import evaluate_ensemble
 from chexops.runs import RunKey
+from chexops.serving import predict_manifest, read_manifest
 from chexops.train import loop
-from chexops.train.checkpoints import read_manifest
 from chexops.train.loop import train_run
 
 KEY = RunKey("resnet18", "random", 3)  # resnet18 with three of four blocks cut: fast on a CPU
@@ -52,7 +53,7 @@ def prepared(tmp_path_factory):
 def test_training_keeps_top_k_with_a_manifest(prepared, tmp_path):
     config = make_config(prepared, runs_dir=str(tmp_path))
     result = train_run(config, KEY, progress=False)
-    manifest = read_manifest(result.run_dir)
+    manifest = read_manifest(result.run_dir / "manifest.json")
     n_train = len(np.load(prepared / "cache" / "train.npy", mmap_mode="r"))
     assert result.examples == 2 * n_train
     scores = [c["val_mean_auroc_6"] for c in manifest["checkpoints"]]
@@ -68,7 +69,7 @@ def test_training_keeps_top_k_with_a_manifest(prepared, tmp_path):
 def test_same_seed_same_metrics(prepared, tmp_path):
     a = train_run(make_config(prepared, runs_dir=str(tmp_path / "a"), epochs=1), KEY, progress=False)
     b = train_run(make_config(prepared, runs_dir=str(tmp_path / "b"), epochs=1), KEY, progress=False)
-    ma, mb = read_manifest(a.run_dir), read_manifest(b.run_dir)
+    ma, mb = read_manifest(a.run_dir / "manifest.json"), read_manifest(b.run_dir / "manifest.json")
     assert [c["metrics"] for c in ma["checkpoints"]] == [c["metrics"] for c in mb["checkpoints"]]
 
 
@@ -88,7 +89,7 @@ def test_killed_run_resumes_to_the_same_result(prepared, tmp_path, monkeypatch):
         train_run(config, KEY, progress=False)
     monkeypatch.setattr(loop.Trainer, "_step", real_step)
     resumed = train_run(config, KEY, progress=False)
-    ref, got = read_manifest(reference.run_dir), read_manifest(resumed.run_dir)
+    ref, got = read_manifest(reference.run_dir / "manifest.json"), read_manifest(resumed.run_dir / "manifest.json")
     assert [c["metrics"] for c in got["checkpoints"]] == [c["metrics"] for c in ref["checkpoints"]]
     assert resumed.examples == reference.examples
 
@@ -104,8 +105,11 @@ def test_ensemble_is_evaluated_with_cis(prepared, tmp_path):
     assert (tmp_path / "eval" / "roc.png").stat().st_size > 10_000
     preds = (tmp_path / "eval" / "predictions.csv").read_text().splitlines()
     assert len(preds) == payload["n_test_studies"] + 1
-    probs, each = ensemble_predict(result.run_dir, test.images, return_members=True)
-    assert len(each) == 3 and np.allclose(probs, np.mean(each, axis=0))
+    assert len(payload["checkpoint_test_mean_auroc_6"]) == 3
+    probs = predict_manifest(result.run_dir / "manifest.json", test.images)  # what the registered model serves
+    frame = pd.read_csv(tmp_path / "eval" / "predictions.csv")
+    first_study = test.index["study"] == frame["study"][0]
+    assert np.allclose(probs[first_study.to_numpy()].max(axis=0), frame.filter(like="p_").iloc[0], atol=1e-6)
 
 
 def test_batch_larger_than_training_split(prepared, tmp_path):

@@ -1,7 +1,7 @@
-"""The checkpoint ensemble: mean of the kept checkpoints' sigmoid probabilities, evaluated on the test split.
+"""The checkpoint ensemble evaluated on the test split: mean of the kept checkpoints' sigmoid probabilities.
 
-`ensemble_predict` is the single inference path shared by the evaluate stage and the registered pyfunc model,
-so a registered model's predictions are the ensemble's test predictions by construction.
+Predictions come from `chexops.serving.Ensemble`, the very object the registered pyfunc model wraps, so a
+registry version's predictions are the ensemble's test predictions by construction.
 """
 
 from __future__ import annotations
@@ -16,34 +16,10 @@ import torch
 
 from chexops.evaluate.bootstrap import bootstrap_ci
 from chexops.evaluate.metrics import evaluate, study_level
-from chexops.evaluate.predict import binary_truth, predict_probs
+from chexops.evaluate.predict import binary_truth
 from chexops.labels import OBSERVATIONS, STUDY_TASKS
-from chexops.models import build_model
-from chexops.train.checkpoints import read_manifest
-
-
-def load_members(run_dir: Path, manifest: dict[str, Any], device: torch.device) -> list[torch.nn.Module]:
-    """The kept checkpoints as models in eval mode (structure from build_model; weights from the files)."""
-    members = []
-    for ckpt in manifest["checkpoints"]:
-        model, _ = build_model(manifest["family"], "random", manifest["depth"], manifest["num_classes"])
-        state = torch.load(Path(run_dir) / ckpt["file"], map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
-        members.append(model.to(device).eval())
-    return members
-
-
-def ensemble_predict(run_dir: Path, images: np.ndarray, device: torch.device | None = None,
-                     batch_size: int = 256, members: list[torch.nn.Module] | None = None,
-                     return_members: bool = False) -> Any:
-    """Mean sigmoid probabilities (N, 14) over the kept checkpoints for cached-format uint8 images (N, S, S)."""
-    manifest = read_manifest(run_dir)
-    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    members = members if members is not None else load_members(run_dir, manifest, device)
-    norm = manifest["normalization"]
-    each = [predict_probs(m, images, device, norm["mean"], norm["std"], batch_size) for m in members]
-    mean = np.mean(each, axis=0).astype(np.float32)
-    return (mean, each) if return_members else mean
+from chexops.serving import checkpoint_paths, load_ensemble, read_manifest
+from chexops.train.checkpoints import MANIFEST
 
 
 def roc_figure(truth: np.ndarray, probs: np.ndarray, title: str, path: Path) -> None:
@@ -92,8 +68,11 @@ def evaluate_ensemble(run_dir: Path, out_dir: Path, test_images: np.ndarray, tes
     predictions CSV and ROC figure go to `out_dir`."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    manifest = read_manifest(run_dir)
-    mean, each = ensemble_predict(run_dir, test_images, device, return_members=True)
+    manifest_path = run_dir / MANIFEST
+    manifest = read_manifest(manifest_path)
+    ensemble = load_ensemble(manifest, checkpoint_paths(manifest_path, manifest), device)
+    each = ensemble.member_probs(test_images)
+    mean = ensemble.predict(test_images)
     study_ids = test_index["study"].astype(str).tolist()
     studies, truth = study_level(binary_truth(test_index[list(OBSERVATIONS)].to_numpy(float)), study_ids)
     truth = truth.astype(np.int8)

@@ -97,12 +97,3 @@ class TopKKeeper:
             if f"checkpoints/{path.name}" not in keep:
                 path.unlink()
         self.write_manifest()
-
-
-def read_manifest(run_dir: Path) -> dict[str, Any]:
-    from chexops.errors import DataError
-
-    path = Path(run_dir) / MANIFEST
-    if not path.is_file():
-        raise DataError(f"{path} not found: train this configuration first (its run folder has no manifest).")
-    return json.loads(path.read_text())
