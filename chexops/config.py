@@ -90,17 +90,19 @@ class TrackingConfig:
 
 
 @dataclass(frozen=True)
-class TruncationGridConfig:
-    families: list[str] = field(default_factory=list)
-    depths: list[int] = field(default_factory=list)
-    initializers: list[str] = field(default_factory=lambda: ["imagenet"])
+class TruncatedRun:
+    """One truncated configuration: allowed depths differ per family, so each is listed explicitly."""
+
+    family: str
+    depth: int
+    init: str = "imagenet"
 
 
 @dataclass(frozen=True)
 class GridConfig:
     families: list[str] = field(default_factory=lambda: ["densenet121"])
     initializers: list[str] = field(default_factory=lambda: ["random"])
-    truncation: TruncationGridConfig = field(default_factory=TruncationGridConfig)
+    truncated: list[TruncatedRun] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -230,12 +232,13 @@ def validate(config: Config) -> Config:
     _check(0 < config.tune.lr_min < config.tune.lr_max, "tune.lr_min must be in (0, tune.lr_max).")
     registry = get_registry()
     registry.label_policy(d.label_policy)
+    base = {(f, i, 0) for f in config.grid.families for i in config.grid.initializers}
     for name, init, depth in grid_runs(config):
         family = registry.family(name)
         registry.initializer(init)
         _check(
-            depth <= family.max_drop,
-            f"grid.truncation.depths has {depth}, but {name} allows dropping at most {family.max_drop} blocks.",
+            0 <= depth <= family.max_drop and (depth > 0 or (name, init, depth) in base),
+            f"grid.truncated has {name} at depth {depth}, but {name} allows dropping 1 to {family.max_drop} blocks.",
         )
         _check(
             d.image_size >= family.min_size,
@@ -248,5 +251,5 @@ def grid_runs(config: Config) -> list[tuple[str, str, int]]:
     """Every (family, initializer, truncation depth) of the study, full models first, without repeats."""
     g = config.grid
     runs = [(f, i, 0) for f in g.families for i in g.initializers]
-    runs += [(f, i, k) for f in g.truncation.families for k in g.truncation.depths for i in g.truncation.initializers]
+    runs += [(t.family, t.init, t.depth) for t in g.truncated]
     return list(dict.fromkeys(runs))
