@@ -1,0 +1,1 @@
+"""ConvNeXt-Tiny as a chexops architecture family."""
