@@ -1,0 +1,75 @@
+"""One configuration through train -> evaluate -> register, recorded in one MLflow run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from mlflow import MlflowClient
+from test_train import KEY, make_config, prepared  # noqa: F401 - the module-scoped dataset fixture
+
+from chexops.study import evaluate_stage, register_stage, train_stage
+from chexops.tracking import Tracker
+from chexops.train import loop
+
+TAGS = ("chexops.git_commit", "chexops.data_hash", "chexops.timm_tag", "chexops.plugin", "chexops.plugin_version",
+        "chexops.device", "chexops.precision", "chexops.version", "chexops.test_source")
+
+
+@pytest.fixture
+def tracker(tmp_path):
+    return Tracker.open(f"sqlite:///{tmp_path / 'mlflow.db'}", str(tmp_path / "mlartifacts"), "test-study")
+
+
+def test_run_is_trained_evaluated_registered_and_recorded(prepared, tmp_path, tracker):  # noqa: F811
+    config = make_config(prepared, runs_dir=str(tmp_path / "runs"))
+    summary = train_stage(config, KEY, tracker, progress=False)
+    payload = evaluate_stage(config, KEY, tracker)
+    record = register_stage(config, KEY, tracker)
+    client = MlflowClient(tracker.uri)
+    run = client.get_run(summary["run_id"])
+    assert run.info.run_name == "resnet18/random/drop-3" and run.info.status == "FINISHED"
+    assert all(run.data.tags.get(t) for t in TAGS), {t: run.data.tags.get(t) for t in TAGS}
+    assert run.data.tags["chexops.timm_tag"] == "resnet18.tv_in1k"
+    assert run.data.params["train.lr"] == "0.001" and run.data.params["run.family"] == "resnet18"
+    history = client.get_metric_history(run.info.run_id, "val_mean_auroc_6")
+    assert len(history) >= 4 and [m.step for m in history] == sorted(m.step for m in history)
+    assert history[-1].step == summary["examples"]  # logged against examples seen
+    assert client.get_metric_history(run.info.run_id, "train_loss")
+    m = run.data.metrics
+    assert m["test_mean_auroc_6_ci_low"] <= m["test_mean_auroc_6"] <= m["test_mean_auroc_6_ci_high"]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"roc.png", "predictions.csv", "eval.json", "manifest.json"} <= artifacts
+    version = client.get_model_version_by_alias(record["registered_model"], "candidate")
+    assert int(version.version) == record["version"] and version.run_id == run.info.run_id
+    assert float(version.tags["test_mean_auroc_6"]) == pytest.approx(m["test_mean_auroc_6"])
+    # the ensemble is not worse than its best single checkpoint beyond noise
+    ensemble, single = payload["metrics"]["test_mean_auroc_6"], payload["best_single"]["test_mean_auroc_6"]
+    print(f"ensemble {ensemble:.3f} vs best-validation single checkpoint {single:.3f}")
+    assert ensemble >= single - 0.05
+
+
+def test_failed_run_is_marked_failed_and_resumes(prepared, tmp_path, tracker, monkeypatch):  # noqa: F811
+    config = make_config(prepared, runs_dir=str(tmp_path / "runs"))
+    real_step, calls = loop.Trainer._step, {"n": 0}
+
+    def failing_step(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 20:
+            raise RuntimeError("CUDA error: device-side assert (simulated)")
+        return real_step(self, batch)
+
+    monkeypatch.setattr(loop.Trainer, "_step", failing_step)
+    with pytest.raises(RuntimeError, match="simulated"):
+        train_stage(config, KEY, tracker, progress=False)
+    run_dir = KEY.train_dir(config.train.runs_dir)
+    run_id = json.loads((run_dir / "mlflow_run.json").read_text())["run_id"]
+    run = MlflowClient(tracker.uri).get_run(run_id)
+    assert run.info.status == "FAILED" and "simulated" in run.data.tags["error"]
+    kept = json.loads((run_dir / "manifest.json").read_text())["checkpoints"]
+    assert kept and all((run_dir / c["file"]).is_file() for c in kept)  # nothing already written is lost
+    assert (run_dir / "state.pt").is_file()
+    monkeypatch.setattr(loop.Trainer, "_step", real_step)
+    summary = train_stage(config, KEY, tracker, progress=False)
+    assert summary["run_id"] == run_id
+    assert MlflowClient(tracker.uri).get_run(run_id).info.status == "FINISHED"
