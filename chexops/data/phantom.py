@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from chexops.data.phantom_geometry import bezier, ellipse_d, noise, polyline_d, soft
 from chexops.errors import ConfigError
 from chexops.labels import OBSERVATIONS
 
@@ -150,77 +151,6 @@ def _grid(h: int, w: int, anat: Anatomy, rng: np.random.Generator) -> tuple[Arr,
     return X, Y, px / z
 
 
-def _soft(d: Arr, w: float) -> Arr:
-    """1 where d < 0, 0 where d > 0, with an edge about w wide."""
-    out = 0.5 - (0.5 / w) * d
-    return np.clip(out, 0, 1, out=out)
-
-
-def _ellipse_d(X: Arr, Y: Arr, cx: float, cy: float, ax: float, ay: float,
-               angle: float = 0.0) -> Arr:
-    """Approximate signed distance to an ellipse (negative inside)."""
-    dx, dy = X - cx, Y - cy
-    if angle:
-        c, s = math.cos(angle), math.sin(angle)
-        dx, dy = c * dx + s * dy, c * dy - s * dx
-    return (np.sqrt((dx / ax) ** 2 + (dy / ay) ** 2) - 1) * min(ax, ay)
-
-
-def _polyline_d(X: Arr, Y: Arr, pts: Arr, reach: float = 0.1) -> Arr:
-    """Distance to a polyline, computed only within `reach` of its bounding box (1.0 elsewhere)."""
-    out = np.ones_like(X)
-    lo, hi = pts.min(axis=0) - reach, pts.max(axis=0) + reach
-    inside = (X >= lo[0]) & (X <= hi[0]) & (Y >= lo[1]) & (Y <= hi[1])
-    rows, cols = np.flatnonzero(inside.any(axis=1)), np.flatnonzero(inside.any(axis=0))
-    if not rows.size:
-        return out
-    win = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
-    X, Y = X[win], Y[win]
-    d = None
-    for (x0, y0), (x1, y1) in zip(pts[:-1], pts[1:], strict=True):
-        vx, vy = x1 - x0, y1 - y0
-        t = np.clip(((X - x0) * vx + (Y - y0) * vy) / (vx * vx + vy * vy + 1e-12), 0, 1)
-        dd = np.hypot(X - x0 - t * vx, Y - y0 - t * vy)
-        d = dd if d is None else np.minimum(d, dd)
-    out[win] = d
-    return out
-
-
-def _bezier(p0: tuple, p1: tuple, p2: tuple, n: int = 12) -> Arr:
-    t = np.linspace(0, 1, n)[:, None]
-    return (1 - t) ** 2 * np.array(p0) + 2 * t * (1 - t) * np.array(p1) + t**2 * np.array(p2)
-
-
-def _noise(rng: np.random.Generator, X: Arr, Y: Arr, cells: int,
-           rays_from: tuple[float, float, int] | None = None) -> Arr:
-    """Smooth unit-variance noise with about `cells` blobs across the image, attached to the anatomy.
-
-    With rays_from=(x, y, side) the noise is stretched along rays from that point, opening towards side.
-    """
-    g = rng.standard_normal((cells + 4, cells + 4)).astype(np.float32)
-    k = (cells + 1) / 2.8
-    step = -(-X.shape[0] // 80)  # spline-evaluate on a coarse grid, then upsample linearly: much faster
-    Xc, Yc = X[::step, ::step], Y[::step, ::step]
-    if rays_from:
-        x0, y0, side = rays_from
-        Xc, Yc = np.arctan2(Yc - y0, side * (Xc - x0)) * 0.45, np.log(np.hypot(Xc - x0, Yc - y0) + 0.05) * 0.35
-    coords = np.stack([((Yc + 1.4) * k + 1.5).ravel(), ((Xc + 1.4) * k + 1.5).ravel()])
-    n = ndimage.map_coordinates(g, coords, order=3, mode="nearest").reshape(Xc.shape)
-    if step > 1:
-        i0, f = _lerp_index(X.shape[0], step, n.shape[0])
-        n = n[i0] * (1 - f[:, None]) + n[i0 + 1] * f[:, None]
-        i0, f = _lerp_index(X.shape[1], step, n.shape[1])
-        n = n[:, i0] * (1 - f) + n[:, i0 + 1] * f
-    return n / (n.std() + 1e-6)
-
-
-def _lerp_index(n: int, step: int, coarse: int) -> tuple[Arr, Arr]:
-    """Left neighbour and weight for linear interpolation from every step-th sample back to n samples."""
-    pos = np.minimum(np.arange(n, dtype=np.float32) / step, coarse - 1)
-    i0 = np.minimum(pos.astype(np.intp), coarse - 2)
-    return i0, pos - i0
-
-
 def _lung_d(X: Arr, Y: Arr, L: _Lung) -> Arr:
     u, v = np.abs((X - L.cx) / L.ax), (Y - L.cy) / L.ay
     # a round apex but a squared-off base, so the costophrenic angle is sharp until fluid blunts it
@@ -235,7 +165,7 @@ def _dome(X: Arr, L: _Lung) -> Arr:
 
 
 def _lung_mask(X: Arr, Y: Arr, L: _Lung, w: float) -> Arr:
-    return _soft(_lung_d(X, Y, L), w) * _soft(Y - _dome(X, L), w)
+    return soft(_lung_d(X, Y, L), w) * soft(Y - _dome(X, L), w)
 
 
 def _opacities(c: _Scene, lungs: list[_Lung]) -> Arr:
@@ -243,7 +173,7 @@ def _opacities(c: _Scene, lungs: list[_Lung]) -> Arr:
     X, Y, s, place = c.X, c.Y, c.s, c.place
     opq = np.zeros_like(X)
     if s["Edema"]:  # bilateral perihilar haze, the "butterfly"
-        tex = 0.6 + 0.4 * np.clip(_noise(c.rng, X, Y, 14), -1, 1)
+        tex = 0.6 + 0.4 * np.clip(noise(c.rng, X, Y, 14), -1, 1)
         for L in lungs:
             hx, hy = L.cx - L.side * 0.45 * L.ax, L.cy + 0.15 * L.ay
             opq += (0.2 + 0.55 * s["Edema"]) * tex * np.exp(-(((X - hx) / 0.2) ** 2 + ((Y - hy) / 0.3) ** 2))
@@ -251,18 +181,18 @@ def _opacities(c: _Scene, lungs: list[_Lung]) -> Arr:
         p = place["consolidation"]
         cx, cy = c.at(c.lung(lungs, p["side"]), p)
         r = (0.07 + 0.07 * s["Consolidation"]) * p["r"]
-        d = _ellipse_d(X, Y, cx, cy, 1.3 * r, r, p["angle"]) + 0.03 * _noise(c.rng, X, Y, 16)
-        opq += (0.3 + 0.6 * s["Consolidation"]) * _soft(d, 0.02)
+        d = ellipse_d(X, Y, cx, cy, 1.3 * r, r, p["angle"]) + 0.03 * noise(c.rng, X, Y, 16)
+        opq += (0.3 + 0.6 * s["Consolidation"]) * soft(d, 0.02)
     if s["Pneumonia"]:  # patchy, ill-defined airspace disease
         p = place["pneumonia"]
         cx, cy = c.at(c.lung(lungs, p["side"]), p)
-        patches = np.clip(1.5 * (_noise(c.rng, X, Y, 22) - 0.2), 0, 1)
+        patches = np.clip(1.5 * (noise(c.rng, X, Y, 22) - 0.2), 0, 1)
         opq += (0.15 + 0.35 * s["Pneumonia"]) * patches * np.exp(-((X - cx) ** 2 + (Y - cy) ** 2) / 0.04)
     if s["Lung Opacity"]:
         p = place["opacity"]
         cx, cy = c.at(c.lung(lungs, p["side"]), p)
-        d = _ellipse_d(X, Y, cx, cy, 0.14 * p["r"], 0.18 * p["r"]) + 0.04 * _noise(c.rng, X, Y, 10)
-        opq += (0.12 + 0.33 * s["Lung Opacity"]) * _soft(d, 0.06)
+        d = ellipse_d(X, Y, cx, cy, 0.14 * p["r"], 0.18 * p["r"]) + 0.04 * noise(c.rng, X, Y, 10)
+        opq += (0.12 + 0.33 * s["Lung Opacity"]) * soft(d, 0.06)
     return np.clip(opq + _focal(c, lungs), 0, 1)
 
 
@@ -274,19 +204,19 @@ def _focal(c: _Scene, lungs: list[_Lung]) -> Arr:
         p = place["atelectasis"]
         for k in range(1 + p["two"]):
             cx, cy = c.at(c.lung(lungs, p["side"]), p | {"v": p["v"] - 0.25 * k})
-            d = _ellipse_d(X, Y, cx, cy, 0.14, 0.012 + 0.012 * s["Atelectasis"], p["angle"])
-            opq += (0.35 + 0.55 * s["Atelectasis"]) * _soft(d, max(0.008, c.px))
+            d = ellipse_d(X, Y, cx, cy, 0.14, 0.012 + 0.012 * s["Atelectasis"], p["angle"])
+            opq += (0.35 + 0.55 * s["Atelectasis"]) * soft(d, max(0.008, c.px))
     if s["Lung Lesion"]:
         p = place["lesion"]
         cx, cy = c.at(c.lung(lungs, p["side"]), p)
         r = (0.018 + 0.022 * s["Lung Lesion"]) * p["r"]
-        opq += (0.25 + 0.5 * s["Lung Lesion"]) * _soft(np.hypot(X - cx, Y - cy) - r, max(0.3 * r, c.px))
+        opq += (0.25 + 0.5 * s["Lung Lesion"]) * soft(np.hypot(X - cx, Y - cy) - r, max(0.3 * r, c.px))
     if s["Pleural Other"]:  # thickening along the lateral chest wall
         p = place["pleural_other"]
         L = c.lung(lungs, p["side"])
         d, t = _lung_d(X, Y, L), 0.012 + 0.03 * s["Pleural Other"]
-        wall = _soft(-L.side * (X - L.cx) / L.ax + 0.3, 0.1) * _soft(np.abs(Y - L.cy - p["v"] * L.ay) - 0.2, 0.04)
-        opq += 0.9 * _soft(-d - t, max(0.006, c.px)) * wall
+        wall = soft(-L.side * (X - L.cx) / L.ax + 0.3, 0.1) * soft(np.abs(Y - L.cy - p["v"] * L.ay) - 0.2, 0.04)
+        opq += 0.9 * soft(-d - t, max(0.006, c.px)) * wall
     return opq
 
 
@@ -301,8 +231,8 @@ def _effusion(c: _Scene, lungs: list[_Lung]) -> Arr:
         h = (0.06 + 0.36 * c.s["Pleural Effusion"]) * (c.place["effusion"]["second"] if k else 1.0)
         w = np.clip((L.side * (c.X - L.cx) / L.ax + 1) / 2, 0, 1)
         level = L.base - h * (0.55 + 0.45 * w**2)
-        fluid = _soft(level - c.Y, 0.025) * _soft(_lung_d(c.X, c.Y, L) - 0.02, 0.02)
-        F = np.maximum(F, fluid * _soft(c.Y - _dome(c.X, L), 0.03))
+        fluid = soft(level - c.Y, 0.025) * soft(_lung_d(c.X, c.Y, L) - 0.02, 0.02)
+        F = np.maximum(F, fluid * soft(c.Y - _dome(c.X, L), 0.03))
     return F
 
 
@@ -312,10 +242,10 @@ def _pneumothorax(c: _Scene, L: _Lung, sev: float) -> tuple[Arr, Arr]:
     hx, hy = L.cx - L.side * 0.3 * L.ax, L.cy + 0.4 * L.ay  # the lung collapses towards the hilum
     inner = _Lung(hx + (L.cx - hx) * (1 - k), hy + (L.cy - hy) * (1 - k), L.ax * (1 - k), L.ay * (1 - k),
                   L.side, L.base, L.dome_cx)
-    d_in, inside = _lung_d(c.X, c.Y, inner), _soft(_lung_d(c.X, c.Y, L), 0.01)
-    upper = _soft(c.Y - L.cy - 0.2 * L.ay, 0.1) * inside
-    line = _soft(np.abs(d_in) - max(0.004, 0.6 * c.px), max(0.003, 0.5 * c.px))
-    return _soft(-d_in, 0.008) * upper, line * upper
+    d_in, inside = _lung_d(c.X, c.Y, inner), soft(_lung_d(c.X, c.Y, L), 0.01)
+    upper = soft(c.Y - L.cy - 0.2 * L.ay, 0.1) * inside
+    line = soft(np.abs(d_in) - max(0.004, 0.6 * c.px), max(0.003, 0.5 * c.px))
+    return soft(-d_in, 0.008) * upper, line * upper
 
 
 def _frontal_lungs(anat: Anatomy, lift: dict[int, float]) -> list[_Lung]:
@@ -338,15 +268,15 @@ def _frontal(c: _Scene) -> Arr:
     thorax_w = (lungs[1].cx + lungs[1].ax) - (lungs[0].cx - lungs[0].ax)
     ctr = (anat.ctr * (1 - s["Cardiomegaly"]) + 0.63 * s["Cardiomegaly"]) * (1.04 if c.ap else 1.0)
     hax, hy = ctr * thorax_w / 2, lungs[1].base - 0.22  # AP films magnify the heart a little
-    heart = _soft(_ellipse_d(X, Y, 0.6 * hax - 0.05, hy, hax, 0.23 + 0.3 * (hax - 0.24), -0.35), w)
+    heart = soft(ellipse_d(X, Y, 0.6 * hax - 0.05, hy, hax, 0.23 + 0.3 * (hax - 0.24), -0.35), w)
     mw = (anat.mediastinum + 0.025 * s["Enlarged Cardiomediastinum"]) * anat.thorax
-    med = _soft(np.abs(X - 0.01) - mw * (1.1 + 0.2 * Y), 0.02) * _soft(Y - hy + 0.05, 0.05)
-    knob = _soft(_ellipse_d(X, Y, 0.01 + mw, -0.32, 0.035 + 0.015 * s["Enlarged Cardiomediastinum"], 0.06), w)
+    med = soft(np.abs(X - 0.01) - mw * (1.1 + 0.2 * Y), 0.02) * soft(Y - hy + 0.05, 0.05)
+    knob = soft(ellipse_d(X, Y, 0.01 + mw, -0.32, 0.035 + 0.015 * s["Enlarged Cardiomediastinum"], 0.06), w)
     occ = np.maximum(np.maximum(heart, med), knob)
     air = sum(_lung_mask(X, Y, L, w) * _depth(X, L) for L in lungs) * (1 - occ)
     # heart, mediastinum and the abdomen below the domes are all water-dense and look alike
-    abdomen = _soft(np.where(X < 0, _dome(X, lungs[0]), _dome(X, lungs[1])) - Y, 0.03)
-    abdomen = abdomen * _soft(np.abs(X) - 0.9 * thorax_w / 2, 0.06)
+    abdomen = soft(np.where(X < 0, _dome(X, lungs[0]), _dome(X, lungs[1])) - Y, 0.03)
+    abdomen = abdomen * soft(np.abs(X) - 0.9 * thorax_w / 2, 0.06)
     A = _body(X, Y, 0.8 * anat.body, 0.36) + 0.12 * np.maximum(occ, abdomen)
     fluid = _effusion(c, lungs)
     marks = _markings(c, lungs)
@@ -361,7 +291,7 @@ def _frontal(c: _Scene) -> Arr:
 def _body(X: Arr, Y: Arr, bw: float, density: float) -> Arr:
     """Soft tissue of the trunk and shoulders, denser where the path through the body is longer."""
     u, v = np.abs(X / bw), np.abs((Y - 0.3) / 1.35)
-    trunk = _soft((np.sqrt(np.sqrt(u**4 + v**4)) - 1) * bw, 0.03)  # squared-off top: the shoulders
+    trunk = soft((np.sqrt(np.sqrt(u**4 + v**4)) - 1) * bw, 0.03)  # squared-off top: the shoulders
     return trunk * (density * (0.55 + 0.45 * np.sqrt(np.clip(1 - u * u, 0, 1))))
 
 
@@ -377,7 +307,7 @@ def _markings(c: _Scene, lungs: list[_Lung]) -> Arr:
     for L in lungs:
         hx, hy = L.cx - L.side * 0.55 * L.ax, L.cy + 0.2 * L.ay
         # noise stretched along rays from the hilum has ridges that look like branching vessels
-        ridge = np.clip(1 - np.abs(_noise(c.rng, X, Y, 24, (hx, hy, L.side))) / 0.45, 0, 1) ** 2
+        ridge = np.clip(1 - np.abs(noise(c.rng, X, Y, 24, (hx, hy, L.side))) / 0.45, 0, 1) ** 2
         M += ridge * 0.3 * np.exp(-np.hypot(X - hx, Y - hy) / 0.45)
         M += 0.35 * np.exp(-((X - hx) ** 2 / 0.004 + (Y - hy) ** 2 / 0.012))
     return M
@@ -387,19 +317,19 @@ def _bones(c: _Scene, lungs: list[_Lung], air: Arr) -> Arr:
     """Spine, posterior ribs (one maybe fractured: a gap and a step) and clavicles."""
     X, Y, anat, f, sev = c.X, c.Y, c.anat, c.place["fracture"], c.s["Fracture"]
     w = max(0.008, 0.8 * c.px)
-    A = 0.06 * _soft(np.abs(X) - 0.05 * anat.thorax, w) * (0.85 + 0.15 * np.cos(2 * math.pi * Y / 0.105))
+    A = 0.06 * soft(np.abs(X) - 0.05 * anat.thorax, w) * (0.85 + 0.15 * np.cos(2 * math.pi * Y / 0.105))
     u, sp = np.abs(X) - 0.04, 0.112 * anat.height
     v = (Y - (-0.2 * u + 1.1 * u * u) + 0.72) / sp  # rib number, rising from the spine then curving down
     k = np.round(v)
     broken = (k == f["rib"]) & (np.sign(X) == f["side"]) if sev else np.zeros(X.shape, bool)
     v = v + broken * (u > f["u"]) * (0.012 + 0.02 * sev) / sp
-    ribs = _soft(np.abs(v - np.round(v)) * sp - 0.02, w) * (k >= 0) * (k <= 9) * (1 - np.exp(-u / 0.05))
-    ribs = ribs * _soft(u - (lungs[1].cx + lungs[1].ax + 0.03), 0.02)
+    ribs = soft(np.abs(v - np.round(v)) * sp - 0.02, w) * (k >= 0) * (k <= 9) * (1 - np.exp(-u / 0.05))
+    ribs = ribs * soft(u - (lungs[1].cx + lungs[1].ax + 0.03), 0.02)
     ribs = ribs * (1 - broken * (np.abs(u - f["u"]) < 0.006 + 0.012 * sev))
     A = A + ribs * (0.03 + 0.03 * air)
     for side in (-1, 1):
         pts = np.array([(side * 0.07, -0.64), (side * 0.26, -0.73), (side * 0.48 * anat.thorax, -0.8)])
-        A = A + 0.08 * _soft(_polyline_d(X, Y, pts) - 0.022, w)
+        A = A + 0.08 * soft(polyline_d(X, Y, pts) - 0.022, w)
     return A
 
 
@@ -409,21 +339,21 @@ def _lateral(c: _Scene) -> Arr:
     w, ay, bw = max(0.012, 1.2 * c.px), 0.6 * anat.height, 0.72 * anat.body
     L = _Lung(0.04, -0.06, 0.42 * anat.body, ay, 1, -0.06 + 0.85 * ay + anat.dome, -0.1)
     hax = 0.2 * (anat.ctr * (1 - s["Cardiomegaly"]) + 0.63 * s["Cardiomegaly"]) / 0.43
-    heart = _soft(_ellipse_d(X, Y, -0.24 + 0.6 * (hax - 0.2), L.base - 0.2, hax, 0.21, 0.5), w)
+    heart = soft(ellipse_d(X, Y, -0.24 + 0.6 * (hax - 0.2), L.base - 0.2, hax, 0.21, 0.5), w)
     mw = anat.mediastinum + 0.05 * s["Enlarged Cardiomediastinum"]
-    occ = np.maximum(0.75 * heart, 0.5 * _soft(_ellipse_d(X, Y, -0.25, -0.3, mw, 0.22), 0.04))
+    occ = np.maximum(0.75 * heart, 0.5 * soft(ellipse_d(X, Y, -0.25, -0.3, mw, 0.22), 0.04))
     air = _lung_mask(X, Y, L, w) * (1 - occ)
-    A = _soft(_ellipse_d(X, Y, 0, 0.3, bw, 1.35), 0.03) * (0.36 + 0.05 * np.clip(1 - (X / bw) ** 2, 0, 1))
+    A = soft(ellipse_d(X, Y, 0, 0.3, bw, 1.35), 0.03) * (0.36 + 0.05 * np.clip(1 - (X / bw) ** 2, 0, 1))
     A = A + 0.05 * heart
     marks = 0.7 * _markings(c, [L])
     if s["Pneumothorax"]:
         rim, line = _pneumothorax(c, L, 0.6 * s["Pneumothorax"])
         marks, A = marks * (1 - rim), A - 0.05 * s["Pneumothorax"] * rim * air + 0.06 * line
     A = A - _AIR * air * (1 - np.clip(_opacities(c, [L]) + _effusion(c, [L]) + marks, 0, 1))
-    trachea = _soft(np.abs(X - 0.02 + 0.1 * Y) - 0.035, 0.01) * _soft(Y + 0.2, 0.03)
-    spine = _soft(np.abs(X - 0.75 * bw) - 0.075, w) * (0.7 + 0.3 * np.cos(2 * math.pi * Y / 0.12))
-    sternum = _soft(np.abs(X + 0.62 * bw) - 0.025, w) * _soft(np.abs(Y + 0.2) - 0.42, 0.03)
-    ribs = _soft(np.abs((Y - 0.45 * X) / 0.12 - np.round((Y - 0.45 * X) / 0.12)) * 0.12 - 0.018, w)
+    trachea = soft(np.abs(X - 0.02 + 0.1 * Y) - 0.035, 0.01) * soft(Y + 0.2, 0.03)
+    spine = soft(np.abs(X - 0.75 * bw) - 0.075, w) * (0.7 + 0.3 * np.cos(2 * math.pi * Y / 0.12))
+    sternum = soft(np.abs(X + 0.62 * bw) - 0.025, w) * soft(np.abs(Y + 0.2) - 0.42, 0.03)
+    ribs = soft(np.abs((Y - 0.45 * X) / 0.12 - np.round((Y - 0.45 * X) / 0.12)) * 0.12 - 0.018, w)
     A = A - 0.12 * trachea + 0.12 * spine + 0.08 * sternum + 0.025 * ribs * air
     return A + _devices(c)
 
@@ -444,23 +374,23 @@ def _devices(c: _Scene) -> Arr:
     if "ett" in p["kinds"]:
         lines.append(np.array([(xs(j[0], -0.05), -1.1), (xs(0.01 + j[1], -0.02 + j[1]), -0.35 + j[2])]))
     if "cvc" in p["kinds"]:
-        lines.append(_bezier((xs(side * 0.6, -0.3), -0.95), (xs(side * 0.25, -0.2), -0.62 + j[3]),
+        lines.append(bezier((xs(side * 0.6, -0.3), -0.95), (xs(side * 0.25, -0.2), -0.62 + j[3]),
                              (xs(0.05 + j[4], -0.15), -0.2 + j[5])))
     if "ngt" in p["kinds"]:
-        lines.append(_bezier((xs(j[6], 0.0), -1.1), (xs(0.0, 0.1), 0.1), (xs(0.22 + j[7], -0.1), 0.75)))
+        lines.append(bezier((xs(j[6], 0.0), -1.1), (xs(0.0, 0.1), 0.1), (xs(0.22 + j[7], -0.1), 0.75)))
     if "pacer" in p["kinds"]:
         cx = xs(side * 0.45, -0.55)
-        A += (0.3 + 0.4 * sev) * _soft(_ellipse_d(X, Y, cx, -0.62, 0.09, 0.06), 0.01)
-        lines.append(_bezier((cx, -0.62), (xs(0.0, -0.2), -0.3), (xs(0.22, -0.3), 0.3 + j[3])))
+        A += (0.3 + 0.4 * sev) * soft(ellipse_d(X, Y, cx, -0.62, 0.09, 0.06), 0.01)
+        lines.append(bezier((cx, -0.62), (xs(0.0, -0.2), -0.3), (xs(0.22, -0.3), 0.3 + j[3])))
     for pts in lines:
-        A += br * _soft(_polyline_d(X, Y, pts) - hw, 0.5 * hw)
+        A += br * soft(polyline_d(X, Y, pts) - hw, 0.5 * hw)
         A += 0.6 * br * np.exp(-((X - pts[-1][0]) ** 2 + (Y - pts[-1][1]) ** 2) / (4 * hw) ** 2)
     if "ecg" in p["kinds"]:
         for ex, ey in p["ecg"][: 3 + (sev > 0.5)]:
             cx, cy = (-0.7 + 0.1 * ex, -0.3 + 0.4 * ey) if lat else (0.55 * ex, -0.55 + 0.3 * ey)
             r = np.hypot(X - cx, Y - cy)
             edge = max(0.004, 0.5 * c.px)
-            A += br * (_soft(np.abs(r - 0.03) - 0.006, edge) + _soft(r - 0.01, edge))
+            A += br * (soft(np.abs(r - 0.03) - 0.006, edge) + soft(r - 0.01, edge))
     return A
 
 
