@@ -22,9 +22,18 @@ RUN_FILE = "mlflow_run.json"
 
 
 def open_tracker(config: Config) -> Any:
+    """The study's MLflow experiment, described so the UI explains how its runs are named."""
+    from chexops.config import grid_runs
     from chexops.tracking import Tracker
 
-    return Tracker.open(config.tracking.uri, config.tracking.artifacts, config.experiment)
+    tracker = Tracker.open(config.tracking.uri, config.tracking.artifacts, config.experiment)
+    note = (f"CheXtransfer study `{config.study.name}`: {len(grid_runs(config))} configurations on "
+            f"{config.data.source} data at {config.data.image_size} px. Runs are named family/initializer/truncation "
+            "(e.g. densenet121/imagenet/drop-1); filter with tags.chexops.group, tags.chexops.initializer, "
+            "tags.chexops.truncation; compare test_mean_auroc_6 (95% CI in *_ci_low/_ci_high); "
+            f"`{config.study.name}/summary` holds the analysis report.")
+    tracker.client.set_experiment_tag(tracker.experiment_id, "mlflow.note.content", note)
+    return tracker
 
 
 def _run_record(run_dir: Path) -> dict[str, Any]:
