@@ -1,1 +1,0 @@
-"""ConvNeXt-Tiny as a chexops architecture family."""
