@@ -1,0 +1,203 @@
+"""End to end: `dvc repro` of a tiny study in a copy of the repository, then what it left on disk, in MLflow and
+in DVC's view of the pipeline (no-op second run, only `analyze` after an analysis setting changes)."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # e2e_helpers, however pytest was pointed at this file
+pytest.register_assert_rewrite("e2e_helpers")
+
+from e2e_helpers import FULL_RUNS, RUN_NAMES, STUDY, SUMMARY_RUN, Study  # noqa: E402
+
+pytest_plugins = ["e2e_helpers"]
+pytestmark = pytest.mark.slow
+
+RAN = re.compile(r"Running stage '([^']+)'")
+RUN_TAGS = ("chexops.git_commit", "chexops.data_hash", "chexops.timm_tag", "chexops.plugin", "chexops.device",
+            "chexops.precision", "chexops.version")
+NOOP_SECONDS = 30  # a no-op `dvc repro` only hashes what it tracks: seconds, where the study took minutes
+
+
+def slug(name: str) -> str:
+    return name.replace("/", "__")
+
+
+def client(study: Study):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=study.tracking_uri)
+
+
+def experiment_runs(study: Study) -> list:
+    c = client(study)
+    experiment = c.get_experiment_by_name(STUDY)
+    assert experiment is not None, f"no MLflow experiment {STUDY!r} in {study.tracking_uri}"
+    return c.search_runs([experiment.experiment_id], max_results=1000)
+
+
+def runs_by_name(study: Study) -> dict[str, list]:
+    found: dict[str, list] = {}
+    for run in experiment_runs(study):
+        found.setdefault(run.info.run_name, []).append(run)
+    return found
+
+
+def artifact_paths(c, run_id: str, path: str | None = None) -> set[str]:
+    paths: set[str] = set()
+    for item in c.list_artifacts(run_id, path):
+        paths |= artifact_paths(c, run_id, item.path) if item.is_dir else {item.path}
+    return paths
+
+
+def test_every_stage_ran_once(tiny_study: Study) -> None:
+    ran = RAN.findall(tiny_study.first_repro.output)
+    assert sorted(ran) == sorted(tiny_study.stages), tiny_study.first_repro.output[-3000:]
+    # 2 data stages, 4 per full configuration, 2 for the truncated one, analyze
+    assert len(tiny_study.stages) == 2 + 4 * len(FULL_RUNS) + 2 + 1, tiny_study.stages
+    assert {"ingest", "prepare", "analyze"} <= set(ran)
+
+
+@pytest.mark.parametrize("name", RUN_NAMES)
+def test_eval_json_has_test_auroc_with_ci(tiny_study: Study, name: str) -> None:
+    out = tiny_study.root / "runs" / "eval" / slug(name)
+    payload = json.loads((out / "eval.json").read_text())
+    assert payload["run"] == name
+    m = payload["metrics"]
+    low, mean, high = m["test_mean_auroc_6_ci_low"], m["test_mean_auroc_6"], m["test_mean_auroc_6_ci_high"]
+    assert 0.0 <= low <= mean <= high <= 1.0, m
+    assert high > low, f"a 95% bootstrap CI over the test studies cannot have zero width: {low}, {high}"
+    assert (out / "predictions.csv").stat().st_size > 0 and (out / "roc.png").stat().st_size > 0
+
+
+def test_reports(tiny_study: Study) -> None:
+    reports = tiny_study.root / "reports"
+    text = (reports / "study.md").read_text()
+    assert text.startswith(f"# {STUDY}")
+    for name in RUN_NAMES:
+        assert f"| {name} |" in text, f"{name} missing from the main table of study.md"
+    metrics = json.loads((reports / "metrics.json").read_text())
+    assert metrics["n_runs"] == len(RUN_NAMES)
+    assert set(metrics["runs"]) == set(RUN_NAMES)
+    evals = {n: json.loads((tiny_study.root / "runs/eval" / slug(n) / "eval.json").read_text()) for n in RUN_NAMES}
+    for name, values in metrics["runs"].items():
+        assert values["mean_auroc_6"] == pytest.approx(evals[name]["metrics"]["test_mean_auroc_6"])
+    figures = sorted(p.name for p in (reports / "figures").glob("*.png") if p.stat().st_size > 0)
+    assert "auroc_vs_params.png" in figures, figures
+    assert (reports / "plots" / "auroc_vs_params.csv").stat().st_size > 0
+
+
+@pytest.mark.parametrize("name", RUN_NAMES)
+def test_mlflow_run_per_configuration(tiny_study: Study, name: str) -> None:
+    runs = runs_by_name(tiny_study).get(name, [])
+    assert len(runs) == 1, f"expected one MLflow run named {name!r}, found {len(runs)}"
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    tags = run.data.tags
+    missing = [t for t in RUN_TAGS if not tags.get(t)]
+    assert not missing, f"{name} lacks tags {missing}"
+    payload = json.loads((tiny_study.root / "runs/eval" / slug(name) / "eval.json").read_text())
+    cache = json.loads((tiny_study.root / "data/cache/cache.json").read_text())
+    assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", tags["chexops.git_commit"]), tags["chexops.git_commit"]
+    assert tags["chexops.data_hash"] == cache["data_hash"]
+    assert tags["chexops.timm_tag"] == payload["timm_tag"]
+    assert tags["chexops.plugin"] == "chexops"
+    assert (tags["chexops.device"], tags["chexops.precision"]) == ("cpu", "fp32")
+    assert tags["chexops.version"] == metadata.version("chexops")
+    assert payload["mlflow_run_id"] == run.info.run_id
+    assert run.data.metrics["test_mean_auroc_6"] == pytest.approx(payload["metrics"]["test_mean_auroc_6"])
+    assert run.data.params["run.family"] == name.split("/")[0]
+
+
+@pytest.mark.parametrize("name", RUN_NAMES)
+def test_mlflow_metrics_are_logged_against_examples_seen(tiny_study: Study, name: str) -> None:
+    (run,) = runs_by_name(tiny_study)[name]
+    c = client(tiny_study)
+    trained = json.loads((tiny_study.root / "runs/train" / slug(name) / "train.json").read_text())
+    for metric in ("val_mean_auroc_6", "train_loss"):
+        steps = [m.step for m in c.get_metric_history(run.info.run_id, metric)]
+        assert len(steps) >= 3, f"{name} {metric}: only steps {steps}"
+        assert steps == sorted(set(steps)), f"{name} {metric}: steps not strictly increasing: {steps}"
+        # eval_every is 64 examples: steps are counts of examples, not optimizer steps or epochs
+        assert steps[0] >= 64 and steps[-1] == trained["examples"], (steps, trained)
+
+
+@pytest.mark.parametrize("name", RUN_NAMES)
+def test_mlflow_artifacts(tiny_study: Study, name: str) -> None:
+    (run,) = runs_by_name(tiny_study)[name]
+    paths = artifact_paths(client(tiny_study), run.info.run_id)
+    assert {"roc.png", "predictions.csv", "manifest.json"} <= paths, paths
+
+
+@pytest.mark.parametrize("name", RUN_NAMES)
+def test_registered_ensemble_with_candidate_alias(tiny_study: Study, name: str) -> None:
+    (run,) = runs_by_name(tiny_study)[name]
+    c = client(tiny_study)
+    model = f"{STUDY}.{name.replace('/', '.')}"
+    version = c.get_model_version_by_alias(model, "candidate")
+    assert version.run_id == run.info.run_id
+    record = json.loads((tiny_study.root / "runs/registry" / f"{slug(name)}.json").read_text())
+    assert (record["registered_model"], record["version"], record["alias"]) == (model, int(version.version),
+                                                                                "candidate")
+
+
+def test_registry_holds_one_model_per_configuration(tiny_study: Study) -> None:
+    names = {m.name for m in client(tiny_study).search_registered_models(max_results=1000)}
+    assert names == {f"{STUDY}.{n.replace('/', '.')}" for n in RUN_NAMES}
+
+
+def test_summary_run_holds_the_report(tiny_study: Study, tmp_path: Path) -> None:
+    summaries = runs_by_name(tiny_study).get(SUMMARY_RUN, [])
+    assert summaries, f"no summary run {SUMMARY_RUN!r}"
+    latest = max(summaries, key=lambda r: r.info.start_time)  # analyze logs a new one each time it runs
+    assert latest.data.tags.get("chexops.stage") == "analyze"
+    c = client(tiny_study)
+    paths = artifact_paths(c, latest.info.run_id)
+    assert {"report/study.md", "report/metrics.json"} <= paths, paths
+    assert any(p.startswith("report/figures/") and p.endswith(".png") for p in paths), paths
+    local = c.download_artifacts(latest.info.run_id, "report/study.md", str(tmp_path))
+    assert Path(local).read_text() == (tiny_study.root / "reports/study.md").read_text()
+
+
+def test_second_repro_is_a_noop(tiny_study: Study) -> None:
+    before = len(experiment_runs(tiny_study))
+    again = tiny_study.dvc("repro")
+    print(f"\nno-op dvc repro: {again.seconds:.1f} s")
+    assert not RAN.findall(again.output), again.output
+    assert "Data and pipelines are up to date" in again.output, again.output
+    assert again.seconds < NOOP_SECONDS, f"a no-op dvc repro took {again.seconds:.0f} s"
+    assert len(experiment_runs(tiny_study)) == before, "a no-op repro must not start MLflow runs"
+    assert "up to date" in tiny_study.dvc("status").output
+
+
+def test_changing_analysis_bootstrap_reruns_only_analyze(tiny_study: Study) -> None:
+    params = tiny_study.params()
+    resamples = params["analysis"]["bootstrap"] + 50
+    params["analysis"]["bootstrap"] = resamples
+    tiny_study.write_params(params)
+    status = json.loads(tiny_study.dvc("status", "--json").output)
+    assert set(status) == {"analyze"}, status
+    summaries = len(runs_by_name(tiny_study).get(SUMMARY_RUN, []))
+    out = tiny_study.dvc("repro").output
+    assert RAN.findall(out) == ["analyze"], out
+    assert f"from {resamples} bootstrap resamples" in (tiny_study.root / "reports/study.md").read_text()
+    assert len(runs_by_name(tiny_study)[SUMMARY_RUN]) == summaries + 1
+    assert json.loads(tiny_study.dvc("status", "--json").output) == {}
+
+
+def test_dvc_metrics_and_plots_show(tiny_study: Study, tmp_path: Path) -> None:
+    shown = tiny_study.dvc("metrics", "show").output
+    assert "reports/metrics.json" in shown and "n_runs" in shown, shown
+    as_json = json.loads(tiny_study.dvc("metrics", "show", "--json").output)
+    on_disk = json.loads((tiny_study.root / "reports/metrics.json").read_text())
+    shown_metrics = next(iter(as_json.values()))["data"]["reports/metrics.json"]["data"]
+    assert shown_metrics == on_disk
+    tiny_study.dvc("plots", "show", "-o", str(tmp_path / "plots"))
+    html = (tmp_path / "plots" / "index.html").read_text()
+    assert "auroc_vs_params" in html and "vega" in html.lower(), html[:2000]
