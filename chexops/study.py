@@ -67,6 +67,10 @@ def train_stage(config: Config, key: RunKey, tracker: Any, lr: float | None = No
     trainer.log = lambda metrics, step: (tracker.log_metrics(run_id, metrics, step), tracker.flush(run_id))
     with tracker.run_guard(run_id):
         result = trainer.fit()
+    # the run's wall-clock duration also spans the later evaluate/register stages; this is training alone
+    tracker.log_metrics(run_id, {"train_seconds": result.seconds,
+                                 "train_examples_per_second": result.examples / max(result.seconds, 1e-9)},
+                        result.examples)
     tracker.log_artifact(run_id, run_dir / MANIFEST)
     tracker.end_run(run_id)
     summary = {"run": key.name, "run_id": run_id, "examples": result.examples, "steps": result.steps,
@@ -98,8 +102,12 @@ def evaluate_stage(config: Config, key: RunKey, tracker: Any) -> dict[str, Any]:
     tracker.start_run(key.name, {}, {}, run_id=run_id)
     with tracker.run_guard(run_id):
         best = payload["best_single"]
-        tracker.log_metrics(run_id, payload["metrics"] | {"test_best_single_mean_auroc_6": best["test_mean_auroc_6"]},
-                            manifest.get("examples", 0))
+        metrics = payload["metrics"] | {"test_best_single_mean_auroc_6": best["test_mean_auroc_6"]}
+        # an undefined AUROC (one class in the test split) is reported in eval.json, not logged as NaN
+        tracker.log_metrics(run_id, {k: v for k, v in metrics.items() if v == v}, manifest.get("examples", 0))
+        m = payload["metrics"]
+        tracker.set_tags(run_id, {"chexops.test_auroc_6": f"{m['test_mean_auroc_6']:.3f} "
+                                  f"[{m['test_mean_auroc_6_ci_low']:.3f}, {m['test_mean_auroc_6_ci_high']:.3f}]"})
         tracker.flush(run_id)
         for name in ("roc.png", "predictions.csv", "eval.json"):
             tracker.log_artifact(run_id, out_dir / name)
@@ -118,7 +126,8 @@ def register_stage(config: Config, key: RunKey, tracker: Any) -> dict[str, Any]:
     name = registered_model_name(config.experiment, key.name)
     tracker.start_run(key.name, {}, {}, run_id=run_id)
     with tracker.run_guard(run_id):
-        version = tracker.log_ensemble(run_id, run_dir / MANIFEST, name, payload["metrics"],
+        defined = {k: v for k, v in payload["metrics"].items() if v is not None}
+        version = tracker.log_ensemble(run_id, run_dir / MANIFEST, name, defined,
                                        input_example=test.images[:2].copy())
     tracker.end_run(run_id)
     record = {"registered_model": name, "version": int(version), "alias": "candidate", "run_id": run_id}

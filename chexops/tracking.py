@@ -309,8 +309,9 @@ def git_commit(cwd: str | Path | None = None) -> str:
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=30,
                              check=True).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain"], cwd=cwd, capture_output=True, text=True,
-                                timeout=60, check=True).stdout
+        # dvc.lock is rewritten by `dvc repro` itself between stages: it says nothing about the code that ran
+        status = subprocess.run(["git", "status", "--porcelain", "--", ".", ":(exclude)dvc.lock"], cwd=cwd,
+                                capture_output=True, text=True, timeout=60, check=True).stdout
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{sha}-dirty" if status.strip() else sha

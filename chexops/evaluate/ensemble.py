@@ -92,7 +92,18 @@ def evaluate_ensemble(run_dir: Path, out_dir: Path, test_images: np.ndarray, tes
     }
 
 
+def _json_safe(value: Any) -> Any:
+    """NaN (an undefined AUROC) as null: bare NaN is not JSON, and strict parsers reject it."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float | np.floating):
+        return float(value) if np.isfinite(value) else None
+    return value
+
+
 def write_eval(out_dir: Path, payload: dict[str, Any]) -> Path:
     path = Path(out_dir) / "eval.json"
-    path.write_text(json.dumps(payload, indent=2, default=float))
+    path.write_text(json.dumps(_json_safe(payload), indent=2, allow_nan=False))
     return path
