@@ -16,6 +16,7 @@ COMMANDS = (
     ("chexops.data.synthetic", "synth_command"),
     ("chexops.data.commands", "data_group"),
     ("chexops.train.commands", "train_command"),
+    ("chexops.worker", "worker_command"),
     ("chexops.modelreg.commands", "registry_group"), ("chexops.modelreg.commands", "promote_command"),
     ("chexops.predict", "predict_command"),
 )

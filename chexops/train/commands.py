@@ -1,4 +1,8 @@
-"""`chexops train`: one configuration end to end (prepare data if needed, train, evaluate, register)."""
+"""`chexops train`: one configuration end to end (prepare data if needed, train, evaluate, register).
+
+Under `torchrun --nproc-per-node N -m chexops train ...` every process trains the one configuration (DDP, see
+chexops.distributed); rank 0 alone logs to MLflow, writes the run folder, then evaluates and registers.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ from pathlib import Path
 
 import click
 
+from chexops.config import Config
+from chexops.distributed import DistContext
 from chexops.runs import RunKey
 
 
@@ -25,9 +31,8 @@ def train_command(family: str, initializer: str, truncate: int, params_path: str
     """Train one configuration under params.yaml, evaluate its ensemble, register it in MLflow."""
     from dataclasses import replace
 
+    from chexops import distributed
     from chexops.config import load_config, validate
-    from chexops.data.stages import ingest, prepare
-    from chexops.study import evaluate_stage, open_tracker, register_stage, train_stage
 
     config = load_config(params_path)
     grid = replace(config.grid, families=[family], initializers=[initializer])
@@ -39,6 +44,41 @@ def train_command(family: str, initializer: str, truncate: int, params_path: str
     if lr is not None and lr <= 0:
         raise click.BadParameter(f"must be > 0, got {lr}", param_hint="--lr")
     key = RunKey(family, initializer, truncate)
+    ctx = distributed.init_from_env(config.train.device)
+    try:
+        if ctx is not None and not ctx.is_main:
+            _follow_rank(config, key, lr)
+            return
+        _train_main(config, key, lr, restart, no_register, quiet, ctx)
+    finally:
+        distributed.shutdown()
+
+
+def _follow_rank(config: Config, key: RunKey, lr: float | None) -> None:
+    """A non-zero DDP rank: train alongside rank 0, which does all the writing, logging and evaluation."""
+    from chexops.train.loop import Trainer
+
+    _require_prepared(config)
+    run_dir = key.train_dir(config.train.runs_dir)
+    Trainer(config, key, run_dir, lr or config.train.lr, config.train.max_examples, None, None, False).fit()
+
+
+def _require_prepared(config: Config) -> None:
+    from chexops.errors import ConfigError
+
+    if not (Path(config.data.cache_dir) / "cache.json").is_file():
+        raise ConfigError(f"no prepared data in {config.data.cache_dir}: under torchrun the processes would "
+                          "prepare it all at once. Prepare it first (`dvc repro prepare`, or `chexops train` "
+                          "once without torchrun), then start torchrun again.")
+
+
+def _train_main(config: Config, key: RunKey, lr: float | None, restart: bool, no_register: bool, quiet: bool,
+                ctx: DistContext | None) -> None:
+    from chexops.data.stages import ingest, prepare
+    from chexops.study import evaluate_stage, open_tracker, register_stage, train_stage
+
+    if ctx is not None:
+        _require_prepared(config)
     tracker = open_tracker(config)
     if not (Path(config.data.cache_dir) / "cache.json").is_file():
         click.echo("No prepared data yet: running ingest and prepare first.")

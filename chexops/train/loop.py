@@ -19,9 +19,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from chexops import distributed
 from chexops.config import Config
 from chexops.data.cache import CachedSplit, load_split
 from chexops.data.loader import BatchLoader, to_model_input
+from chexops.distributed import ShardBatch, ShardedLoader
 from chexops.errors import ConfigError
 from chexops.evaluate.metrics import evaluate, study_level
 from chexops.evaluate.predict import binary_truth, predict_probs
@@ -115,7 +117,8 @@ def _resume(run_dir: Path, fingerprint: str, model, optimizer, keeper: TopKKeepe
         )
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
-    keeper.restore(state["keeper"])
+    if distributed.is_main():  # restoring prunes checkpoint files: one process does it
+        keeper.restore(state["keeper"])
     torch.set_rng_state(state["torch_rng"])
     return Progress(**state["progress"])
 
@@ -134,9 +137,11 @@ def _train_targets(config: Config, train: CachedSplit) -> tuple[np.ndarray, np.n
 
 
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, rt: Runtime, batch: Any,
-               mean: list, std: list) -> torch.Tensor:
+               mean: list, std: list, loss_norm: float | None = None) -> torch.Tensor:
     """One optimisation step on a cached uint8 batch: normalised on the device, masked BCE over 14 tasks.
 
+    `loss_norm` replaces the batch's mask sum as the denominator; under DDP it is the global batch's mask sum
+    over the world size, so that DDP's gradient mean equals the single-process gradient of the global batch.
     Returns the loss as a device tensor: reading it here would force a host sync every step.
     """
     x = to_model_input(batch.x, rt.device, mean, std, rt.channels_last)
@@ -145,7 +150,7 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, rt: Run
     with rt.autocast():
         logits = model(x)
     losses = F.binary_cross_entropy_with_logits(logits.float(), targets, reduction="none")
-    loss = (losses * mask).sum() / mask.sum().clamp_min(1.0)
+    loss = (losses * mask).sum() / (mask.sum().clamp_min(1.0) if loss_norm is None else loss_norm)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -161,6 +166,7 @@ class Trainer:
         self.config, self.key, self.run_dir, self.log, self.on_eval = config, key, run_dir, log, on_eval
         self.progress_bar = progress_bar
         self.runtime = select_runtime(t.device, t.precision)
+        self.dist = distributed.context()
         self.train_split, valid = load_cached(config, "train"), load_cached(config, "valid")
         _check_budget(config, len(self.train_split.images))
         init_spec, _ = get_registry().initializer(key.initializer)
@@ -170,9 +176,15 @@ class Trainer:
         self.mean, self.std = normalization(config, self.report, self.train_split, init_spec.pretrained)
         mem = torch.channels_last if self.runtime.channels_last else torch.contiguous_format
         self.model = model.to(self.runtime.device, memory_format=mem)
+        if self.dist:  # batch statistics of the global batch, as one process would compute them
+            self.model = distributed.sync_batchnorm(self.model, self.runtime.device.type)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr)
+        # self.model stays unwrapped: checkpoints, state and validation use it; the step runs self.net
+        self.net = distributed.wrap(self.model, self.dist) if self.dist else self.model
         targets, mask = _train_targets(config, self.train_split)
         self.loader = BatchLoader(self.train_split.images, targets, mask, t.batch_size, shuffle=True, seed=t.seed)
+        if self.dist:
+            self.loader = ShardedLoader(self.loader, self.dist)
         self.validate = Validator(valid, self.runtime, self.mean, self.std, t.eval_batch_size)
         budget = t.epochs * len(self.train_split.images)
         self.budget = min(budget, max_examples) if max_examples else budget
@@ -188,6 +200,7 @@ class Trainer:
     def fit(self) -> TrainResult:
         start = time.perf_counter()
         torch.manual_seed(self.config.train.seed)
+        distributed.barrier(self.dist)  # rank 0 may have just cleared a --restart's state: all ranks read alike
         p = _resume(self.run_dir, self.fingerprint, self.model, self.optimizer, self.keeper)
         p = p or Progress(next_eval=self.config.train.eval_every)
         bar = tqdm(total=self.budget, initial=p.examples, unit="img", desc=self.key.name,
@@ -196,7 +209,8 @@ class Trainer:
             self._epoch(p, bar)
         bar.close()
         best = self.keeper.kept[0].score if self.keeper.kept else float("nan")
-        self.keeper.write_manifest(examples=p.examples, steps=p.step, best_val_mean_auroc_6=best)
+        if distributed.is_main():
+            self.keeper.write_manifest(examples=p.examples, steps=p.step, best_val_mean_auroc_6=best)
         return TrainResult(self.run_dir, best, p.examples, p.step, time.perf_counter() - start, self.report,
                            self.runtime)
 
@@ -204,12 +218,13 @@ class Trainer:
         loss_acc = torch.zeros((), device=self.runtime.device)
         for batch in self.loader.batches(p.epoch, start=p.batch):
             loss_acc += self._step(batch)
-            n = len(batch.rows)
+            n = batch.examples if isinstance(batch, ShardBatch) else len(batch.rows)
             p.step, p.batch, p.examples = p.step + 1, p.batch + 1, p.examples + n
             bar.update(n)
             budget_spent = p.examples >= self.budget
             if p.examples >= p.next_eval or budget_spent or p.batch == self.loader.num_batches:
-                p.loss_sum += float(loss_acc)  # the loop's only host sync, once per evaluation
+                # the loop's only host sync, once per evaluation (under DDP: the global batch's loss)
+                p.loss_sum += float(distributed.mean_across(loss_acc, self.dist))
                 loss_acc.zero_()
                 while p.next_eval <= p.examples:
                     p.next_eval += self.config.train.eval_every
@@ -221,9 +236,16 @@ class Trainer:
                     return
 
     def _step(self, batch) -> torch.Tensor:
-        return train_step(self.model, self.optimizer, self.runtime, batch, self.mean, self.std)
+        norm = batch.loss_norm if isinstance(batch, ShardBatch) else None
+        return train_step(self.net, self.optimizer, self.runtime, batch, self.mean, self.std, loss_norm=norm)
 
     def _evaluate(self, p: Progress, bar: tqdm) -> None:
+        """Rank 0 validates, logs and saves; under DDP the other ranks wait for it."""
+        if distributed.is_main():
+            self._validate_and_save(p, bar)
+        distributed.barrier(self.dist)
+
+    def _validate_and_save(self, p: Progress, bar: tqdm) -> None:
         score, metrics = self.validate(self.model)
         self.model.train()
         metrics["train_loss"] = p.loss_sum / max(p.step - p.last_eval_step, 1)
@@ -246,6 +268,8 @@ def train_run(config: Config, key: RunKey, *, lr: float | None = None, max_examp
     trainer = Trainer(config, key, run_dir, lr or config.train.lr, max_examples or config.train.max_examples,
                       log, on_eval, progress)
     result = trainer.fit()
+    if not distributed.is_main():
+        return result
     (run_dir / "train.json").write_text(json.dumps(
         {"run": key.name, "examples": result.examples, "steps": result.steps, "seconds": round(result.seconds, 2),
          "best_val_mean_auroc_6": result.best_val, "device": str(result.runtime.device),

@@ -1,0 +1,141 @@
+"""Packing small runs on one device: K configurations trained one after another vs all K at once.
+
+Each configuration trains in its own process (as `chexops worker`s sharing a GPU would), on the same synthetic
+data, with the same fixed budget of examples. Sequential: the processes run one at a time. Packed: all K start
+together on the same device. The gain is sequential wall time / packed wall time: above 1 when one small run
+leaves the device idle (kernel launches, host-side work, validation), as small models on a big GPU do.
+
+    python benchmarks/packing.py                                   # 4 configurations on the default device
+    python benchmarks/packing.py --device cuda --size 128 --examples 4096
+
+On a CPU the processes share the cores (each packed process gets cores / K threads), so expect no gain there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DEFAULT_CONFIGS = "resnet18:0,resnet18:1,resnet18:2,resnet18:3"
+
+
+def params(workdir: Path, args: argparse.Namespace, runs_dir: Path, examples: int) -> dict:
+    return {
+        "study": {"name": "packing"},
+        "data": {"source": "synthetic", "synthetic": {"patients": args.patients, "seed": 0, "image_size": args.size},
+                 "image_size": args.size, "index_dir": str(workdir / "index"), "cache_dir": str(workdir / "cache")},
+        "train": {"batch_size": args.batch, "epochs": 100, "max_examples": examples, "eval_every": examples,
+                  "top_k": 1, "lr": 1e-3, "device": args.device, "runs_dir": str(runs_dir)},
+    }
+
+
+def child(args: argparse.Namespace) -> None:
+    """One configuration's training, in its own process; prints its result as one JSON line."""
+    import torch
+
+    from chexops.config import config_from_dict
+    from chexops.runs import RunKey
+    from chexops.train.loop import train_run
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    family, depth = args.child.split(":")
+    config = config_from_dict(json.loads(args.config_json))
+    started = time.time()  # wall clock, comparable across processes
+    result = train_run(config, RunKey(family, "random", int(depth)), progress=False)
+    print(json.dumps({"run": args.child, "examples": result.examples, "seconds": result.seconds,
+                      "started": started, "ended": time.time(), "device": str(result.runtime.device)}))
+
+
+def launch(config: dict, run: str, workdir: Path, threads: int) -> subprocess.Popen:
+    cmd = [sys.executable, __file__, "--child", run, "--config-json", json.dumps(config), "--threads", str(threads)]
+    return subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE, text=True)
+
+
+def finish(proc: subprocess.Popen) -> dict:
+    out, _ = proc.communicate()
+    if proc.returncode:
+        raise SystemExit(f"a training process failed with exit code {proc.returncode}")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def training_span(results: list[dict], mode: str) -> float:
+    """Seconds spent training, process start-up excluded: summed one after another, first start to last end packed."""
+    if mode == "sequential":
+        return sum(r["ended"] - r["started"] for r in results)
+    return max(r["ended"] for r in results) - min(r["started"] for r in results)
+
+
+def timed(workdir: Path, args: argparse.Namespace, runs: list[str], mode: str) -> tuple[float, list[dict]]:
+    """Wall time of training every configuration in `runs`, one at a time or all at once."""
+    config = params(workdir, args, workdir / f"runs-{mode}", args.examples)
+    cores = os.cpu_count() or 1
+    start = time.perf_counter()
+    if mode == "sequential":
+        results = [finish(launch(config, run, workdir, cores)) for run in runs]
+    else:
+        procs = [launch(config, run, workdir, max(1, cores // len(runs))) for run in runs]
+        results = [finish(p) for p in procs]
+    return time.perf_counter() - start, results
+
+
+def prepare_data(workdir: Path, args: argparse.Namespace) -> None:
+    from chexops.config import config_from_dict
+    from chexops.data.stages import ingest, prepare
+
+    cwd = os.getcwd()
+    os.chdir(workdir)  # the synthetic folder is written relative to the working directory
+    try:
+        config = config_from_dict(params(workdir, args, workdir / "runs", args.examples))
+        ingest(config, progress=False)
+        prepare(config, progress=False)
+    finally:
+        os.chdir(cwd)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--configs", default=DEFAULT_CONFIGS, help="family:truncation, comma-separated")
+    p.add_argument("--examples", type=int, default=1024, help="training budget of each configuration")
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--patients", type=int, default=300)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--workdir", type=Path, help="keep data and runs here (default: a temporary folder)")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--config-json", help=argparse.SUPPRESS)
+    p.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        child(args)
+        return
+    runs = args.configs.split(",")
+    with tempfile.TemporaryDirectory(prefix="chexops-packing-") as tmp:
+        workdir = (args.workdir or Path(tmp)).absolute()
+        workdir.mkdir(parents=True, exist_ok=True)
+        prepare_data(workdir, args)
+        warm = params(workdir, args, workdir / "runs-warmup", args.batch)
+        finish(launch(warm, runs[0], workdir, os.cpu_count() or 1))  # page cache and imports warm for both modes
+        seq_s, seq = timed(workdir, args, runs, "sequential")
+        packed_s, packed = timed(workdir, args, runs, "packed")
+    total = sum(r["examples"] for r in seq)
+    print(f"device {seq[0]['device']}, {len(runs)} configurations ({args.configs}), {args.examples} examples each, "
+          f"{args.size} px, batch {args.batch}, {os.cpu_count()} CPU cores")
+    for name, wall, results in (("sequential", seq_s, seq), ("packed", packed_s, packed)):
+        each = ", ".join(f"{r['run']} {r['seconds']:.1f} s" for r in results)
+        span = training_span(results, name)
+        print(f"{name:>10}: wall {wall:6.1f} s ({total / wall:6.1f} img/s), training only {span:6.1f} s "
+              f"({total / span:6.1f} img/s); per run: {each}")
+    seq_train, packed_train = training_span(seq, "sequential"), training_span(packed, "packed")
+    print(f"packing gain, wall (process start-up included): {seq_s / packed_s:.2f}x; "
+          f"training only: {seq_train / packed_train:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
