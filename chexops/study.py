@@ -32,7 +32,12 @@ def open_tracker(config: Config) -> Any:
             "(e.g. densenet121/imagenet/drop-1); filter with tags.chexops.group, tags.chexops.initializer, "
             "tags.chexops.truncation; compare test_mean_auroc_6 (95% CI in *_ci_low/_ci_high); "
             f"`{config.study.name}/summary` holds the analysis report.")
-    tracker.client.set_experiment_tag(tracker.experiment_id, "mlflow.note.content", note)
+    experiment = tracker.client.get_experiment(tracker.experiment_id)
+    if experiment.tags.get("mlflow.note.content") != note:
+        try:
+            tracker.client.set_experiment_tag(tracker.experiment_id, "mlflow.note.content", note)
+        except Exception:  # noqa: BLE001 - a worker starting at the same moment set it first; a description only
+            pass
     return tracker
 
 
