@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mlflow import MlflowClient
 
 from chexops import cli
 from chexops.evaluate.bootstrap import paired_bootstrap
@@ -40,14 +39,6 @@ def good_probs(seed: int = 1) -> np.ndarray:
 def random_probs(seed: int = 2) -> np.ndarray:
     """Unrelated to the labels: AUROC near 0.5."""
     return np.random.default_rng(seed).uniform(0, 1, size=TRUTH.shape)
-
-
-@pytest.fixture(scope="module")
-def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An initialised, empty store; creating one runs MLflow's migrations (seconds), copying it takes none."""
-    path = tmp_path_factory.mktemp("template") / "mlflow.db"
-    MlflowClient(f"sqlite:///{path}").search_experiments()
-    return path
 
 
 @pytest.fixture

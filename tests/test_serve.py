@@ -17,9 +17,8 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
-from test_predict import CHAMPION, Registered, register_champion
+from test_predict import CHAMPION, Registered, registered  # noqa: F401 - the module fixture
 
-from chexops import plugins
 from chexops.labels import OBSERVATIONS
 from chexops.tracking import _global_tracking_uri
 
@@ -32,18 +31,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def registered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registered]:
-    with pytest.MonkeyPatch.context() as mp:  # module fixtures run before conftest's plugin isolation
-        mp.setenv("CHEXOPS_LOAD_PLUGINS", "")
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        plugins.reset()
-        yield register_champion(tmp_path_factory.mktemp("registry"))
-    plugins.reset()
-
-
 @pytest.fixture
-def server(registered: Registered, tmp_path: Path) -> Iterator[str]:
+def server(registered: Registered, tmp_path: Path) -> Iterator[str]:  # noqa: F811
     """The documented command, on 127.0.0.1 and a free port; the whole process group is ended afterwards."""
     port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": registered.uri, "CHEXOPS_LOAD_PLUGINS": "",
@@ -83,7 +72,7 @@ def wait_for_ping(url: str, proc: subprocess.Popen, log: Path) -> None:
 
 
 @pytest.mark.slow
-def test_the_served_champion_answers_like_the_pyfunc(registered: Registered, server: str) -> None:
+def test_the_served_champion_answers_like_the_pyfunc(registered: Registered, server: str) -> None:  # noqa: F811
     x = np.random.default_rng(0).integers(0, 256, size=(2, 40, 48), dtype=np.uint8)  # resized by the model
     request = urllib.request.Request(f"{server}/invocations", data=json.dumps({"inputs": x.tolist()}).encode(),
                                      headers={"Content-Type": "application/json"})

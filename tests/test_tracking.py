@@ -12,7 +12,6 @@ import mlflow
 import numpy as np
 import pytest
 import torch
-from mlflow import MlflowClient
 from PIL import Image
 from test_serving import make_manifest  # the tiny real run folder both test modules use
 
@@ -24,14 +23,6 @@ from chexops.tracking import Tracker
 REPORT = {"family": "densenet121", "group": "DenseNet", "timm_tag": "densenet121.tv_in1k", "imagenet_top1": 74.4,
           "plugin": "chexops", "plugin_version": "0.1.0", "initializer": "random", "weights_loaded": False,
           "weights_source": None, "truncation": "full", "parameters": 7_000_000}
-
-
-@pytest.fixture(scope="module")
-def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An initialised, empty store; creating one runs MLflow's migrations (~10 s), copying it takes no time."""
-    path = tmp_path_factory.mktemp("template") / "mlflow.db"
-    MlflowClient(f"sqlite:///{path}").search_experiments()
-    return path
 
 
 @pytest.fixture
