@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 import yaml
+from test_train import prepare_study
 
 from chexops import distributed
 from chexops.config import config_from_dict
@@ -112,18 +113,8 @@ def spawn(fn, *args) -> None:
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    from chexops.data.stages import ingest, prepare
-
     root = tmp_path_factory.mktemp("ddp")
-    cwd = os.getcwd()
-    os.chdir(root)  # the synthetic folder is written relative to the working directory, as in the pipeline
-    try:
-        config = config_from_dict(params(root))
-        ingest(config, progress=False)
-        prepare(config, progress=False)
-    finally:
-        os.chdir(cwd)
-    return root
+    return prepare_study(root, config_from_dict(params(root)))
 
 
 @pytest.fixture(scope="module")

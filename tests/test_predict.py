@@ -12,7 +12,6 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from PIL import Image, ImageFile
 from test_promote import STUDIES, TRUTH, chexops, random_probs
 from test_serving import make_manifest
@@ -63,12 +62,7 @@ def registered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registered]
     plugins.reset()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

@@ -5,13 +5,11 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from test_serving import make_manifest  # the tiny real run folder both test modules use
 
@@ -37,12 +35,7 @@ def tracker(store: str, tmp_path: Path) -> Tracker:
     return Tracker.open(store, str(tmp_path / "mlartifacts"), "study")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_open_anchors_relative_sqlite_and_puts_artifacts_beside_it(

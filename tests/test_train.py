@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,23 +32,27 @@ def make_config(root: Path, **train):
     })
 
 
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    """A small synthetic dataset, ingested and cached once for the module."""
+def prepare_study(root: Path, config: Any) -> Path:
+    """Ingest and cache `config`'s data under `root`, where the pipeline would write it (relative paths)."""
     import os
 
     from chexops.data.stages import ingest, prepare
 
-    root = tmp_path_factory.mktemp("study")
     cwd = os.getcwd()
-    os.chdir(root)  # the synthetic folder is written relative to the working directory, as in the pipeline
+    os.chdir(root)
     try:
-        config = make_config(root)
         ingest(config, progress=False)
         prepare(config, progress=False)
     finally:
         os.chdir(cwd)
     return root
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """A small synthetic dataset, ingested and cached once for the module."""
+    root = tmp_path_factory.mktemp("study")
+    return prepare_study(root, make_config(root))
 
 
 def test_training_keeps_top_k_with_a_manifest(prepared, tmp_path):
