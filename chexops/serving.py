@@ -70,9 +70,14 @@ class Ensemble:
             return np.stack([predict_probs(m, images, self.device, self.mean, self.std, batch_size=CHUNK)
                              for m in self.models])
 
+    @staticmethod
+    def combine(member_probs: np.ndarray) -> np.ndarray:
+        """(members, N, 14) -> (N, 14) float32: the ensemble is the mean of its members' probabilities."""
+        return np.mean(member_probs, axis=0, dtype=np.float32)
+
     def predict(self, images: np.ndarray) -> np.ndarray:
         """uint8 (N, image_size, image_size) -> (N, 14) float32: the mean of the members' sigmoid outputs."""
-        return np.mean(self.member_probs(images), axis=0, dtype=np.float32)
+        return self.combine(self.member_probs(images))
 
 
 @contextmanager

@@ -72,7 +72,7 @@ def evaluate_ensemble(run_dir: Path, out_dir: Path, test_images: np.ndarray, tes
     manifest = read_manifest(manifest_path)
     ensemble = load_ensemble(manifest, checkpoint_paths(manifest_path, manifest), device)
     each = ensemble.member_probs(test_images)
-    mean = ensemble.predict(test_images)
+    mean = ensemble.combine(each)  # what ensemble.predict returns, without running the members twice
     study_ids = test_index["study"].astype(str).tolist()
     studies, truth = study_level(binary_truth(test_index[list(OBSERVATIONS)].to_numpy(float)), study_ids)
     truth = truth.astype(np.int8)
