@@ -24,11 +24,11 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from chexops.builtin.label_policies import u_ignore
+from chexops.components.builtin.label_policies import u_ignore
 from chexops.data.cache import load_split, prepare_split, resize_crop
 from chexops.data.chexpert import read_chexpert
+from chexops.data.labels import CSV_HEADER
 from chexops.data.loader import BatchLoader, to_model_input
-from chexops.labels import CSV_HEADER
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

@@ -40,7 +40,7 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     from chexops.config import config_from_dict
-    from chexops.runs import RunKey
+    from chexops.naming import RunKey
     from chexops.train.loop import train_run
 
     if args.threads:
@@ -87,14 +87,14 @@ def timed(workdir: Path, args: argparse.Namespace, runs: list[str], mode: str) -
 
 def prepare_data(workdir: Path, args: argparse.Namespace) -> None:
     from chexops.config import config_from_dict
-    from chexops.data.stages import ingest, prepare
+    from chexops.stages import StageContext, ingest, prepare
 
     cwd = os.getcwd()
     os.chdir(workdir)  # the synthetic folder is written relative to the working directory
     try:
         config = config_from_dict(params(workdir, args, workdir / "runs", args.examples))
-        ingest(config, progress=False)
-        prepare(config, progress=False)
+        ingest(StageContext(config, progress=False))
+        prepare(StageContext(config, progress=False))
     finally:
         os.chdir(cwd)
 

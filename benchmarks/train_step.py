@@ -17,9 +17,9 @@ import timm
 import torch
 import torch.nn.functional as F
 
+from chexops.components.registry import get_registry
 from chexops.data.loader import BatchLoader
-from chexops.models import build_model
-from chexops.registry import get_registry
+from chexops.models.build import build_model
 from chexops.train.loop import train_step
 from chexops.train.runtime import select_runtime
 

@@ -3,6 +3,8 @@
 A plugin imports only this package: `chexops.hookimpl` and the spec classes it registers.
 """
 
+from chexops.components.hookspecs import hookimpl
+from chexops.components.specs import FamilySpec, InitializerSpec, InitReport, LabelPolicySpec, TruncationSpec
 from chexops.errors import (
     BuildError,
     ChexopsError,
@@ -12,13 +14,11 @@ from chexops.errors import (
     UnknownComponentError,
     WeightsError,
 )
-from chexops.hookspecs import hookimpl
-from chexops.specs import FamilySpec, InitializerSpec, InitReport, LabelPolicySpec, TruncationSpec
 
 
 def build_model(*args, **kwargs):  # noqa: ANN002, ANN003 - a lazy alias: importing chexops must not import torch
-    """See chexops.models.build_model."""
-    from chexops.models import build_model as _build
+    """See chexops.models.build.build_model."""
+    from chexops.models.build import build_model as _build
 
     return _build(*args, **kwargs)
 

@@ -209,7 +209,7 @@ def _check(ok: bool, message: str) -> None:
 
 def validate(config: Config) -> Config:
     """Semantic checks, including that every name in the grid is registered; run before any work starts."""
-    from chexops.registry import get_registry
+    from chexops.components.registry import get_registry
 
     t, d = config.train, config.data
     _check(t.lr > 0, f"train.lr must be > 0, got {t.lr}. The CheXtransfer protocol uses 1e-4.")
@@ -230,21 +230,27 @@ def validate(config: Config) -> Config:
     _check(0 < config.eval.ci < 1, f"eval.ci must be in (0, 1), got {config.eval.ci}.")
     _check(config.eval.bootstrap >= 1, f"eval.bootstrap must be >= 1, got {config.eval.bootstrap}.")
     _check(0 < config.tune.lr_min < config.tune.lr_max, "tune.lr_min must be in (0, tune.lr_max).")
-    registry = get_registry()
-    registry.label_policy(d.label_policy)
+    get_registry().label_policy(d.label_policy)
     base = {(f, i, 0) for f in config.grid.families for i in config.grid.initializers}
     for name, init, depth in grid_runs(config):
-        family = registry.family(name)
-        registry.initializer(init)
-        _check(
-            0 <= depth <= family.max_drop and (depth > 0 or (name, init, depth) in base),
-            f"grid.truncated has {name} at depth {depth}, but {name} allows dropping 1 to {family.max_drop} blocks.",
-        )
-        _check(
-            d.image_size >= family.min_size,
-            f"{name} needs images of at least {family.min_size} px; data.image_size is {d.image_size}.",
-        )
+        _check(depth > 0 or (name, init, depth) in base,
+               f"grid.truncated has {name} at depth {depth}; a truncated run drops 1 or more blocks.")
+        check_run(name, init, depth, d.image_size, where="grid.truncated has")
     return config
+
+
+def check_run(family_name: str, initializer: str, depth: int, image_size: int | None = None,
+              where: str = "--truncate is") -> None:
+    """One configuration's names and depth against the registered components (no torch, nothing written)."""
+    from chexops.components.registry import get_registry
+
+    registry = get_registry()
+    family = registry.family(family_name)
+    registry.initializer(initializer)
+    _check(0 <= depth <= family.max_drop,
+           f"{where} {family_name} at depth {depth}, but {family_name} allows dropping 1 to {family.max_drop} blocks.")
+    _check(image_size is None or image_size >= family.min_size,
+           f"{family_name} needs images of at least {family.min_size} px; data.image_size is {image_size}.")
 
 
 def grid_runs(config: Config) -> list[tuple[str, str, int]]:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import signal
 import socket
 import threading
 import time
@@ -38,9 +37,10 @@ from typing import Any
 
 import click
 
-from chexops.config import Config, grid_runs, load_config, validate
+from chexops.config import Config, grid_runs
 from chexops.errors import ChexopsError, ConfigError
-from chexops.runs import RunKey
+from chexops.naming import TRAIN_SUMMARY_FILE, RunKey
+from chexops.stages import StageContext, open_tracker, require_prepared, run_configuration
 
 RUN_PARAM = "run"
 GRID_ATTR = "chexops.grid"  # the study's configurations, set once they are all enqueued
@@ -234,24 +234,6 @@ def resumed_from(run_dir: Path) -> int:
     return int(state["progress"]["examples"])
 
 
-def run_configuration(config: Config, key: RunKey, tracker: Any, register: bool, progress: bool) -> dict[str, Any]:
-    """train -> evaluate -> register, as `chexops train` runs them; a registered run is not registered again."""
-    import json
-
-    from chexops.study import evaluate_stage, register_stage, train_stage
-
-    summary = train_stage(config, key, tracker, progress=progress)
-    payload = evaluate_stage(config, key, tracker)
-    result = {"mlflow_run_id": summary["run_id"], "value": payload["metrics"]["test_mean_auroc_6"]}
-    if register:
-        path = key.registry_file(config.train.runs_dir)
-        record = json.loads(path.read_text()) if path.is_file() else {}
-        if record.get("run_id") != summary["run_id"]:  # a worker that died after registering already did it
-            record = register_stage(config, key, tracker)
-        result["registered_version"] = record["version"]
-    return result
-
-
 def _run_claimed(grid: Grid, trial_id: int, keys: dict[str, RunKey], config: Config, tracker: Any,
                  options: dict[str, Any]) -> tuple[str, bool]:
     """Run the configuration of a claimed trial and tell the study; its name and whether it completed."""
@@ -267,7 +249,8 @@ def _run_claimed(grid: Grid, trial_id: int, keys: dict[str, RunKey], config: Con
         trial.set_user_attr("resumed_from_examples", start)
         click.echo(f"[worker] trial {trial.number}: {name}" + (f" (resuming at {start} examples)" if start else ""))
         try:
-            result = run_configuration(config, key, tracker, options["register"], options["progress"])
+            ctx = StageContext(config, key, progress=options["progress"], tracker=tracker)
+            outcome = run_configuration(ctx, register_model=options["register"])
         except KeyboardInterrupt:
             _hand_back(grid, trial_id)
             raise
@@ -276,11 +259,23 @@ def _run_claimed(grid: Grid, trial_id: int, keys: dict[str, RunKey], config: Con
             _tell(study, trial, state=optuna.trial.TrialState.FAIL)
             click.echo(f"[worker] {name} failed: {type(exc).__name__}: {exc}", err=True)
             return name, False
+        result = {"mlflow_run_id": outcome["mlflow_run_id"],
+                  "test_mean_auroc_6": outcome["metrics"]["test_mean_auroc_6"]}
+        if "registered_version" in outcome:
+            result["registered_version"] = outcome["registered_version"]
         for attr, value in result.items():
             trial.set_user_attr(attr, value)
-        _tell(study, trial, values=result["value"])
-        click.echo(f"[worker] {name}: test mean AUROC {result['value']:.3f}")
+        # the trial's value is the validation score the checkpoints were ranked by: the test set chooses nothing
+        _tell(study, trial, values=_validation_score(config, key))
+        click.echo(f"[worker] {name}: test mean AUROC {result['test_mean_auroc_6']:.3f}")
         return name, True
+
+
+def _validation_score(config: Config, key: RunKey) -> float:
+    import json
+
+    record = json.loads((key.train_dir(config.train.runs_dir) / TRAIN_SUMMARY_FILE).read_text())
+    return float(record["best_val_mean_auroc_6"])
 
 
 def _tell(study: Any, trial: Any, **kwargs: Any) -> None:
@@ -309,9 +304,7 @@ def run_worker(config: Config, storage_url: str, study_name: str, heartbeat: int
     import optuna
 
     keys = {RunKey(*run).name: RunKey(*run) for run in grid_runs(config)}
-    if not (Path(config.data.cache_dir) / "cache.json").is_file():
-        raise ConfigError(f"no prepared data in {config.data.cache_dir}. Workers share it and must not prepare it "
-                          "at once: run `dvc repro prepare` (or `chexops train` once) first.")
+    require_prepared(config)  # workers share the cache and must never prepare it at once
     grid = open_grid(storage_url, study_name, list(keys.values()), heartbeat, grace, max_retry)
     tracker = _open_shared_tracker(config)
     options = {"heartbeat": heartbeat, "register": register, "progress": progress}
@@ -337,8 +330,6 @@ def _open_shared_tracker(config: Config, attempts: int = 5) -> Any:
     SQL store can refuse the loser with a duplicate key; a moment later the experiment is simply there."""
     from mlflow.exceptions import MlflowException
 
-    from chexops.study import open_tracker
-
     for attempt in range(1, attempts + 1):
         try:
             return open_tracker(config)
@@ -346,38 +337,3 @@ def _open_shared_tracker(config: Config, attempts: int = 5) -> Any:
             if attempt == attempts:
                 raise WorkerError(f"cannot open the MLflow experiment {config.experiment!r}: {exc}") from exc
             time.sleep(attempt)
-
-
-def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-@click.command("worker")
-@click.option("--storage", "storage_url", required=True, envvar="CHEXOPS_WORKER_STORAGE",
-              help="Optuna RDB storage URL shared by all workers, e.g. postgresql+psycopg2://user@host/optuna.")
-@click.option("--study", "study_name", required=True, help="Study name: one per grid (created by the first worker).")
-@click.option("--params", "params_path", default="params.yaml", show_default=True, type=click.Path(dir_okay=False))
-@click.option("--heartbeat", default=30, show_default=True, type=click.IntRange(min=1),
-              help="Seconds between heartbeats of the running configuration.")
-@click.option("--grace", type=click.IntRange(min=1),
-              help="Seconds without a heartbeat after which a worker counts as dead. [default: 2 x heartbeat]")
-@click.option("--max-retry", default=3, show_default=True, type=click.IntRange(min=0),
-              help="How often a configuration whose worker died is retried.")
-@click.option("--no-register", is_flag=True, help="Stop each configuration after its test evaluation.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
-def worker_command(storage_url: str, study_name: str, params_path: str, heartbeat: int, grace: int | None,
-                   max_retry: int, no_register: bool, quiet: bool) -> None:
-    """Train configurations of the study grid taken from a shared Optuna study until the grid is done."""
-    if grace is not None and grace <= heartbeat:
-        raise click.BadParameter(f"must be longer than --heartbeat ({heartbeat} s), got {grace}",
-                                 param_hint="--grace")
-    config = validate(load_config(params_path))
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # a scheduler's stop hands the configuration back
-    report = run_worker(config, storage_url, study_name, heartbeat, grace, max_retry, not no_register, not quiet)
-    click.echo(f"[worker] grid {study_name!r} done; this worker completed {len(report.completed)}: "
-               f"{', '.join(report.completed) or '-'}" + (f"; failed here: {', '.join(report.failed)}"
-                                                          if report.failed else ""))
-    if report.grid_failed:
-        raise WorkerError(f"configurations without a completed trial: {', '.join(report.grid_failed)} (their "
-                          "errors are in the trials' `error` user attr). Fix the cause and run them with "
-                          "`chexops train`, or start a new --study: finished runs resume as done.")

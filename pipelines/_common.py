@@ -1,37 +1,45 @@
-"""What every stage script shares: params.yaml, the run key, clean errors."""
+"""What every stage script shares: params.yaml, the configuration, the plugins check, clean errors.
+
+Each script is `run_stage("<name>")`; the stage itself is `chexops.stages.<name>`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import sys
-from collections.abc import Callable
 
-from chexops.config import Config, load_config, validate
 from chexops.errors import ChexopsError
-from chexops.runs import RunKey
 
 
-def parser(description: str, run: bool = False) -> argparse.ArgumentParser:
+def run_stage(name: str, description: str) -> None:
+    """Parse the stage's arguments, run it, print its summary; a user mistake is one line and exit code 2."""
+    from chexops.stages import PER_CONFIGURATION
+
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    if run:
+    if name in PER_CONFIGURATION:
         p.add_argument("--family", required=True)
         p.add_argument("--init", required=True)
         p.add_argument("--truncate", type=int, default=0)
-    return p
-
-
-def config_and_key(args: argparse.Namespace) -> tuple[Config, RunKey | None]:
-    config = validate(load_config(args.params))
-    key = RunKey(args.family, args.init, args.truncate) if hasattr(args, "family") else None
-    return config, key
-
-
-def main(body: Callable[[], None]) -> None:
-    """Run a stage; a user mistake is one line on stderr and exit code 2, as in the CLI."""
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        body()
+        print(json.dumps(_run(name, args), indent=2, default=str))
     except ChexopsError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         sys.exit(2)
+
+
+def _run(name: str, args: argparse.Namespace) -> dict:
+    from chexops.components.lock import check_lock
+    from chexops.config import load_config, validate
+    from chexops.naming import RunKey
+    from chexops.stages import StageContext, stage
+
+    config = validate(load_config(args.params))
+    check_lock()
+    key = RunKey(args.family, args.init, args.truncate) if hasattr(args, "family") else None
+    return stage(name)(StageContext(config, key, progress=not args.quiet))

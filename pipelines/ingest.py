@@ -1,16 +1,5 @@
 """DVC stage ingest: the CheXpert folder (real, or generated synthetic) -> data/index/{train,valid,test}.csv."""
 
-import json
+from _common import run_stage
 
-from _common import config_and_key, main, parser
-
-from chexops.data.stages import ingest
-
-
-def run() -> None:
-    args = parser(__doc__).parse_args()
-    config, _ = config_and_key(args)
-    print(json.dumps(ingest(config, progress=not args.quiet), indent=2))
-
-
-main(run)
+run_stage("ingest", __doc__)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from chexops.labels import CSV_HEADER, OBSERVATIONS
+from chexops.data.labels import CSV_HEADER, OBSERVATIONS
 
 LABEL_CYCLE = ("1.0", "0.0", "-1.0", "")
 
@@ -68,7 +68,7 @@ def make_chexpert(tmp_path: Path) -> Callable[..., Path]:
 @pytest.fixture(autouse=True)
 def builtin_plugins_only(monkeypatch: pytest.MonkeyPatch):
     """Tests see the built-in plugins only, unless a test sets CHEXOPS_LOAD_PLUGINS itself."""
-    from chexops import plugins
+    from chexops import components as plugins
 
     monkeypatch.setenv("CHEXOPS_LOAD_PLUGINS", "")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no test may reach for the model hub

@@ -1,4 +1,4 @@
-"""chexops.analysis on hand-made studies whose answers are known by construction.
+"""chexops.analysis.tables on hand-made studies whose answers are known by construction.
 
 Every run's probabilities are sigmoid(sep * (2y - 1) + noise) with one noise matrix shared by all runs, so a
 run's AUROC on each task is non-decreasing in `sep`; the fixture checks that the designed order really holds
@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from chexops.analysis import (
+from chexops.analysis.tables import (
     MEASURED,
     load_runs,
     main_table,
@@ -23,9 +23,9 @@ from chexops.analysis import (
     spearman,
     truncation_table,
 )
+from chexops.data.labels import OBSERVATIONS
 from chexops.errors import DataError
 from chexops.evaluate.bootstrap import bootstrap_ci
-from chexops.labels import OBSERVATIONS
 
 N_STUDIES = 200
 B = 200  # bootstrap resamples in tests: enough for CIs that clearly exclude 0, fast

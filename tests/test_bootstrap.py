@@ -10,6 +10,7 @@ from scipy import stats
 from sklearn.metrics import roc_auc_score
 
 import chexops.evaluate.bootstrap as bs
+from chexops.data.labels import COMPETITION_TASKS, STUDY_TASKS
 from chexops.errors import ConfigError, DataError
 from chexops.evaluate.bootstrap import (
     auroc_replicates,
@@ -20,7 +21,6 @@ from chexops.evaluate.bootstrap import (
     paired_bootstrap,
 )
 from chexops.evaluate.delong import delong_ci, delong_covariance, delong_test, structural_components
-from chexops.labels import COMPETITION_TASKS, STUDY_TASKS
 
 
 def _case(n: int, k: int, seed: int, signal: float = 0.6, prevalence: float = 0.3, decimals: int = 2):

@@ -9,8 +9,8 @@ from PIL import Image
 from chexops.data import cache
 from chexops.data.cache import load_split, prepare_split, resize_crop
 from chexops.data.chexpert import read_chexpert
+from chexops.data.labels import OBSERVATIONS
 from chexops.errors import DataError
-from chexops.labels import OBSERVATIONS
 
 
 def _train(make_chexpert):

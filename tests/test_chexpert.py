@@ -16,8 +16,8 @@ from chexops.data.chexpert import (
     resolve_image,
     write_index,
 )
+from chexops.data.labels import CSV_HEADER, OBSERVATIONS
 from chexops.errors import DataError
-from chexops.labels import CSV_HEADER, OBSERVATIONS
 
 
 def set_cell(csv_path: Path, row: int, column: str, value: str) -> None:
@@ -215,7 +215,7 @@ def test_full_size_train_csv_reads_fast(tmp_path):
 def test_data_check_prints_counts(make_chexpert):
     from click.testing import CliRunner
 
-    from chexops.data.commands import data_group
+    from chexops.cli.data import data_group
 
     root = make_chexpert()
     result = CliRunner().invoke(data_group, ["check", str(root), "--decode", "--workers", "0"])
@@ -238,7 +238,7 @@ def test_data_check_prints_counts(make_chexpert):
 def test_data_check_missing_and_corrupt_images(make_chexpert):
     from click.testing import CliRunner
 
-    from chexops.data.commands import data_group
+    from chexops.cli.data import data_group
 
     root = make_chexpert()
     (root / "valid/patient00102/study1/view2_lateral.jpg").unlink()

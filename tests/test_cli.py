@@ -44,7 +44,7 @@ def test_components_table_and_plugins():
     result = chexops("components")
     assert result.returncode == 0 and "label-policies:" in result.stdout and "u-mixed" in result.stdout
     plugins = json.loads(chexops("plugins", "--json").stdout)
-    families_plugin = next(p for p in plugins if p["name"] == "chexops.builtin.families")
+    families_plugin = next(p for p in plugins if p["name"] == "chexops.components.builtin.families")
     assert families_plugin["hooks"] == ["register_families"] and families_plugin["builtin"]
 
 

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from chexops.config import config_from_dict, grid_runs, load_config, validate
-from chexops.data.stages import dataset_root
 from chexops.errors import ConfigError, UnknownComponentError
+from chexops.stages import dataset_root
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,14 +17,13 @@ import torch.multiprocessing as mp
 import yaml
 from test_train import prepare_study
 
-from chexops import distributed
 from chexops.config import config_from_dict
 from chexops.data.loader import BatchLoader
-from chexops.distributed import DistContext, GlobalBatchNorm, ShardedLoader, sync_batchnorm
 from chexops.errors import ConfigError
-from chexops.runs import RunKey
-from chexops.serving import read_manifest
-from chexops.train import loop
+from chexops.evaluate.ensemble import read_manifest
+from chexops.naming import RunKey
+from chexops.train import distributed, loop
+from chexops.train.distributed import DistContext, GlobalBatchNorm, ShardedLoader, sync_batchnorm
 from chexops.train.loop import train_run
 
 KEY = RunKey("resnet18", "random", 3)

@@ -3,10 +3,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from chexops.builtin import label_policies
+from chexops.components.builtin import label_policies
+from chexops.components.specs import LabelPolicySpec
+from chexops.data.labels import OBSERVATIONS
 from chexops.errors import DataError
-from chexops.labels import OBSERVATIONS
-from chexops.specs import LabelPolicySpec
 
 NAN = np.nan
 ATEL, EDEMA, CARDIO = (OBSERVATIONS.index(n) for n in ("Atelectasis", "Edema", "Cardiomegaly"))

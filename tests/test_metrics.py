@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from chexops.data.labels import COMPETITION_TASKS, OBSERVATIONS, STUDY_TASKS, task_index
 from chexops.errors import ConfigError, DataError
 from chexops.evaluate.metrics import auroc, evaluate, study_level, weighted_auroc
-from chexops.labels import COMPETITION_TASKS, OBSERVATIONS, STUDY_TASKS, task_index
 
 
 def _tied_case(rng: np.random.Generator, n: int, prevalence: float, decimals: int):

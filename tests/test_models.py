@@ -6,9 +6,9 @@ import pytest
 import timm
 import torch
 
-from chexops.builtin.families import FAMILIES
+from chexops.components.builtin.families import FAMILIES
 from chexops.errors import BuildError, UnknownComponentError
-from chexops.models import build_model
+from chexops.models.build import build_model
 
 NAMES = [f.name for f in FAMILIES]
 

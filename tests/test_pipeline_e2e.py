@@ -59,8 +59,8 @@ def artifact_paths(c, run_id: str, path: str | None = None) -> set[str]:
 def test_every_stage_ran_once(tiny_study: Study) -> None:
     ran = RAN.findall(tiny_study.first_repro.output)
     assert sorted(ran) == sorted(tiny_study.stages), tiny_study.first_repro.output[-3000:]
-    # 2 data stages, 4 per full configuration, 2 for the truncated one, analyze
-    assert len(tiny_study.stages) == 2 + 4 * len(FULL_RUNS) + 2 + 1, tiny_study.stages
+    # the plugins lock, 2 data stages, 4 per full configuration, 2 for the truncated one, analyze
+    assert len(tiny_study.stages) == 1 + 2 + 4 * len(FULL_RUNS) + 2 + 1, tiny_study.stages
     assert {"ingest", "prepare", "analyze"} <= set(ran)
 
 
@@ -169,11 +169,12 @@ def test_second_repro_is_a_noop(tiny_study: Study) -> None:
     before = len(experiment_runs(tiny_study))
     again = tiny_study.dvc("repro")
     print(f"\nno-op dvc repro: {again.seconds:.1f} s")
-    assert not RAN.findall(again.output), again.output
-    assert "Data and pipelines are up to date" in again.output, again.output
+    # only the plugins lock runs (it re-reads the installed plugins every time) and finds nothing changed
+    assert RAN.findall(again.output) == ["plugins"], again.output
+    assert "plugins.lock.json: unchanged" in again.output, again.output
     assert again.seconds < NOOP_SECONDS, f"a no-op dvc repro took {again.seconds:.0f} s"
     assert len(experiment_runs(tiny_study)) == before, "a no-op repro must not start MLflow runs"
-    assert "up to date" in tiny_study.dvc("status").output
+    assert json.loads(tiny_study.dvc("status", "--json").output) == {"plugins": ["always changed"]}
 
 
 def test_changing_analysis_bootstrap_reruns_only_analyze(tiny_study: Study) -> None:
@@ -182,13 +183,13 @@ def test_changing_analysis_bootstrap_reruns_only_analyze(tiny_study: Study) -> N
     params["analysis"]["bootstrap"] = resamples
     tiny_study.write_params(params)
     status = json.loads(tiny_study.dvc("status", "--json").output)
-    assert set(status) == {"analyze"}, status
+    assert set(status) == {"plugins", "analyze"} and status["plugins"] == ["always changed"], status
     summaries = len(runs_by_name(tiny_study).get(SUMMARY_RUN, []))
     out = tiny_study.dvc("repro").output
-    assert RAN.findall(out) == ["analyze"], out
+    assert RAN.findall(out) == ["plugins", "analyze"], out
     assert f"from {resamples} bootstrap resamples" in (tiny_study.root / "reports/study.md").read_text()
     assert len(runs_by_name(tiny_study)[SUMMARY_RUN]) == summaries + 1
-    assert json.loads(tiny_study.dvc("status", "--json").output) == {}
+    assert json.loads(tiny_study.dvc("status", "--json").output) == {"plugins": ["always changed"]}
 
 
 def test_dvc_metrics_and_plots_show(tiny_study: Study, tmp_path: Path) -> None:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from chexops import plugins
+from chexops import components as plugins
+from chexops.components.registry import get_registry
 from chexops.errors import DuplicateComponentError, PluginError, UnknownComponentError
-from chexops.registry import get_registry
 
 FAMILY_PLUGIN = """
 import chexops
@@ -66,7 +66,7 @@ def test_duplicate_name_names_both_plugins(tmp_path, monkeypatch):
     monkeypatch.delenv("CHEXOPS_LOAD_PLUGINS")
     with pytest.raises(DuplicateComponentError) as info:
         get_registry()
-    assert "chexops.builtin.families" in str(info.value) and "chexops-dup" in str(info.value)
+    assert "chexops.components.builtin.families" in str(info.value) and "chexops-dup" in str(info.value)
 
 
 def test_misspelled_hook_is_reported(tmp_path, monkeypatch):
@@ -89,7 +89,8 @@ def test_unknown_name_suggests_close_matches_and_lists_plugins():
     with pytest.raises(UnknownComponentError) as info:
         get_registry().family("densenet12")
     message = str(info.value)
-    assert "Did you mean: densenet121" in message and "Installed plugins: chexops.builtin.families" in message
+    assert "Did you mean: densenet121" in message
+    assert "Installed plugins: chexops.components.builtin.families" in message
 
 
 def test_initializer_arguments():

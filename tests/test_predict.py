@@ -16,14 +16,15 @@ from PIL import Image, ImageFile
 from test_promote import STUDIES, TRUTH, chexops, random_probs
 from test_serving import make_manifest
 
-from chexops import plugins, serving
+from chexops import components as plugins
 from chexops.data.cache import load_image
 from chexops.data.chexpert import resolve_image
-from chexops.evaluate.ensemble import predictions_frame
-from chexops.labels import CSV_HEADER, OBSERVATIONS
-from chexops.modelreg import promotion
-from chexops.modelreg.store import open_client
-from chexops.tracking import Tracker
+from chexops.data.labels import CSV_HEADER, OBSERVATIONS
+from chexops.evaluate import ensemble as serving
+from chexops.evaluate.scoring import predictions_frame
+from chexops.tracking import promotion
+from chexops.tracking.runs import Tracker
+from chexops.tracking.store import open_client
 
 NAME = "study.resnet18.random.drop-3"
 CHAMPION = f"models:/{NAME}@champion"

@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 
 from chexops import cli
+from chexops.data.labels import OBSERVATIONS, STUDY_TASKS
 from chexops.evaluate.bootstrap import paired_bootstrap
 from chexops.evaluate.delong import delong_test
-from chexops.evaluate.ensemble import predictions_frame
 from chexops.evaluate.metrics import evaluate
-from chexops.labels import OBSERVATIONS, STUDY_TASKS
-from chexops.tracking import Tracker
+from chexops.evaluate.scoring import predictions_frame
+from chexops.tracking.runs import Tracker
 
 NAME = "study.resnet18.random.drop-3"
 N_STUDIES = 150

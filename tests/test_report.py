@@ -1,4 +1,4 @@
-"""chexops.report.write_report: files, metrics.json, plots CSVs, figures and study.md on hand-made studies."""
+"""chexops.analysis.report.write_report: files, metrics.json, plots CSVs, figures and study.md on hand-made studies."""
 
 from __future__ import annotations
 
@@ -12,9 +12,14 @@ from PIL import Image
 from scipy import stats
 from test_analysis import FAMILIES, RHO_IMAGENET, B, write_full_grid, write_run, write_truncations
 
-from chexops.analysis import Study, load_runs, pretraining_boost, spearman, truncation_table
-from chexops.figures import figure_auroc_vs_params, figure_auroc_vs_top1, figure_boost_vs_params, figure_truncation
-from chexops.report import write_report
+from chexops.analysis.figures import (
+    figure_auroc_vs_params,
+    figure_auroc_vs_top1,
+    figure_boost_vs_params,
+    figure_truncation,
+)
+from chexops.analysis.report import write_report
+from chexops.analysis.tables import Study, load_runs, pretraining_boost, spearman, truncation_table
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FIGURES = ("auroc_vs_top1", "auroc_vs_params", "boost_vs_params", "truncation")

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from test_predict import CHAMPION, Registered, registered  # noqa: F401 - the module fixture
 
-from chexops.labels import OBSERVATIONS
-from chexops.tracking import _global_tracking_uri
+from chexops.data.labels import OBSERVATIONS
+from chexops.tracking.runs import _global_tracking_uri
 
 PING_TIMEOUT_S = 120
 

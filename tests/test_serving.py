@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -14,11 +15,13 @@ import pytest
 import torch
 from PIL import Image
 
-from chexops import plugins, serving
+from chexops import components as plugins
 from chexops.data.cache import load_image, resize_crop
+from chexops.data.labels import OBSERVATIONS
 from chexops.errors import DataError
-from chexops.labels import OBSERVATIONS
-from chexops.models import build_model
+from chexops.evaluate import ensemble as serving
+from chexops.models.build import build_model
+from chexops.tracking import pyfunc
 
 SIZE = 32
 MEAN, STD = [0.5, 0.45, 0.4], [0.25, 0.2, 0.3]
@@ -163,7 +166,7 @@ def test_saved_pyfunc_predicts_like_the_manifest_and_serves_json(tmp_path: Path,
     import mlflow
     from mlflow.pyfunc import scoring_server
 
-    serving.save_ensemble_model(manifest, tmp_path / "model")
+    pyfunc.save_ensemble_model(manifest, tmp_path / "model")
     model = mlflow.pyfunc.load_model(str(tmp_path / "model"))
     spec = model.metadata.get_input_schema().inputs[0]
     assert (spec.type, spec.shape) == (np.dtype(np.uint8), (-1, -1, -1))
@@ -192,17 +195,25 @@ def test_serving_imports_and_predicts_without_mlflow(monkeypatch: pytest.MonkeyP
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "mlflow", None)  # `import mlflow` now raises ImportError
     fresh = {}
-    for name in ("serving", "tracking"):
-        spec = importlib.util.spec_from_file_location(f"{name}_without_mlflow",
-                                                      Path(serving.__file__).with_name(f"{name}.py"))
+    for name, path in (("pyfunc", pyfunc.__file__), ("naming", Path(serving.__file__).parents[1] / "naming.py")):
+        spec = importlib.util.spec_from_file_location(f"{name}_without_mlflow", path)
         fresh[name] = importlib.util.module_from_spec(spec)
         monkeypatch.setitem(sys.modules, spec.name, fresh[name])  # dataclasses look their module up there
         spec.loader.exec_module(fresh[name])
-    assert fresh["serving"].EnsembleModel.__bases__ == (object,)
+    assert fresh["pyfunc"].EnsembleModel.__bases__ == (object,)
     x = images(2)
-    np.testing.assert_allclose(fresh["serving"].predict_manifest(manifest, x), serving.predict_manifest(manifest, x),
-                               atol=1e-6)
-    assert fresh["tracking"].registered_model_name("s", "a/b/c") == "s.a.b.c"
+    np.testing.assert_allclose(serving.predict_manifest(manifest, x), serving.predict_manifest(manifest, x), atol=1e-6)
+    assert fresh["naming"].registered_model_name("s", "a/b/c") == "s.a.b.c"
+
+
+def test_the_training_core_imports_without_mlflow_optuna_or_dvc() -> None:
+    """What the GPU machine has: torch, timm, numpy, scipy, scikit-learn, pluggy, and not mlflow/optuna/dvc."""
+    code = ("import sys\n"
+            "for m in ('mlflow', 'optuna', 'dvc'): sys.modules[m] = None\n"
+            "import chexops.stages, chexops.train.loop, chexops.evaluate.scoring, chexops.evaluate.ensemble\n"
+            "import chexops.tracking.pyfunc\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
 
 
 def test_prediction_runs_without_tf32_and_restores_the_flags() -> None:

@@ -14,10 +14,11 @@ from PIL import Image
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
+from chexops.cli.data import synth_command
+from chexops.data.labels import CSV_HEADER, OBSERVATIONS
 from chexops.data.phantom import render
-from chexops.data.synthetic import plan, sample_study, synth_command, write_synthetic
+from chexops.data.synthetic import plan, sample_study, write_synthetic
 from chexops.errors import ConfigError, DataError
-from chexops.labels import CSV_HEADER, OBSERVATIONS
 
 PATIENTS, SIZE, SEED = 20, 64, 3
 # Written out here rather than imported, so that the tests check the published format itself.

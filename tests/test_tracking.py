@@ -13,10 +13,11 @@ import pytest
 from PIL import Image
 from test_serving import make_manifest  # the tiny real run folder both test modules use
 
-from chexops import serving, tracking
+from chexops.data.labels import OBSERVATIONS
 from chexops.errors import TrackingError
-from chexops.labels import OBSERVATIONS
-from chexops.tracking import Tracker
+from chexops.evaluate import ensemble as serving
+from chexops.tracking import runs as tracking
+from chexops.tracking.runs import Tracker
 
 REPORT = {"family": "densenet121", "group": "DenseNet", "timm_tag": "densenet121.tv_in1k", "imagenet_top1": 74.4,
           "plugin": "chexops", "plugin_version": "0.1.0", "initializer": "random", "weights_loaded": False,

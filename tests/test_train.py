@@ -12,9 +12,9 @@ import pytest
 
 from chexops.config import config_from_dict, validate
 from chexops.errors import ConfigError
-from chexops.evaluate.ensemble import evaluate_ensemble
-from chexops.runs import RunKey
-from chexops.serving import predict_manifest, read_manifest
+from chexops.evaluate.ensemble import predict_manifest, read_manifest
+from chexops.evaluate.scoring import evaluate_ensemble
+from chexops.naming import RunKey
 from chexops.train import loop
 from chexops.train.loop import train_run
 
@@ -36,13 +36,13 @@ def prepare_study(root: Path, config: Any) -> Path:
     """Ingest and cache `config`'s data under `root`, where the pipeline would write it (relative paths)."""
     import os
 
-    from chexops.data.stages import ingest, prepare
+    from chexops.stages import StageContext, ingest, prepare
 
     cwd = os.getcwd()
     os.chdir(root)
     try:
-        ingest(config, progress=False)
-        prepare(config, progress=False)
+        ingest(StageContext(config, progress=False))
+        prepare(StageContext(config, progress=False))
     finally:
         os.chdir(cwd)
     return root

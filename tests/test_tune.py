@@ -11,30 +11,30 @@ from mlflow import MlflowClient
 from test_train import KEY, make_config, prepared  # noqa: F401 - the module-scoped dataset fixture
 
 from chexops.config import TuneConfig
-from chexops.tracking import Tracker
-from chexops.train.tune import chosen_lr, tune_file, tune_stage
+from chexops.stages import StageContext, chosen_lr, tune
+from chexops.tracking.runs import Tracker
 
 
 def test_disabled_tuning_passes_train_lr_through(prepared, tmp_path):  # noqa: F811
     config = make_config(prepared, runs_dir=str(tmp_path / "runs"))
-    record = tune_stage(config, KEY, tracker=None)
+    record = tune(StageContext(config, KEY))
     assert record == {"run": KEY.name, "lr": config.train.lr, "tuned": False}
     assert chosen_lr(config, KEY) == config.train.lr
 
 
 def test_search_logs_nested_trials_and_resumes(prepared, tmp_path):  # noqa: F811
     base = make_config(prepared, runs_dir=str(tmp_path / "runs"))
-    tune = TuneConfig(enabled=True, trials=2, lr_min=1e-4, lr_max=1e-2, examples=128,
+    search = TuneConfig(enabled=True, trials=2, lr_min=1e-4, lr_max=1e-2, examples=128,
                       storage=str(tmp_path / "optuna.db"))
-    config = replace(base, tune=tune)
+    config = replace(base, tune=search)
     tracker = Tracker.open(f"sqlite:///{tmp_path / 'mlflow.db'}", str(tmp_path / "art"), "tune-test")
-    first = tune_stage(config, KEY, tracker, progress=False)
+    first = tune(StageContext(config, KEY, progress=False, tracker=tracker))
     assert first["tuned"] and len(first["trials"]) == 2
     assert 1e-4 <= first["lr"] <= 1e-2 and chosen_lr(config, KEY) == first["lr"]
     # an interrupted search continues: raising the budget to 3 runs exactly one more trial
-    second = tune_stage(replace(config, tune=replace(tune, trials=3)), KEY, tracker, progress=False)
+    second = tune(StageContext(replace(config, tune=replace(search, trials=3)), KEY, progress=False, tracker=tracker))
     assert len(second["trials"]) == 3
-    study = optuna.load_study(study_name=f"{config.experiment}/{KEY.name}", storage=f"sqlite:///{tune.storage}")
+    study = optuna.load_study(study_name=f"{config.experiment}/{KEY.name}", storage=f"sqlite:///{search.storage}")
     assert len(study.trials) == 3
     runs = MlflowClient(tracker.uri).search_runs([tracker.experiment_id])
     parents = [r for r in runs if r.info.run_name == f"tune:{KEY.name}"]
@@ -42,8 +42,8 @@ def test_search_logs_nested_trials_and_resumes(prepared, tmp_path):  # noqa: F81
     assert len(parents) == 2 and len(trials) == 3
     assert {t.data.tags["mlflow.parentRunId"] for t in trials} <= {p.info.run_id for p in parents}
     assert all("lr" in t.data.params and "val_mean_auroc_6" in t.data.metrics for t in trials)
-    assert json.loads(tune_file(config, KEY).read_text())["lr"] == second["lr"]
-    assert not list(tune_file(config, KEY).with_suffix("").glob("trial-*"))  # trial folders cleaned up
+    assert json.loads(KEY.tune_file(config.train.runs_dir).read_text())["lr"] == second["lr"]
+    assert not list((tmp_path / "runs" / "tune" / KEY.slug).glob("trial-*"))  # trial folders cleaned up
 
 
 def test_lr_search_range_is_checked(prepared):  # noqa: F811

@@ -6,10 +6,10 @@ import pytest
 import timm
 import torch
 
-from chexops.builtin.families import FAMILIES
+from chexops.components.builtin.families import FAMILIES
 from chexops.errors import WeightsError
-from chexops.models import build_model
-from chexops.weights import ENV_WEIGHTS_DIR
+from chexops.models.build import build_model
+from chexops.models.weights import ENV_WEIGHTS_DIR
 
 
 def _imagenet_like(family, seed: int = 123) -> dict[str, torch.Tensor]:

@@ -23,7 +23,7 @@ import yaml
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from chexops.runs import RunKey
+from chexops.naming import RunKey
 from chexops.worker import RUN_PARAM, Grid, WorkerError, claim, claim_lock, grid_pending, open_grid, open_trial
 
 KEYS = [RunKey("resnet18", "random", d) for d in range(4)]
@@ -234,7 +234,7 @@ def start_worker(root: Path, storage: str, name: str) -> subprocess.Popen:
 @pytest.mark.slow
 def test_two_workers_finish_the_grid_once_each_despite_a_kill(postgres, mlflow_server, tmp_path):
     from chexops.config import config_from_dict
-    from chexops.data.stages import ingest, prepare
+    from chexops.stages import StageContext, ingest, prepare
 
     raw = grid_params(tmp_path, mlflow_server)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
@@ -242,8 +242,8 @@ def test_two_workers_finish_the_grid_once_each_despite_a_kill(postgres, mlflow_s
     os.chdir(tmp_path)
     try:
         config = config_from_dict(raw)
-        ingest(config, progress=False)
-        prepare(config, progress=False)
+        ingest(StageContext(config, progress=False))
+        prepare(StageContext(config, progress=False))
     finally:
         os.chdir(cwd)
     storage = postgres["url"]("optuna_grid")
@@ -302,7 +302,7 @@ def _check_optuna(storage: str, killed_run: str, root: Path) -> None:
 def _check_mlflow(uri: str, root: Path) -> None:
     from mlflow import MlflowClient
 
-    from chexops.tracking import registered_model_name
+    from chexops.tracking.runs import registered_model_name
 
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("workers")

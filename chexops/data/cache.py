@@ -26,8 +26,8 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from chexops.data.chexpert import INDEX_COLUMNS, read_index, resolve_image, write_index
+from chexops.data.labels import OBSERVATIONS
 from chexops.errors import ConfigError, DataError
-from chexops.labels import OBSERVATIONS
 
 # Refused before decoding: a CheXpert radiograph is at most ~3000 x 3000 (9 MP); 50 MP is a corrupt or hostile file.
 MAX_PIXELS = 50_000_000

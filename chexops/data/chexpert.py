@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from chexops.data.labels import CSV_HEADER, OBSERVATIONS
 from chexops.errors import DataError
-from chexops.labels import CSV_HEADER, OBSERVATIONS
 
 # The index schema every split uses; `source` says where a row came from ("train.csv row 17") for messages.
 META_COLUMNS: tuple[str, ...] = ("path", "patient", "study", "view", "ap_pa", "sex", "age")

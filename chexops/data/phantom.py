@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from chexops.data.labels import OBSERVATIONS
 from chexops.data.phantom_geometry import bezier, ellipse_d, noise, polyline_d, soft
 from chexops.errors import ConfigError
-from chexops.labels import OBSERVATIONS
 
 Arr = np.ndarray
 VIEWS = ("frontal", "lateral")

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 
 from chexops.data.chexpert import CheXpertFolder
+from chexops.data.labels import OBSERVATIONS
 from chexops.errors import ConfigError, DataError
-from chexops.labels import OBSERVATIONS
 
 _SHOWN = 5
 

@@ -18,14 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from statistics import NormalDist
 
-import click
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from chexops.data.labels import CSV_HEADER, OBSERVATIONS
 from chexops.data.phantom import render, sample_anatomy
 from chexops.errors import ConfigError, DataError
-from chexops.labels import CSV_HEADER, OBSERVATIONS
 
 DATASET_DIR = "CheXpert-v1.0-small"
 GROUNDTRUTH_HEADER: tuple[str, ...] = ("Study", *OBSERVATIONS)
@@ -307,16 +306,3 @@ def write_synthetic(out: str | Path, patients: int, seed: int = 0, image_size: i
     A dataset that an earlier run wrote there is replaced; any other existing folder of that name is an error.
     """
     return generate(out, patients, seed, image_size, progress, workers).path
-
-
-@click.command("synth")
-@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--patients", type=int, required=True, help="Number of patients (at least 10), ~80/10/10 split.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, byte-identical dataset.")
-@click.option("--image-size", type=int, default=320, show_default=True, help="Image height in pixels.")
-@click.option("--workers", type=int, default=None, help="Worker processes [default: all CPUs].")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
-def synth_command(out: Path, patients: int, seed: int, image_size: int, workers: int | None,
-                  progress: bool) -> None:
-    """Write a synthetic CheXpert-format dataset (OUT/CheXpert-v1.0-small) of chest X-ray phantoms."""
-    click.echo(generate(out, patients, seed, image_size, progress, workers).line())

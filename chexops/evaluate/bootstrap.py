@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from chexops.data.labels import OBSERVATIONS, STUDY_TASKS
 from chexops.errors import ConfigError, DataError
 from chexops.evaluate.metrics import (
     MEAN_TASKS,
@@ -21,7 +22,6 @@ from chexops.evaluate.metrics import (
     resolve_columns,
     weighted_auroc,
 )
-from chexops.labels import OBSERVATIONS, STUDY_TASKS
 
 # Bound on resamples x samples handled per block, so count matrices stay near 128 MB whatever B and n are.
 _BLOCK_ENTRIES = 1 << 24

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from chexops.data.labels import COMPETITION_TASKS, NUM_CLASSES, OBSERVATIONS, STUDY_TASKS
 from chexops.errors import ConfigError, DataError, did_you_mean
-from chexops.labels import COMPETITION_TASKS, NUM_CLASSES, OBSERVATIONS, STUDY_TASKS
 
 # The two summary means the study reports, by flat-dict key.
 MEAN_TASKS: dict[str, tuple[str, ...]] = {"mean_auroc_6": STUDY_TASKS, "mean_auroc_5": COMPETITION_TASKS}

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-MANIFEST = "manifest.json"
+from chexops.naming import MANIFEST_FILE
 
 
 def atomic_write_bytes(path: Path, write: Any) -> None:
@@ -84,7 +84,7 @@ class TopKKeeper:
              "val_mean_auroc_6": c.score, "metrics": c.metrics}
             for c in self.kept
         ]
-        atomic_write_json({**self.metadata, "top_k": self.k, "checkpoints": checkpoints}, self.run_dir / MANIFEST)
+        atomic_write_json({**self.metadata, "top_k": self.k, "checkpoints": checkpoints}, self.run_dir / MANIFEST_FILE)
 
     def state(self) -> list[dict[str, Any]]:
         return [vars(c) for c in self.kept]

@@ -19,21 +19,20 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from chexops import distributed
+from chexops.components.registry import get_registry
 from chexops.config import Config
 from chexops.data.cache import CachedSplit, load_split
 from chexops.data.loader import BatchLoader, to_model_input
-from chexops.distributed import ShardBatch, ShardedLoader
 from chexops.errors import ConfigError
+from chexops.evaluate.inference import binary_truth, predict_probs
 from chexops.evaluate.metrics import evaluate, study_level
-from chexops.evaluate.predict import binary_truth, predict_probs
-from chexops.models import build_model
-from chexops.registry import get_registry
-from chexops.runs import RunKey
+from chexops.models.build import build_model
+from chexops.naming import STATE_FILE, RunKey
+from chexops.train import distributed
 from chexops.train.checkpoints import TopKKeeper, atomic_save
+from chexops.train.distributed import ShardBatch, ShardedLoader
 from chexops.train.runtime import Runtime, select_runtime
 
-STATE = "state.pt"
 LogFn = Callable[[dict[str, float], int], None]
 
 
@@ -106,14 +105,16 @@ def _check_budget(config: Config, n_train: int) -> None:
         )
 
 
-def _resume(run_dir: Path, fingerprint: str, model, optimizer, keeper: TopKKeeper) -> Progress | None:
-    path = run_dir / STATE
+def _resume(run_dir: Path, key: RunKey, fingerprint: str, model, optimizer, keeper: TopKKeeper) -> Progress | None:
+    path = run_dir / STATE_FILE
     if not path.is_file():
         return None
     state = torch.load(path, map_location="cpu", weights_only=False)  # our own file: it holds RNG state too
     if state["fingerprint"] != fingerprint:
         raise ConfigError(
-            f"{run_dir} holds a run with other settings; delete the folder (or pass --restart) to train anew."
+            f"{run_dir} holds a run with other settings (params.yaml, lr, data or budget changed); train anew with "
+            f"`chexops train --family {key.family} --init {key.initializer} --truncate {key.depth} --restart`, "
+            "or delete the folder."
         )
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
@@ -123,11 +124,22 @@ def _resume(run_dir: Path, fingerprint: str, model, optimizer, keeper: TopKKeepe
     return Progress(**state["progress"])
 
 
+def saved_state_complete(config: Config, key: RunKey, run_dir: Path, lr: float) -> bool:
+    """Whether `run_dir` holds a run of exactly these settings that has trained its whole budget."""
+    path = run_dir / STATE_FILE
+    if not path.is_file():
+        return False
+    train = load_cached(config, "train")
+    state = torch.load(path, map_location="cpu", weights_only=False)  # our own file
+    fingerprint = _fingerprint(config, key, lr, config.train.max_examples, train)
+    return state["fingerprint"] == fingerprint and bool(state["progress"]["done"])
+
+
 def _save_state(run_dir: Path, fingerprint: str, model, optimizer, keeper: TopKKeeper, progress: Progress) -> None:
     atomic_save(
         {"fingerprint": fingerprint, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
          "keeper": keeper.state(), "torch_rng": torch.get_rng_state(), "progress": vars(progress)},
-        run_dir / STATE,
+        run_dir / STATE_FILE,
     )
 
 
@@ -201,7 +213,7 @@ class Trainer:
         start = time.perf_counter()
         torch.manual_seed(self.config.train.seed)
         distributed.barrier(self.dist)  # rank 0 may have just cleared a --restart's state: all ranks read alike
-        p = _resume(self.run_dir, self.fingerprint, self.model, self.optimizer, self.keeper)
+        p = _resume(self.run_dir, self.key, self.fingerprint, self.model, self.optimizer, self.keeper)
         p = p or Progress(next_eval=self.config.train.eval_every)
         bar = tqdm(total=self.budget, initial=p.examples, unit="img", desc=self.key.name,
                    disable=not self.progress_bar, dynamic_ncols=True)
@@ -271,7 +283,7 @@ def train_run(config: Config, key: RunKey, *, lr: float | None = None, max_examp
     if not distributed.is_main():
         return result
     (run_dir / "train.json").write_text(json.dumps(
-        {"run": key.name, "examples": result.examples, "steps": result.steps, "seconds": round(result.seconds, 2),
+        {"run": key.name, "examples": result.examples, "steps": result.steps,
          "best_val_mean_auroc_6": result.best_val, "device": str(result.runtime.device),
          "precision": result.runtime.precision}, indent=2))
     return result

@@ -1,28 +1,18 @@
 """Optional learning-rate search with Optuna: log-uniform lr, median pruning on validation AUROC, a SQLite
 study that resumes when interrupted, each trial a nested MLflow run under one parent tuning run.
 
-With `tune.enabled: false` the stage passes `train.lr` through, so the pipeline's shape never changes.
+The tune stage (chexops.stages.tune) calls `search_lr` when `tune.enabled`, and passes `train.lr` through
+otherwise, so the pipeline's shape never changes.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 from chexops.config import Config
-from chexops.runs import RunKey
-
-
-def tune_file(config: Config, key: RunKey) -> Path:
-    return Path(config.train.runs_dir) / "tune" / f"{key.slug}.json"
-
-
-def chosen_lr(config: Config, key: RunKey) -> float:
-    """The learning rate the train stage uses: the tuned one when a tune file exists, else train.lr."""
-    path = tune_file(config, key)
-    return float(json.loads(path.read_text())["lr"]) if path.is_file() else config.train.lr
+from chexops.naming import RunKey
 
 
 def _study(config: Config, key: RunKey) -> Any:
@@ -31,7 +21,7 @@ def _study(config: Config, key: RunKey) -> Any:
     storage_path = Path(config.tune.storage)
     storage_path.parent.mkdir(parents=True, exist_ok=True)
     return optuna.create_study(
-        study_name=f"{config.experiment}/{key.name}",
+        study_name=key.optuna_study_name(config.experiment),
         storage=f"sqlite:///{storage_path}",
         direction="maximize",
         load_if_exists=True,  # an interrupted search continues where it stopped
@@ -47,7 +37,7 @@ def _objective(config: Config, key: RunKey, tracker: Any, parent_id: str, progre
 
     def objective(trial: optuna.Trial) -> float:
         lr = trial.suggest_float("lr", config.tune.lr_min, config.tune.lr_max, log=True)
-        run_id = tracker.start_run(f"{key.name}/trial-{trial.number}", {"mlflow.parentRunId": parent_id,
+        run_id = tracker.start_run(key.trial_run_name(trial.number), {"mlflow.parentRunId": parent_id,
                                    "chexops.trial": str(trial.number)}, {"lr": lr})
 
         def report(score: float, examples: int) -> None:
@@ -59,7 +49,7 @@ def _objective(config: Config, key: RunKey, tracker: Any, parent_id: str, progre
             tracker.log_metrics(run_id, metrics, step)
             tracker.flush(run_id)
 
-        trial_dir = tune_file(config, key).with_suffix("") / f"trial-{trial.number}"
+        trial_dir = key.tune_trial_dir(config.train.runs_dir, trial.number)
         shutil.rmtree(trial_dir, ignore_errors=True)  # a trial re-asked after a crash starts clean
         try:
             result = train_run(config, key, lr=lr, max_examples=config.tune.examples, log=log, on_eval=report,
@@ -78,18 +68,12 @@ def _objective(config: Config, key: RunKey, tracker: Any, parent_id: str, progre
     return objective
 
 
-def tune_stage(config: Config, key: RunKey, tracker: Any | None, progress: bool = True) -> dict[str, Any]:
-    """Write the learning rate for `key` to runs/tune/<slug>.json (searched, or passed through)."""
-    out = tune_file(config, key)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if not config.tune.enabled:
-        record = {"run": key.name, "lr": config.train.lr, "tuned": False}
-        out.write_text(json.dumps(record, indent=2))
-        return record
+def search_lr(config: Config, key: RunKey, tracker: Any, progress: bool = True) -> dict[str, Any]:
+    """Search the learning rate of `key` on validation; the record the tune stage writes to runs/tune/<run>.json."""
     import optuna
 
     study = _study(config, key)
-    parent_id = tracker.start_run(f"tune:{key.name}", {"chexops.stage": "tune"},
+    parent_id = tracker.start_run(key.tune_run_name, {"chexops.stage": "tune"},
                                   {"tune": vars(config.tune), "run": key.name})
     done = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
     remaining = max(config.tune.trials - len(done), 0)
@@ -100,8 +84,6 @@ def tune_stage(config: Config, key: RunKey, tracker: Any | None, progress: bool 
         tracker.log_metrics(parent_id, {"best_val_mean_auroc_6": best.value, "best_lr": best.params["lr"]}, 0)
         tracker.flush(parent_id)
     tracker.end_run(parent_id)
-    record = {"run": key.name, "lr": best.params["lr"], "tuned": True, "best_val_mean_auroc_6": best.value,
-              "trials": [{"number": t.number, "lr": t.params.get("lr"), "state": t.state.name, "value": t.value}
-                         for t in study.trials]}
-    out.write_text(json.dumps(record, indent=2))
-    return record
+    return {"run": key.name, "lr": best.params["lr"], "tuned": True, "best_val_mean_auroc_6": best.value,
+            "trials": [{"number": t.number, "lr": t.params.get("lr"), "state": t.state.name, "value": t.value}
+                       for t in study.trials]}

@@ -21,7 +21,7 @@ def plugin_site(tmp_path_factory) -> Path:
 
 @pytest.fixture(autouse=True)
 def convnext_loaded(plugin_site, monkeypatch):
-    from chexops import plugins
+    from chexops import components as plugins
 
     monkeypatch.syspath_prepend(str(plugin_site))
     monkeypatch.setenv("CHEXOPS_LOAD_PLUGINS", "chexops-convnext")

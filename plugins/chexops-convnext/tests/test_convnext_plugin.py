@@ -5,8 +5,8 @@ from __future__ import annotations
 import timm
 import torch
 
-from chexops.models import build_model
-from chexops.registry import get_registry
+from chexops.components.registry import get_registry
+from chexops.models.build import build_model
 
 
 def test_registered_by_this_distribution():

@@ -1,0 +1,255 @@
+"""The study's figures as 150-dpi PNGs: AUROC vs ImageNet top-1, AUROC vs parameters, pretraining boost vs
+parameters, and truncation curves.
+
+Figures are drawn on matplotlib's object API with an explicit Agg canvas, so importing this module neither
+needs a display nor changes the process-wide pyplot backend. Each `figure_*` function returns the Figure, or,
+when its inputs are missing, the "not measured: why" reason for the report instead of a figure.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from matplotlib.transforms import Bbox
+
+from chexops.analysis.tables import MEASURED, BoostResult, Study, TruncationResult, not_measured
+
+DPI = 150
+_COLOURS = {"random": "tab:orange", "imagenet": "tab:blue"}
+_OTHER = ("tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
+_AUROC_LABEL = "test mean AUROC, 6 tasks (95% CI)"
+# Label positions tried in turn, in points from the marker: right, then left, then further up or down.
+_OFFSETS = ((6, 4), (6, -5), (-6, 4), (-6, -5), (6, 12), (6, -13), (-6, 12), (-6, -13), (6, 20), (6, -21))
+
+
+def colour(initializer: str, order: list[str]) -> str:
+    if initializer in _COLOURS:
+        return _COLOURS[initializer]
+    return _OTHER[[i for i in order if i not in _COLOURS].index(initializer) % len(_OTHER)]
+
+
+def _save(fig: Figure, path: Path) -> None:
+    FigureCanvasAgg(fig)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight", facecolor="white")
+
+
+def _yerr(point: pd.Series, low: pd.Series, high: pd.Series) -> np.ndarray:
+    """Asymmetric error bars; a missing CI draws no bar rather than failing the figure."""
+    err = np.vstack([point.to_numpy(float) - low.to_numpy(float), high.to_numpy(float) - point.to_numpy(float)])
+    return np.nan_to_num(np.clip(err, 0, None), nan=0.0)
+
+
+def _points(ax: Axes, x: pd.Series, y: pd.Series, yerr: np.ndarray, **style: object) -> None:
+    ax.errorbar(x, y, yerr=yerr, fmt="o", capsize=3, markersize=5, elinewidth=1, **style)
+
+
+def _label(ax: Axes, points: list[tuple[float, float, str, str]]) -> None:
+    """Label each (x, y, text, colour) point at the first nearby spot inside the axes that overlaps no earlier
+    label or marker; failing that, inside the axes; failing that, the first spot.
+
+    Axis limits and scales must be final: placement works in display coordinates.
+    """
+    renderer = FigureCanvasAgg(ax.figure).get_renderer()
+    frame = ax.get_window_extent(renderer)
+    taken = [Bbox.from_bounds(*(ax.transData.transform((x, y)) - 4), 8, 8) for x, y, _, _ in points]
+    for x, y, text, c in sorted(points, key=lambda p: (p[0], p[1])):
+        scored = []
+        for k, (dx, dy) in enumerate(_OFFSETS):
+            ann = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=7, color=c,
+                              ha="left" if dx > 0 else "right", va="center")
+            box = ann.get_window_extent(renderer)
+            ann.remove()
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            scored.append((2 * (not inside) + any(box.overlaps(t) for t in taken), k, box))
+        _, k, box = min(scored, key=lambda s: (s[0], s[1]))
+        dx, dy = _OFFSETS[k]
+        ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=7, color=c,
+                    ha="left" if dx > 0 else "right", va="center")
+        taken.append(box)
+
+
+def _log_axis(axis: Any) -> None:
+    """Log scale with plain tick labels at 1, 2, 5 x 10^k: '20' reads better than '2 x 10^1'."""
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _rho_text(sp: pd.DataFrame, analysis: str, init: str) -> str:
+    row = sp[(sp["analysis"] == analysis) & (sp["initializer"] == init)]
+    if row.empty:
+        return "Spearman: not computed"
+    r = row.iloc[0]
+    if r["status"] != MEASURED:
+        return f"Spearman {r['status']}"
+    p = "p < 0.001" if r["p"] < 0.001 else f"p = {r['p']:.3f}"
+    return f"Spearman rho = {r['rho']:.3f} ({p}, n = {r['n']})"
+
+
+def _freeze(ax: Axes) -> None:
+    """Fix the autoscaled limits (with room for labels) so label placement in display coordinates stays valid."""
+    ax.margins(x=0.08, y=0.05)
+    ax.set_xlim(ax.get_xlim())
+    ax.set_ylim(ax.get_ylim())
+
+
+def _labelled(sub: pd.DataFrame, x: pd.Series, y: str, c: str) -> list[tuple[float, float, str, str]]:
+    return [(float(a), float(b), str(f), c) for a, b, f in zip(x, sub[y], sub["family"], strict=True)]
+
+
+def figure_auroc_vs_top1(study: Study, sp: pd.DataFrame) -> Figure | str:
+    """Two panels (random, ImageNet init): AUROC vs the architecture's ImageNet top-1, full models."""
+    full = study.full[np.isfinite(study.full["imagenet_top1"]) & np.isfinite(study.full["auroc_6"])]
+    if full.empty:
+        return not_measured("no full run has both an ImageNet top-1 and a test AUROC")
+    fig = Figure(figsize=(12, 5.5))
+    axes = fig.subplots(1, 2, sharey=True, sharex=True)
+    fig.subplots_adjust(top=0.83, wspace=0.08)
+    for ax, init in zip(axes, ("random", "imagenet"), strict=True):
+        sub = full[full["initializer"] == init]
+        ax.set_title(f"{init} initialization\n{_rho_text(sp, 'top1_vs_auroc', init)}", fontsize=10)
+        ax.set_xlabel("ImageNet top-1 accuracy of the architecture (%)")
+        ax.grid(alpha=0.3)
+        if sub.empty:
+            ax.text(0.5, 0.5, not_measured(f"no full {init} runs"), transform=ax.transAxes, ha="center")
+        else:
+            _points(ax, sub["imagenet_top1"], sub["auroc_6"], _yerr(sub["auroc_6"], sub["auroc_6_ci_low"],
+                    sub["auroc_6_ci_high"]), color=colour(init, [init]))
+    for ax, init in zip(axes, ("random", "imagenet"), strict=True):
+        _freeze(ax)
+        sub = full[full["initializer"] == init]
+        _label(ax, _labelled(sub, sub["imagenet_top1"], "auroc_6", colour(init, [init])))
+    axes[0].set_ylabel(_AUROC_LABEL)
+    fig.suptitle(f"{study.name}: CheXpert test AUROC vs ImageNet top-1 (full models)", fontsize=12)
+    return fig
+
+
+def figure_auroc_vs_params(study: Study, sp: pd.DataFrame) -> Figure | str:
+    """AUROC vs parameter count (log x), full models, coloured by initializer."""
+    full = study.full[np.isfinite(study.full["auroc_6"])]
+    if full.empty:
+        return not_measured("no full run has a test AUROC")
+    fig = Figure(figsize=(10, 6.5))
+    ax = fig.subplots()
+    order = list(dict.fromkeys(full["initializer"]))
+    labels = []
+    for k, init in enumerate(order):
+        sub = full[full["initializer"] == init]
+        # Both initializers of a family share its parameter count; a small shift keeps their CI bars apart.
+        x = sub["parameters"] / 1e6 * 10 ** (0.01 * (k - (len(order) - 1) / 2))
+        _points(ax, x, sub["auroc_6"], _yerr(sub["auroc_6"], sub["auroc_6_ci_low"], sub["auroc_6_ci_high"]),
+                color=colour(init, order), label=f"{init}: {_rho_text(sp, 'params_vs_auroc', init)}")
+        labels += _labelled(sub, x, "auroc_6", colour(init, order))
+    ax.set_xscale("log")
+    _log_axis(ax.xaxis)
+    ax.set_xlabel("parameters (millions, log scale; initializers shifted slightly apart)")
+    ax.set_ylabel(_AUROC_LABEL)
+    ax.set_title(f"{study.name}: CheXpert test AUROC vs model size (full models)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="best")
+    _freeze(ax)
+    _label(ax, labels)
+    return fig
+
+
+def figure_boost_vs_params(boost: BoostResult, sp: pd.DataFrame) -> Figure | str:
+    """Pretraining boost (imagenet - random AUROC) per family vs parameters, with paired-bootstrap CI bars."""
+    pts = boost.per_family[boost.per_family["status"] == MEASURED]
+    if pts.empty:
+        return not_measured("no family has both a full imagenet and a full random run")
+    fig = Figure(figsize=(10, 6.5))
+    ax = fig.subplots()
+    ax.axhline(0.0, color="grey", lw=1, ls="--", label="no boost")
+    x = pts["parameters"] / 1e6
+    _points(ax, x, pts["boost"], _yerr(pts["boost"], pts["ci_low"], pts["ci_high"]), color="tab:blue",
+            label="boost (95% paired-bootstrap CI)")
+    m = boost.mean
+    ax.axhline(m["boost"], color="tab:blue", lw=1, alpha=0.5, label=f"mean boost {m['boost']:+.3f}")
+    ax.set_xscale("log")
+    _log_axis(ax.xaxis)
+    ax.set_xlabel("parameters (millions, log scale)")
+    ax.set_ylabel("AUROC(ImageNet init) - AUROC(random init)")
+    ax.set_title(f"Pretraining boost vs model size\n{_rho_text(sp, 'boost_vs_params', 'imagenet - random')}")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="best")
+    _freeze(ax)
+    _label(ax, _labelled(pts, x, "boost", "tab:blue"))
+    return fig
+
+
+def _truncation_series(study: Study) -> list[tuple[str, pd.DataFrame]]:
+    """Per family+initializer with truncated runs: its runs by blocks dropped, the full model (if any) at 0."""
+    runs = study.runs
+    keys = runs.loc[runs["depth"] > 0, ["family", "initializer"]].drop_duplicates().itertuples(index=False)
+    out = []
+    for family, init in keys:
+        sub = runs[(runs["family"] == family) & (runs["initializer"] == init)].sort_values("depth")
+        out.append((f"{family} ({init})", sub))
+    return out
+
+
+def figure_truncation(study: Study, trunc: TruncationResult) -> Figure | str:
+    """AUROC vs blocks dropped per family (left) and parameters vs blocks dropped (right, log y)."""
+    series = _truncation_series(study)
+    if not series:
+        return not_measured("no truncated runs")
+    fig = Figure(figsize=(13, 5.5))
+    auc_ax, par_ax = fig.subplots(1, 2)
+    fig.subplots_adjust(top=0.84, wspace=0.25)
+    for k, (label, sub) in enumerate(series):
+        c = f"C{k % 10}"
+        # Families often share depths and similar AUROCs; a small shift keeps their CI bars apart.
+        err = _yerr(sub["auroc_6"], sub["auroc_6_ci_low"], sub["auroc_6_ci_high"])
+        auc_ax.errorbar(sub["depth"] + 0.04 * (k - (len(series) - 1) / 2), sub["auroc_6"], yerr=err, fmt="o-",
+                        capsize=3, color=c, label=label)
+        par_ax.plot(sub["depth"], sub["parameters"] / 1e6, "o-", color=c, label=label)
+    all_depths = pd.concat([sub["depth"] for _, sub in series])
+    depths = list(range(int(all_depths.min()), int(all_depths.max()) + 1))
+    gain = trunc.summary.get("mean_efficiency_gain")
+    gain_text = f"mean parameter-efficiency gain {gain:.2f}x" if gain is not None else trunc.summary["status"]
+    auc_ax.set_title(f"AUROC after removing final blocks\n({gain_text})", fontsize=10)
+    auc_ax.set_ylabel(_AUROC_LABEL)
+    par_ax.set_title("Parameters after removing final blocks", fontsize=10)
+    par_ax.set_yscale("log")
+    _log_axis(par_ax.yaxis)
+    par_ax.set_ylabel("parameters (millions, log scale)")
+    for ax in (auc_ax, par_ax):
+        ax.set_xlabel("blocks dropped (0 = full model; families shifted slightly apart)" if ax is auc_ax
+                      else "blocks dropped (0 = full model)")
+        ax.set_xticks(depths)
+        ax.set_xlim(depths[0] - 0.5, depths[-1] + 0.5)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8, loc="best")
+    fig.suptitle(f"{study.name}: truncated models", fontsize=12)
+    return fig
+
+
+def write_figures(
+    study: Study, sp: pd.DataFrame, boost: BoostResult, trunc: TruncationResult, out_dir: Path
+) -> tuple[dict[str, Path], dict[str, str]]:
+    """Draw every figure into out_dir; returns (name -> PNG path, name -> 'not measured: why' for skipped)."""
+    figures = {
+        "auroc_vs_top1": figure_auroc_vs_top1(study, sp),
+        "auroc_vs_params": figure_auroc_vs_params(study, sp),
+        "boost_vs_params": figure_boost_vs_params(boost, sp),
+        "truncation": figure_truncation(study, trunc),
+    }
+    written, skipped = {}, {}
+    for name, fig in figures.items():
+        path = Path(out_dir) / f"{name}.png"
+        if isinstance(fig, Figure):
+            _save(fig, path)
+            written[name] = path
+        else:
+            # A figure left from an earlier report would contradict this one's "not measured" entry.
+            path.unlink(missing_ok=True)
+            skipped[name] = fig
+    return written, skipped

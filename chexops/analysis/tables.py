@@ -1,0 +1,384 @@
+"""The CheXtransfer analyses over finished runs: main table, Spearman correlations, pretraining boost,
+within-group size differences and truncation efficiency.
+
+Pure numpy/pandas/scipy over what each run's evaluate stage leaves in `runs/<slug>/` (eval.json and
+predictions.csv). Missing inputs never crash an analysis and never leave a silent gap: every result table has
+a `status` column that is either "measured" or "not measured: <why>", so the report can list each gap.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from chexops.data.labels import OBSERVATIONS, STUDY_TASKS, task_index
+from chexops.errors import DataError
+from chexops.evaluate.bootstrap import auroc_replicates, bootstrap_indices, bootstrap_p_value, paired_bootstrap
+from chexops.evaluate.metrics import evaluate
+
+MEASURED = "measured"
+_Y = [f"y_{o}" for o in OBSERVATIONS]
+_P = [f"p_{o}" for o in OBSERVATIONS]
+_EVAL_KEYS = ("run", "family", "group", "initializer", "truncation", "depth", "parameters", "metrics")
+_MEANS = {"auroc_6": "test_mean_auroc_6", "auroc_5": "test_mean_auroc_5"}
+# eval.json and predictions.csv come from one evaluate call; a larger gap means they are from different runs.
+_CONSISTENCY_TOL = 1e-6
+
+
+def not_measured(why: str) -> str:
+    return f"not measured: {why}"
+
+
+@dataclass(frozen=True)
+class Study:
+    """All runs of one study: `runs` (one row per run, indexed by run name) and the aligned test predictions.
+
+    `truth` is (n_studies, 14) in OBSERVATIONS order; `probs[run]` has the same shape and row order.
+    `notes` holds anything odd found while loading that the report should show (never silently dropped).
+    """
+
+    name: str
+    runs: pd.DataFrame
+    studies: tuple[str, ...]
+    truth: np.ndarray
+    probs: Mapping[str, np.ndarray]
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def full(self) -> pd.DataFrame:
+        """The untruncated runs."""
+        return self.runs[self.runs["depth"] == 0]
+
+
+def _num(value: Any) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def _read_eval(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise DataError(f"{path} is missing; run the evaluate stage for this run first.")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path} is not valid JSON ({exc}); rerun the evaluate stage for this run.") from exc
+    missing = [k for k in _EVAL_KEYS if k not in data] + [
+        f"metrics.{k}" for k in ("test_mean_auroc_6",) if k not in data.get("metrics", {})
+    ]
+    if missing:
+        raise DataError(f"{path} lacks {missing}; it was not written by the evaluate stage, rerun it.")
+    metrics = data["metrics"]
+    row: dict[str, Any] = {k: data[k] for k in _EVAL_KEYS[:-1]}
+    row["depth"], row["parameters"] = int(row["depth"]), int(row["parameters"])
+    row.update(
+        imagenet_top1=_num(data.get("imagenet_top1")),
+        timm_tag=data.get("timm_tag"),
+        test_source=data.get("test_source", "unknown"),
+        n_test_studies=data.get("n_test_studies"),
+        best_single_auroc_6=_num((data.get("best_single") or {}).get("test_mean_auroc_6")),
+        mlflow_run_id=data.get("mlflow_run_id"),
+        path=str(path.parent),
+    )
+    for short, key in _MEANS.items():
+        for suffix in ("", "_ci_low", "_ci_high"):
+            row[short + suffix] = _num(metrics.get(key + suffix))
+    return row
+
+
+def _read_predictions(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise DataError(f"{path} is missing; run the evaluate stage for this run first.")
+    df = pd.read_csv(path, dtype={"study": str})
+    missing = [c for c in ["study", *_Y, *_P] if c not in df.columns]
+    if missing:
+        raise DataError(
+            f"{path} lacks columns {missing[:4]}{' ...' if len(missing) > 4 else ''}; expected `study`, then "
+            "y_<Observation> and p_<Observation> for the 14 CheXpert observations."
+        )
+    dup = df["study"][df["study"].duplicated()]
+    if not dup.empty:
+        raise DataError(f"{path} repeats studies {dup.unique()[:3].tolist()}; predictions must be one row per study.")
+    y, p = df[_Y].to_numpy(dtype=float), df[_P].to_numpy(dtype=float)
+    if not np.isin(y, (0.0, 1.0)).all():
+        raise DataError(f"{path}: y_ columns must be 0 or 1 (study-level test truth), found {np.unique(y)[:5]}.")
+    if not (np.isfinite(p).all() and (p >= 0).all() and (p <= 1).all()):
+        raise DataError(f"{path}: p_ columns must be probabilities in [0, 1] with no missing values.")
+    return df.set_index("study")[[*_Y, *_P]]
+
+
+def _align(frames: Mapping[str, pd.DataFrame]) -> tuple[tuple[str, ...], np.ndarray, dict[str, np.ndarray]]:
+    """One study order for every run; a different test set or different truth is an error naming both runs."""
+    (ref_run, ref), *rest = frames.items()
+    order = ref.index
+    truth = ref[_Y].to_numpy(dtype=np.int8)
+    for run, df in rest:
+        if set(df.index) != set(order):
+            a, b = order.difference(df.index), df.index.difference(order)
+            raise DataError(
+                f"runs {ref_run!r} and {run!r} were tested on different studies: {len(a)} only in the first "
+                f"(e.g. {a[:3].tolist()}), {len(b)} only in the second (e.g. {b[:3].tolist()}). All runs of a "
+                "study must share one test set; re-evaluate them on the same test split."
+            )
+        bad = (df.loc[order, _Y].to_numpy(dtype=np.int8) != truth).any(axis=1)
+        if bad.any():
+            raise DataError(
+                f"runs {ref_run!r} and {run!r} disagree on the test labels of {int(bad.sum())} studies "
+                f"(e.g. {order[bad][:3].tolist()}); they were evaluated against different ground truth."
+            )
+    return tuple(order), truth, {run: df.loc[order, _P].to_numpy(dtype=float) for run, df in frames.items()}
+
+
+def _consistency_notes(runs: pd.DataFrame, truth: np.ndarray, probs: Mapping[str, np.ndarray]) -> list[str]:
+    notes = []
+    for run, p in probs.items():
+        recomputed = evaluate(truth, p, STUDY_TASKS).mean_auroc_6
+        stated = runs.loc[run, "auroc_6"]
+        if recomputed is not None and abs(recomputed - stated) > _CONSISTENCY_TOL:
+            notes.append(
+                f"{run}: eval.json gives mean AUROC {stated:.4f} but its predictions.csv gives {recomputed:.4f}; "
+                "the tables use eval.json, the paired tests use predictions.csv. Re-run its evaluate stage."
+            )
+    return notes
+
+
+def load_runs(run_dirs: Iterable[Path], name: str = "study") -> Study:
+    """Read eval.json and predictions.csv of each run folder; DataError on anything malformed or misaligned."""
+    dirs = [Path(d) for d in run_dirs]
+    if not dirs:
+        raise DataError("no run folders given; train and evaluate at least one run before the analysis.")
+    rows = [_read_eval(d / "eval.json") for d in dirs]
+    runs = pd.DataFrame(rows).set_index("run", drop=False)
+    for cols, what in ((["run"], "run name"), (["family", "initializer", "depth"], "family/initializer/depth")):
+        dup = runs[runs.duplicated(cols, keep=False)]
+        if not dup.empty:
+            raise DataError(
+                f"runs in {dup['path'].tolist()} share one {what}; the analysis needs exactly one run per "
+                "configuration. Remove the stale folder."
+            )
+    studies, truth, probs = _align({r["run"]: _read_predictions(Path(r["path"]) / "predictions.csv") for r in rows})
+    notes = _consistency_notes(runs, truth, probs)
+    sources = sorted(runs["test_source"].astype(str).unique())
+    if len(sources) > 1:
+        notes.append(f"runs name different test sources {sources} although they share the same test studies.")
+    return Study(name=name, runs=runs, studies=studies, truth=truth, probs=probs, notes=tuple(notes))
+
+
+def format_ci(point: float, low: float, high: float, spec: str = ".3f") -> str:
+    """'0.812 [0.790, 0.833]' (spec '+.3f' for differences); a missing point or interval says so, never 'nan'."""
+    if not np.isfinite(point):
+        return not_measured("undefined AUROC")
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return f"{point:{spec}} [CI not measured]"
+    return f"{point:{spec}} [{low:{spec}}, {high:{spec}}]"
+
+
+def main_table(study: Study) -> pd.DataFrame:
+    """One row per run: configuration, size, ImageNet top-1 and test mean AUROC over 6 and 5 tasks with CIs."""
+    r = study.runs.sort_values(["depth", "group", "parameters", "family", "initializer"])
+    out = r[["run", "family", "group", "initializer", "truncation", "depth", "parameters", "imagenet_top1"]].copy()
+    for short in _MEANS:
+        for suffix in ("", "_ci_low", "_ci_high"):
+            out[short + suffix] = r[short + suffix]
+        out[short + "_ci"] = [format_ci(*v) for v in r[[short, short + "_ci_low", short + "_ci_high"]].to_numpy()]
+    out["best_single_auroc_6"] = r["best_single_auroc_6"]
+    return out.reset_index(drop=True)
+
+
+def initializers(study: Study) -> list[str]:
+    """random and imagenet always (so their absence is reported), then any other initializer present."""
+    return list(dict.fromkeys(["random", "imagenet", *study.runs["initializer"]]))
+
+
+def _rho(x: pd.Series, y: pd.Series, labels: pd.Series) -> dict[str, Any]:
+    ok = np.isfinite(x.to_numpy(dtype=float)) & np.isfinite(y.to_numpy(dtype=float))
+    xs, ys, n = x[ok].to_numpy(dtype=float), y[ok].to_numpy(dtype=float), int(ok.sum())
+    rec: dict[str, Any] = {"n": n, "rho": np.nan, "p": np.nan, "families": ", ".join(map(str, labels[ok]))}
+    if n < 3:
+        rec["status"] = not_measured(f"{n} point(s); a Spearman correlation needs at least 3")
+    elif np.ptp(xs) == 0 or np.ptp(ys) == 0:
+        rec["status"] = not_measured(f"{'x' if np.ptp(xs) == 0 else 'AUROC'} is constant over the {n} points")
+    else:
+        res = stats.spearmanr(xs, ys)
+        rec.update(rho=float(res.statistic), p=float(res.pvalue), status=MEASURED)
+    skipped = labels[~ok].tolist()
+    rec["note"] = f"left out (no value): {', '.join(map(str, skipped))}" if skipped else ""
+    return rec
+
+
+def boost_points(study: Study) -> pd.DataFrame:
+    """Per family with full imagenet and random runs: both AUROCs (eval.json) and boost = imagenet - random."""
+    full = study.full
+    imagenet = full[full["initializer"] == "imagenet"].set_index("family")
+    random = full[full["initializer"] == "random"].set_index("family")
+    both = imagenet.index.intersection(random.index)
+    out = pd.DataFrame(
+        {
+            "family": both,
+            "group": imagenet.loc[both, "group"].to_numpy(),
+            "parameters": imagenet.loc[both, "parameters"].to_numpy(),
+            "run_imagenet": imagenet.loc[both, "run"].to_numpy(),
+            "run_random": random.loc[both, "run"].to_numpy(),
+            "auroc_imagenet": imagenet.loc[both, "auroc_6"].to_numpy(dtype=float),
+            "auroc_random": random.loc[both, "auroc_6"].to_numpy(dtype=float),
+        }
+    )
+    out["boost"] = out["auroc_imagenet"] - out["auroc_random"]
+    return out.sort_values(["parameters", "family"]).reset_index(drop=True)
+
+
+def spearman(study: Study) -> pd.DataFrame:
+    """Spearman rho and p (scipy.stats.spearmanr) over full models: ImageNet top-1 vs AUROC and parameters vs
+    AUROC per initializer, and pretraining boost vs parameters. Fewer than 3 points -> not measured."""
+    rows = []
+    full = study.full
+    for init in initializers(study):
+        sub = full[full["initializer"] == init]
+        for analysis, x in (("top1_vs_auroc", "imagenet_top1"), ("params_vs_auroc", "parameters")):
+            rec = {"analysis": analysis, "initializer": init, "x": x, "y": "test mean AUROC (6 tasks)"}
+            rec.update(_rho(sub[x], sub["auroc_6"], sub["family"]))
+            if sub.empty:
+                rec["status"] = not_measured(f"no full {init} runs")
+            rows.append(rec)
+    pts = boost_points(study)
+    rec = {"analysis": "boost_vs_params", "initializer": "imagenet - random", "x": "parameters", "y": "boost"}
+    rec.update(_rho(pts["parameters"], pts["boost"], pts["family"]))
+    if pts.empty:
+        rec["status"] = not_measured("no family has both a full imagenet and a full random run")
+    rows.append(rec)
+    cols = ["analysis", "initializer", "x", "y", "n", "rho", "p", "status", "families", "note"]
+    return pd.DataFrame(rows)[cols]
+
+
+def _paired(study: Study, run_a: str, run_b: str, n_resamples: int, seed: int) -> dict[str, float]:
+    """AUROC(a) - AUROC(b), 6-task mean, with the paired-bootstrap CI and p on the shared test studies."""
+    d = paired_bootstrap(study.truth, study.probs[run_a], study.probs[run_b], n_resamples, seed).mean
+    return {"delta": d.delta, "ci_low": d.ci_low, "ci_high": d.ci_high, "p": d.p_value}
+
+
+@dataclass(frozen=True)
+class BoostResult:
+    """Per-family pretraining boost, its mean over families, and largest-minus-smallest model per group."""
+
+    per_family: pd.DataFrame
+    mean: dict[str, Any]
+    size_differences: pd.DataFrame
+
+
+def _mean_delta(study: Study, pairs: list[tuple[str, str]], n_resamples: int, seed: int) -> dict[str, Any]:
+    """Mean over pairs of AUROC(a) - AUROC(b), bootstrapped on the resamples paired_bootstrap uses (same seed),
+    so the interval keeps the correlation between families measured on the same studies."""
+    y = study.truth[:, task_index(STUDY_TASKS)]
+    idx = bootstrap_indices(y.shape[0], n_resamples, seed)
+    full = np.arange(y.shape[0])[None, :]
+    points, reps = [], []
+    for a, b in pairs:
+        pa, pb = study.probs[a][:, task_index(STUDY_TASKS)], study.probs[b][:, task_index(STUDY_TASKS)]
+        point = auroc_replicates(y, pa, full)[0] - auroc_replicates(y, pb, full)[0]
+        keep = ~np.isnan(point)
+        points.append(point[keep].mean())
+        reps.append((auroc_replicates(y, pa, idx) - auroc_replicates(y, pb, idx))[:, keep].mean(axis=1))
+    mean_reps = np.mean(reps, axis=0)
+    ok = mean_reps[~np.isnan(mean_reps)]
+    low, high = np.percentile(ok, [2.5, 97.5]) if ok.size else (np.nan, np.nan)
+    return {"boost": float(np.mean(points)), "ci_low": float(low), "ci_high": float(high),
+            "p": bootstrap_p_value(mean_reps), "n_families": len(pairs), "status": MEASURED}
+
+
+def pretraining_boost(study: Study, n_resamples: int = 1000, seed: int = 0) -> BoostResult:
+    """boost = AUROC(imagenet) - AUROC(random) per family (full models), paired-bootstrap CI and p; the mean
+    boost over families; and within each group the largest minus the smallest model per initializer."""
+    full = study.full
+    rows = []
+    for family, sub in full.sort_values("parameters").groupby("family", sort=False):
+        run = {init: sub.loc[sub["initializer"] == init, "run"] for init in ("imagenet", "random")}
+        rec: dict[str, Any] = {"family": family, "group": sub["group"].iloc[0], "parameters": sub["parameters"].max()}
+        absent = [init for init, r in run.items() if r.empty]
+        if absent:
+            rows.append({**rec, "status": not_measured(f"no full {family}/{absent[0]} run")})
+            continue
+        a, b = run["imagenet"].iloc[0], run["random"].iloc[0]
+        d = _paired(study, a, b, n_resamples, seed)
+        rows.append({**rec, "run_imagenet": a, "run_random": b, "auroc_imagenet": full.loc[a, "auroc_6"],
+                     "auroc_random": full.loc[b, "auroc_6"], "boost": d["delta"], "ci_low": d["ci_low"],
+                     "ci_high": d["ci_high"], "p": d["p"], "status": MEASURED})
+    if not rows:
+        rows.append({"family": "", "status": not_measured("no full runs")})
+    cols = ["family", "group", "parameters", "run_imagenet", "run_random", "auroc_imagenet", "auroc_random",
+            "boost", "ci_low", "ci_high", "p", "status"]
+    per_family = pd.DataFrame(rows).reindex(columns=cols)
+    pairs = [(r.run_imagenet, r.run_random) for r in per_family.itertuples() if r.status == MEASURED]
+    mean = (_mean_delta(study, pairs, n_resamples, seed) if pairs else
+            {"n_families": 0, "status": not_measured("no family has both a full imagenet and a full random run")})
+    return BoostResult(per_family, mean, size_differences(study, n_resamples, seed))
+
+
+def size_differences(study: Study, n_resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Per (group, initializer): AUROC of the family with most parameters minus the one with fewest."""
+    rows = []
+    for (group, init), sub in study.full.groupby(["group", "initializer"], sort=True):
+        rec: dict[str, Any] = {"group": group, "initializer": init}
+        big, small = sub.loc[sub["parameters"].idxmax()], sub.loc[sub["parameters"].idxmin()]
+        if len(sub) < 2:
+            rec["status"] = not_measured(f"only one full {group}/{init} family ({big['family']})")
+        elif big["parameters"] == small["parameters"]:
+            rec["status"] = not_measured(f"all full {group}/{init} families have the same parameter count")
+        else:
+            d = _paired(study, big["run"], small["run"], n_resamples, seed)
+            rec.update(larger=big["family"], smaller=small["family"], larger_parameters=big["parameters"],
+                       smaller_parameters=small["parameters"], difference=d["delta"], ci_low=d["ci_low"],
+                       ci_high=d["ci_high"], p=d["p"], status=MEASURED)
+        rows.append(rec)
+    if not rows:
+        rows.append({"group": "", "status": not_measured("no full runs")})
+    cols = ["group", "initializer", "larger", "smaller", "larger_parameters", "smaller_parameters", "difference",
+            "ci_low", "ci_high", "p", "status"]
+    return pd.DataFrame(rows).reindex(columns=cols)
+
+
+@dataclass(frozen=True)
+class TruncationResult:
+    """One row per truncated run against its full model, and the averages over the measured rows."""
+
+    table: pd.DataFrame
+    summary: dict[str, Any]
+
+
+def _truncation_row(study: Study, r: pd.Series, n_resamples: int, seed: int) -> dict[str, Any]:
+    rec = {"run": r["run"], "family": r["family"], "initializer": r["initializer"], "blocks_dropped": r["depth"],
+           "parameters": r["parameters"], "auroc": r["auroc_6"]}
+    full = study.full
+    match = full[(full["family"] == r["family"]) & (full["initializer"] == r["initializer"])]
+    if match.empty:
+        return {**rec, "status": not_measured(f"no full {r['family']}/{r['initializer']} run")}
+    f = match.iloc[0]
+    d = _paired(study, r["run"], f["run"], n_resamples, seed)
+    # AUROC per million parameters, relative to the full model's: how many times more efficient it became.
+    efficiency = (r["auroc_6"] / (r["parameters"] / 1e6)) / (f["auroc_6"] / (f["parameters"] / 1e6))
+    return {**rec, "full_run": f["run"], "full_parameters": f["parameters"], "full_auroc": f["auroc_6"],
+            "delta": d["delta"], "ci_low": d["ci_low"], "ci_high": d["ci_high"], "p": d["p"],
+            "significant_drop": bool(d["ci_high"] < 0), "efficiency_gain": efficiency, "status": MEASURED}
+
+
+def truncation_table(study: Study, n_resamples: int = 1000, seed: int = 0) -> TruncationResult:
+    """Each truncated run vs the full model of its family+initializer: AUROC difference with paired CI and p,
+    parameter efficiency (AUROC per M params relative to the full model's), and the average gain."""
+    trunc = study.runs[study.runs["depth"] > 0].sort_values(["family", "initializer", "depth"])
+    rows = [_truncation_row(study, r, n_resamples, seed) for _, r in trunc.iterrows()]
+    if not rows:
+        rows.append({"run": "", "status": not_measured("no truncated runs")})
+    cols = ["run", "family", "initializer", "blocks_dropped", "parameters", "auroc", "full_run", "full_parameters",
+            "full_auroc", "delta", "ci_low", "ci_high", "p", "significant_drop", "efficiency_gain", "status"]
+    table = pd.DataFrame(rows).reindex(columns=cols)
+    done = table[table["status"] == MEASURED]
+    if done.empty:
+        why = "no truncated runs" if trunc.empty else "no truncated run has its full model"
+        return TruncationResult(table, {"n_measured": 0, "status": not_measured(why)})
+    summary = {"n_measured": len(done), "mean_efficiency_gain": float(done["efficiency_gain"].mean()),
+               "n_significant_drops": int(done["significant_drop"].sum()), "status": MEASURED}
+    return TruncationResult(table, summary)

@@ -1,0 +1,91 @@
+"""`chexops train`: one configuration end to end (prepare data if needed, train, evaluate, register).
+
+The same `run_configuration` as `dvc repro` and `chexops worker`: after `dvc repro`, training a configuration the
+grid holds is a no-op (or a resume), never a second run. Under `torchrun --nproc-per-node N -m chexops train ...`
+every process trains the one configuration (DDP, see chexops.train.distributed); rank 0 alone logs to MLflow,
+writes the run folder, then evaluates and registers.
+"""
+
+from __future__ import annotations
+
+import click
+
+from chexops.naming import RunKey
+
+
+@click.command("train")
+@click.option("--family", required=True, help="Architecture family, e.g. densenet121 (see `chexops components`).")
+@click.option("--init", "initializer", default="random", show_default=True,
+              help="random, imagenet or checkpoint:PATH.")
+@click.option("--truncate", default=0, show_default=True, type=click.IntRange(min=0), help="Final blocks to drop.")
+@click.option("--params", "params_path", default="params.yaml", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--lr", type=float, help="Override the tuned / configured learning rate.")
+@click.option("--restart", is_flag=True, help="Train anew instead of resuming a run left in the run folder.")
+@click.option("--no-register", is_flag=True, help="Stop after the test evaluation.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def train_command(family: str, initializer: str, truncate: int, params_path: str, lr: float | None, restart: bool,
+                  no_register: bool, quiet: bool) -> None:
+    """Train one configuration under params.yaml, evaluate its ensemble, register it in MLflow."""
+    from chexops.components.lock import check_lock
+    from chexops.config import check_run, load_config, validate
+    from chexops.stages import StageContext
+
+    config = validate(load_config(params_path))
+    if lr is not None and not 0 < lr < float("inf"):
+        raise click.BadParameter(f"must be a finite number > 0, got {lr}", param_hint="--lr")
+    key = RunKey(family, initializer, truncate)
+    check_run(key.family, key.initializer, key.depth)  # validated like a grid entry, before anything is written
+    check_lock()
+    ctx = StageContext(config, key, progress=not quiet, restart=restart, lr=lr)
+    from chexops.train import distributed
+
+    dist = distributed.init_from_env(config.train.device)
+    try:
+        if dist is not None and not dist.is_main:
+            _follow_rank(ctx)
+        else:
+            _train_main(ctx, no_register, under_torchrun=dist is not None)
+    finally:
+        distributed.shutdown()
+
+
+def _follow_rank(ctx: object) -> None:
+    """A non-zero DDP rank: train alongside rank 0, which does all the writing, logging and evaluation."""
+    from chexops.stages import chosen_lr, require_prepared
+    from chexops.train.loop import Trainer
+
+    config, key = ctx.config, ctx.run
+    require_prepared(config)
+    run_dir = key.train_dir(config.train.runs_dir)
+    Trainer(config, key, run_dir, ctx.lr or chosen_lr(config, key), config.train.max_examples, None, None,
+            False).fit()
+
+
+def _train_main(ctx: object, no_register: bool, under_torchrun: bool) -> None:
+    from chexops import naming
+    from chexops.stages import cache_record, ingest, prepare, run_configuration
+
+    config = ctx.config
+    if cache_record(config) is None:
+        if under_torchrun:  # N processes would prepare it all at once
+            raise click.UsageError(f"no prepared data in {config.data.cache_dir}: prepare it first (`dvc repro "
+                                   "prepare`, or `chexops train` once without torchrun), then start torchrun again.")
+        click.echo("No prepared data yet: running ingest and prepare first.")
+        ingest(ctx)
+        prepare(ctx)
+    result = run_configuration(ctx, register_model=not no_register)
+    m = result["metrics"]
+    auroc = (f"test mean AUROC (6 tasks) {m['test_mean_auroc_6']:.3f} "
+             f"[{m['test_mean_auroc_6_ci_low']:.3f}, {m['test_mean_auroc_6_ci_high']:.3f}]")
+    if result["up_to_date"]:
+        click.echo(f"{ctx.run.name} is up to date: trained, evaluated and registered as "
+                   f"{naming.registered_model_name(config.experiment, ctx.run.name)} version "
+                   f"{result['registered_version']}; {auroc}. Pass --restart to train it anew.")
+        return
+    t = result["train"]
+    click.echo(f"trained {ctx.run.name}: {t['examples']} examples in {t['seconds']} s, "
+               f"best validation mean AUROC {t['best_val_mean_auroc_6']:.3f}")
+    click.echo(f"{auroc}; best single checkpoint {result['best_single']['test_mean_auroc_6']:.3f}")
+    if "registered_version" in result:
+        click.echo(f"registered {naming.registered_model_name(config.experiment, ctx.run.name)} version "
+                   f"{result['registered_version']} (alias candidate)")

@@ -1,0 +1,47 @@
+"""`chexops worker`: the shared grid on an Optuna RDB study (see chexops.worker)."""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+import click
+
+from chexops.config import load_config, validate
+
+
+def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@click.command("worker")
+@click.option("--storage", "storage_url", required=True, envvar="CHEXOPS_WORKER_STORAGE",
+              help="Optuna RDB storage URL shared by all workers, e.g. postgresql+psycopg2://user@host/optuna.")
+@click.option("--study", "study_name", required=True, help="Study name: one per grid (created by the first worker).")
+@click.option("--params", "params_path", default="params.yaml", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--heartbeat", default=30, show_default=True, type=click.IntRange(min=1),
+              help="Seconds between heartbeats of the running configuration.")
+@click.option("--grace", type=click.IntRange(min=1),
+              help="Seconds without a heartbeat after which a worker counts as dead. [default: 2 x heartbeat]")
+@click.option("--max-retry", default=3, show_default=True, type=click.IntRange(min=0),
+              help="How often a configuration whose worker died is retried.")
+@click.option("--no-register", is_flag=True, help="Stop each configuration after its test evaluation.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def worker_command(storage_url: str, study_name: str, params_path: str, heartbeat: int, grace: int | None,
+                   max_retry: int, no_register: bool, quiet: bool) -> None:
+    """Train configurations of the study grid taken from a shared Optuna study until the grid is done."""
+    if grace is not None and grace <= heartbeat:
+        raise click.BadParameter(f"must be longer than --heartbeat ({heartbeat} s), got {grace}",
+                                 param_hint="--grace")
+    config = validate(load_config(params_path))
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # a scheduler's stop hands the configuration back
+    from chexops.worker import WorkerError, run_worker
+
+    report = run_worker(config, storage_url, study_name, heartbeat, grace, max_retry, not no_register, not quiet)
+    click.echo(f"[worker] grid {study_name!r} done; this worker completed {len(report.completed)}: "
+               f"{', '.join(report.completed) or '-'}" + (f"; failed here: {', '.join(report.failed)}"
+                                                          if report.failed else ""))
+    if report.grid_failed:
+        raise WorkerError(f"configurations without a completed trial: {', '.join(report.grid_failed)} (their "
+                          "errors are in the trials' `error` user attr). Fix the cause and run them with "
+                          "`chexops train`, or start a new --study: finished runs resume as done.")

@@ -1,0 +1,109 @@
+"""The checkpoint ensemble evaluated on the test split: mean of the kept checkpoints' sigmoid probabilities.
+
+Predictions come from `chexops.evaluate.ensemble.Ensemble`, the very object the registered pyfunc model wraps, so a
+registry version's predictions are the ensemble's test predictions by construction.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from chexops.data.labels import OBSERVATIONS, STUDY_TASKS
+from chexops.evaluate.bootstrap import bootstrap_ci
+from chexops.evaluate.ensemble import checkpoint_paths, load_ensemble, read_manifest
+from chexops.evaluate.inference import binary_truth
+from chexops.evaluate.metrics import evaluate, study_level
+from chexops.naming import MANIFEST_FILE
+
+
+def roc_figure(truth: np.ndarray, probs: np.ndarray, title: str, path: Path) -> None:
+    """ROC curves of the six study tasks, one panel each, AUROC in the legend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    fig, axes = plt.subplots(2, 3, figsize=(11, 7), sharex=True, sharey=True)
+    for ax, task in zip(axes.flat, STUDY_TASKS, strict=True):
+        j = OBSERVATIONS.index(task)
+        ax.plot([0, 1], [0, 1], color="0.8", lw=1, ls="--")
+        if truth[:, j].min() == truth[:, j].max():
+            ax.text(0.5, 0.5, "undefined:\none class only", ha="center", va="center")
+        else:
+            fpr, tpr, _ = roc_curve(truth[:, j], probs[:, j])
+            auc = evaluate(truth[:, [j]], probs[:, [j]], tasks=(task,)).auroc[task]
+            ax.plot(fpr, tpr, lw=2, label=f"AUROC {auc:.3f}")
+            ax.legend(loc="lower right")
+        ax.set_title(task)
+    for ax in axes[1]:
+        ax.set_xlabel("false positive rate")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("true positive rate")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def predictions_frame(studies: list[str], truth: np.ndarray, probs: np.ndarray) -> pd.DataFrame:
+    """Study-level predictions: `study`, `y_<Observation>` (0/1) and `p_<Observation>`."""
+    frame = pd.DataFrame({"study": studies})
+    for j, obs in enumerate(OBSERVATIONS):
+        frame[f"y_{obs}"] = truth[:, j].astype(int)
+    for j, obs in enumerate(OBSERVATIONS):
+        frame[f"p_{obs}"] = probs[:, j]
+    return frame
+
+
+def evaluate_ensemble(run_dir: Path, out_dir: Path, test_images: np.ndarray, test_index: pd.DataFrame,
+                      n_resamples: int, ci: float, seed: int, device: torch.device | None = None) -> dict[str, Any]:
+    """Test metrics of the ensemble in `run_dir` with bootstrap CIs, plus each single checkpoint's; the
+    predictions CSV and ROC figure go to `out_dir`."""
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest_path = run_dir / MANIFEST_FILE
+    manifest = read_manifest(manifest_path)
+    ensemble = load_ensemble(manifest, checkpoint_paths(manifest_path, manifest), device)
+    each = ensemble.member_probs(test_images)
+    mean = ensemble.combine(each)  # what ensemble.predict returns, without running the members twice
+    study_ids = test_index["study"].astype(str).tolist()
+    studies, truth = study_level(binary_truth(test_index[list(OBSERVATIONS)].to_numpy(float)), study_ids)
+    truth = truth.astype(np.int8)
+    _, study_probs = study_level(mean, study_ids)
+    result = bootstrap_ci(truth, study_probs, n_resamples=n_resamples, ci=ci, seed=seed, tasks=OBSERVATIONS)
+    singles = [evaluate(truth, study_level(p, study_ids)[1]).mean_auroc_6 for p in each]
+    predictions_frame(studies, truth, study_probs).to_csv(out_dir / "predictions.csv", index=False)
+    roc_figure(truth, study_probs, f"{manifest['run']}: ensemble of {len(each)} checkpoints, test split",
+               out_dir / "roc.png")
+    best_val = int(np.argmax([c["val_mean_auroc_6"] for c in manifest["checkpoints"]]))
+    return {
+        "metrics": {k: v for k, v in result.to_flat_dict(prefix="test").items() if v is not None},
+        "n_test_studies": len(studies),
+        "best_single": {"test_mean_auroc_6": singles[best_val], "checkpoint": manifest["checkpoints"][best_val]["file"],
+                        "best_test_mean_auroc_6_of_any_checkpoint": float(np.nanmax(singles))},
+        "checkpoint_test_mean_auroc_6": singles,
+    }
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN (an undefined AUROC) as null: bare NaN is not JSON, and strict parsers reject it."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float | np.floating):
+        return float(value) if np.isfinite(value) else None
+    return value
+
+
+def write_eval(out_dir: Path, payload: dict[str, Any]) -> Path:
+    path = Path(out_dir) / "eval.json"
+    path.write_text(json.dumps(_json_safe(payload), indent=2, allow_nan=False))
+    return path

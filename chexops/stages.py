@@ -1,0 +1,388 @@
+"""Every stage of the study, one function each, all with one signature: `stage(ctx: StageContext) -> dict`.
+
+    ingest -> prepare -> tune -> train -> evaluate -> register -> analyze
+
+`dvc repro` runs them through `pipelines/<stage>.py`; `chexops train` and `chexops worker` run
+`run_configuration` (tune's choice -> train -> evaluate -> register) for one configuration. Each stage reads the
+files of the stages before it and leaves its own (paths from chexops.naming); those files are deterministic, so
+DVC re-runs exactly what changed. Timings and other measurements go to MLflow and the returned summary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from chexops import naming
+from chexops.config import Config, grid_runs
+from chexops.errors import ConfigError, DataError
+from chexops.naming import RunKey
+
+
+@dataclass
+class StageContext:
+    """What a stage runs on: the validated params, the configuration (for per-run stages) and how to report."""
+
+    config: Config
+    key: RunKey | None = None
+    progress: bool = True
+    restart: bool = False  # train: start over instead of resuming the run folder
+    lr: float | None = None  # train: override the tuned / configured learning rate
+    tracker: Any = None  # opened on first use (mlflow is imported only then)
+
+    @property
+    def run(self) -> RunKey:
+        if self.key is None:
+            raise ConfigError("this stage runs per configuration: give --family and --init (and --truncate).")
+        return self.key
+
+    @property
+    def runs_dir(self) -> Path:
+        return Path(self.config.train.runs_dir)
+
+    def open_tracker(self) -> Any:
+        if self.tracker is None:
+            self.tracker = open_tracker(self.config)
+        return self.tracker
+
+
+Stage = Callable[[StageContext], dict[str, Any]]
+
+
+# --- data --------------------------------------------------------------------------------------------------------
+
+def dataset_root(config: Config) -> Path:
+    """The CheXpert folder this study reads: the generated synthetic one, or `data.root`."""
+    if config.data.source == "synthetic":
+        return naming.SYNTHETIC_DIR / "CheXpert-v1.0-small"
+    root = Path(config.data.root).expanduser()
+    if not root.is_dir():
+        raise ConfigError(
+            f"data.root is {config.data.root!r}, which does not exist. Set data.root in params.yaml to your "
+            "CheXpert-v1.0 or CheXpert-v1.0-small folder (the one holding train.csv), or use data.source: synthetic."
+        )
+    return root
+
+
+def ingest(ctx: StageContext) -> dict[str, Any]:
+    """Read (or first generate) the dataset, split it, and write `data.index_dir`/{train,valid,test}.csv."""
+    from chexops.data.chexpert import read_chexpert, write_index
+    from chexops.data.splits import make_splits
+
+    config = ctx.config
+    naming.SYNTHETIC_DIR.mkdir(parents=True, exist_ok=True)
+    if config.data.source == "synthetic":
+        from chexops.data.synthetic import write_synthetic
+
+        s = config.data.synthetic
+        write_synthetic(naming.SYNTHETIC_DIR, s.patients, s.seed, s.image_size, progress=ctx.progress,
+                        workers=config.data.workers)
+    else:  # the output folder still exists, so DVC's declared output is there in both modes
+        (naming.SYNTHETIC_DIR / "README.txt").write_text("data.source is chexpert: no synthetic data generated.\n")
+    root = dataset_root(config)
+    folder = read_chexpert(root, Path(config.data.test_labels) if config.data.test_labels else None)
+    splits = make_splits(folder, config.data.frontal_only, config.data.holdout_fraction, config.study.seed)
+    index_dir = Path(config.data.index_dir)
+    index_dir.mkdir(parents=True, exist_ok=True)
+    summary: dict[str, Any] = {"root": str(root), "source": config.data.source, "test_source": splits.test_source}
+    for name, frame in splits.items():
+        write_index(frame, index_dir / f"{name}.csv")
+        summary[name] = {"images": len(frame), "patients": int(frame["patient"].nunique()),
+                         "studies": int(frame["study"].nunique())}
+    (index_dir / naming.SPLITS_FILE).write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def prepare(ctx: StageContext) -> dict[str, Any]:
+    """Decode every split once into `data.cache_dir`; cache.json records what was asked and a content hash."""
+    from chexops.data.cache import prepare_split
+    from chexops.data.chexpert import read_index
+
+    config = ctx.config
+    index_dir, cache_dir = Path(config.data.index_dir), Path(config.data.cache_dir)
+    splits_info = json.loads((index_dir / naming.SPLITS_FILE).read_text())
+    root = Path(splits_info["root"])
+    # cache.json is a DVC output: only what the inputs determine goes in, so the same data gives the same bytes
+    record: dict[str, Any] = {"test_source": splits_info["test_source"], "image_size": config.data.image_size,
+                              "on_bad_image": config.data.on_bad_image, "splits": {}}
+    timings: dict[str, float] = {}
+    digest = hashlib.sha256()
+    for name in naming.SPLITS:
+        info = prepare_split(read_index(index_dir / f"{name}.csv"), root, cache_dir, name, config.data.image_size,
+                             config.data.on_bad_image, config.data.workers, ctx.progress)
+        record["splits"][name] = {"images": info.count, "skipped": len(info.skipped)}
+        timings[name] = round(info.images_per_second, 1)
+        digest.update(json.dumps(info.sha256, sort_keys=True).encode())
+    record["data_hash"] = digest.hexdigest()[:16]
+    naming.cache_file(cache_dir).write_text(json.dumps(record, indent=2))
+    return record | {"images_per_second": timings}
+
+
+def cache_record(config: Config) -> dict[str, Any] | None:
+    """What the prepare stage recorded about `data.cache_dir`, or None when it never ran."""
+    path = naming.cache_file(config.data.cache_dir)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def data_hash(config: Config) -> str:
+    """The prepared data's content hash (tagged on every run), or 'unprepared'."""
+    record = cache_record(config)
+    return record["data_hash"] if record else "unprepared"
+
+
+def test_source(config: Config) -> str:
+    record = cache_record(config)
+    return record.get("test_source", "unknown") if record else "unknown"
+
+
+def require_prepared(config: Config) -> dict[str, Any]:
+    """The cache record, checked against params.yaml: training on a cache made for other settings is refused."""
+    record = cache_record(config)
+    if record is None:
+        raise ConfigError(f"no prepared data in {config.data.cache_dir}: run `dvc repro prepare` first.")
+    for field in ("image_size", "on_bad_image"):
+        made, asked = record.get(field), getattr(config.data, field)
+        if made != asked:
+            raise ConfigError(f"{config.data.cache_dir} was prepared with data.{field} = {made!r}, but params.yaml "
+                              f"asks for {asked!r}: run `dvc repro prepare` to prepare the data again.")
+    return record
+
+
+# --- one configuration -------------------------------------------------------------------------------------------
+
+def open_tracker(config: Config) -> Any:
+    """The study's MLflow experiment, described so the UI explains how its runs are named."""
+    from chexops.tracking.runs import Tracker
+
+    tracker = Tracker.open(config.tracking.uri, config.tracking.artifacts, config.experiment)
+    note = (f"CheXtransfer study `{config.study.name}`: {len(grid_runs(config))} configurations on "
+            f"{config.data.source} data at {config.data.image_size} px. Runs are named family/initializer/truncation "
+            "(e.g. densenet121/imagenet/drop-1); filter with tags.chexops.group, tags.chexops.initializer, "
+            "tags.chexops.truncation; compare test_mean_auroc_6 (95% CI in *_ci_low/_ci_high); "
+            f"`{naming.summary_run_name(config.study.name)}` holds the analysis report.")
+    experiment = tracker.client.get_experiment(tracker.experiment_id)
+    if experiment.tags.get("mlflow.note.content") != note:
+        try:
+            tracker.client.set_experiment_tag(tracker.experiment_id, "mlflow.note.content", note)
+        except Exception:  # noqa: BLE001 - a worker starting at the same moment set it first; a description only
+            pass
+    return tracker
+
+
+def run_record(run_dir: Path) -> dict[str, Any]:
+    """The configuration's MLflow run id, kept in its train folder so every stage (and a resume) reopens it."""
+    path = run_dir / naming.RUN_RECORD_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _save_run_record(run_dir: Path, **values: Any) -> None:
+    (run_dir / naming.RUN_RECORD_FILE).write_text(json.dumps(run_record(run_dir) | values, indent=2))
+
+
+def run_params(config: Config, key: RunKey, lr: float) -> dict[str, Any]:
+    """The params of one configuration's run: its own settings, not the whole grid's or the analyses'."""
+    d = config.to_dict()
+    return {"study": d["study"], "data": d["data"], "model": d["model"], "train": d["train"],
+            "run": {"lr": lr, "family": key.family, "initializer": key.initializer, "depth": key.depth}}
+
+
+def chosen_lr(config: Config, key: RunKey) -> float:
+    """The learning rate the train stage uses: the tuned one when a tune file exists, else train.lr."""
+    path = key.tune_file(config.train.runs_dir)
+    return float(json.loads(path.read_text())["lr"]) if path.is_file() else config.train.lr
+
+
+def tune(ctx: StageContext) -> dict[str, Any]:
+    """Write the learning rate for the configuration to runs/tune/<run>.json (searched, or passed through)."""
+    config, key = ctx.config, ctx.run
+    out = key.tune_file(ctx.runs_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not config.tune.enabled:
+        record = {"run": key.name, "lr": config.train.lr, "tuned": False}
+    else:
+        from chexops.train.tune import search_lr
+
+        require_prepared(config)
+        record = search_lr(config, key, ctx.open_tracker(), ctx.progress)
+    out.write_text(json.dumps(record, indent=2))
+    return record
+
+
+def train(ctx: StageContext) -> dict[str, Any]:
+    """Train the configuration, logging to its MLflow run (reopened when a killed run resumes)."""
+    from chexops.tracking.runs import run_tags
+    from chexops.train.loop import Trainer
+
+    config, key = ctx.config, ctx.run
+    require_prepared(config)
+    run_dir = key.train_dir(ctx.runs_dir)
+    if ctx.restart:
+        for stale in (naming.STATE_FILE, naming.MANIFEST_FILE, naming.RUN_RECORD_FILE):
+            (run_dir / stale).unlink(missing_ok=True)
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    lr = ctx.lr or chosen_lr(config, key)
+    trainer = Trainer(config, key, run_dir, lr, config.train.max_examples, None, None, ctx.progress)
+    rt, tracker = trainer.runtime, ctx.open_tracker()
+    tags = run_tags(trainer.report, str(rt.device), rt.precision, data_hash(config),
+                    {"chexops.test_source": test_source(config)})
+    run_id = tracker.start_run(key.name, tags, run_params(config, key, lr), run_id=run_record(run_dir).get("run_id"))
+    _save_run_record(run_dir, run_id=run_id, run=key.name)
+    trainer.log = lambda metrics, step: (tracker.log_metrics(run_id, metrics, step), tracker.flush(run_id))
+    with tracker.run_guard(run_id):
+        result = trainer.fit()
+    # the run's wall-clock duration also spans the later evaluate/register stages; this is training alone
+    speed = result.examples / result.seconds if result.seconds else None
+    tracker.log_metrics(run_id, {"train_seconds": result.seconds} | ({"train_examples_per_second": speed}
+                                                                     if speed else {}), result.examples)
+    tracker.log_artifact(run_id, run_dir / naming.MANIFEST_FILE)
+    tracker.end_run(run_id)
+    record = {"run": key.name, "examples": result.examples, "steps": result.steps,
+              naming.RANKING_METRIC.replace("val_", "best_val_"): result.best_val}
+    (run_dir / naming.TRAIN_SUMMARY_FILE).write_text(json.dumps(record, indent=2))
+    return record | {"run_id": run_id, "seconds": round(result.seconds, 1),
+                     "examples_per_second": round(speed, 1) if speed else None,
+                     "device": str(rt.device), "precision": rt.precision}
+
+
+def evaluate(ctx: StageContext) -> dict[str, Any]:
+    """Ensemble test metrics with CIs -> eval.json, predictions.csv, roc.png, and the same run in MLflow."""
+    from chexops.data.cache import load_split
+    from chexops.evaluate.ensemble import read_manifest
+    from chexops.evaluate.scoring import evaluate_ensemble, write_eval
+
+    config, key = ctx.config, ctx.run
+    run_dir, out_dir = key.train_dir(ctx.runs_dir), key.eval_dir(ctx.runs_dir)
+    manifest, run_id = read_manifest(run_dir / naming.MANIFEST_FILE), _require_run_id(run_dir)
+    test = load_split(Path(config.data.cache_dir), "test")
+    e = config.eval
+    payload = evaluate_ensemble(run_dir, out_dir, test.images, test.index, e.bootstrap, e.ci, e.seed)
+    report = manifest["report"]
+    payload = {"run": key.name, "family": key.family, "group": report["group"], "initializer": key.initializer,
+               "truncation": report["truncation"], "depth": key.depth, "parameters": report["parameters"],
+               "imagenet_top1": report["imagenet_top1"], "timm_tag": report["timm_tag"],
+               "test_source": test_source(config), "mlflow_run_id": run_id} | payload
+    write_eval(out_dir, payload)
+    tracker = ctx.open_tracker()
+    tracker.start_run(key.name, {}, {}, run_id=run_id)
+    with tracker.run_guard(run_id):
+        best = payload["best_single"]
+        metrics = payload["metrics"] | {"test_best_single_mean_auroc_6": best["test_mean_auroc_6"]}
+        # an undefined AUROC (one class in the test split) is reported in eval.json, not logged as NaN
+        tracker.log_metrics(run_id, {k: v for k, v in metrics.items() if v == v}, manifest.get("examples", 0))
+        m = payload["metrics"]
+        tracker.set_tags(run_id, {"chexops.test_auroc_6": f"{m['test_mean_auroc_6']:.3f} "
+                                  f"[{m['test_mean_auroc_6_ci_low']:.3f}, {m['test_mean_auroc_6_ci_high']:.3f}]"})
+        tracker.flush(run_id)
+        for name in ("roc.png", "predictions.csv", naming.EVAL_FILE):
+            tracker.log_artifact(run_id, out_dir / name)
+    tracker.end_run(run_id)
+    return payload
+
+
+def _require_run_id(run_dir: Path) -> str:
+    run_id = run_record(run_dir).get("run_id")
+    if not run_id:
+        raise DataError(f"{run_dir} holds no trained run ({naming.RUN_RECORD_FILE} is missing): train it first "
+                        "(`dvc repro`, or `chexops train`).")
+    return run_id
+
+
+def register(ctx: StageContext) -> dict[str, Any]:
+    """Log the ensemble as a pyfunc model, register a new version with alias `candidate`."""
+    from chexops.data.cache import load_split
+
+    config, key = ctx.config, ctx.run
+    run_dir = key.train_dir(ctx.runs_dir)
+    run_id = _require_run_id(run_dir)
+    payload = json.loads((key.eval_dir(ctx.runs_dir) / naming.EVAL_FILE).read_text())
+    test = load_split(Path(config.data.cache_dir), "test")
+    name = naming.registered_model_name(config.experiment, key.name)
+    tracker = ctx.open_tracker()
+    tracker.start_run(key.name, {}, {}, run_id=run_id)
+    with tracker.run_guard(run_id):
+        defined = {k: v for k, v in payload["metrics"].items() if v is not None}
+        version = tracker.log_ensemble(run_id, run_dir / naming.MANIFEST_FILE, name, defined,
+                                       input_example=test.images[:2].copy())
+    tracker.end_run(run_id)
+    record = {"registered_model": name, "version": int(version), "alias": "candidate", "run_id": run_id}
+    path = key.registry_file(ctx.runs_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2))
+    return record
+
+
+def registered(ctx: StageContext) -> dict[str, Any] | None:
+    """The registry record of the configuration's current MLflow run, when that run is already registered."""
+    path = ctx.run.registry_file(ctx.runs_dir)
+    record = json.loads(path.read_text()) if path.is_file() else {}
+    run_id = run_record(ctx.run.train_dir(ctx.runs_dir)).get("run_id")
+    return record if run_id and record.get("run_id") == run_id else None
+
+
+def run_configuration(ctx: StageContext, register_model: bool = True) -> dict[str, Any]:
+    """train -> evaluate -> register one configuration, as `chexops train` and `chexops worker` run it.
+
+    Training resumes a run folder left by `dvc repro` or a killed run; a configuration whose run is already
+    trained to its budget, evaluated and registered is left as it is (a no-op), unless `ctx.restart`.
+    """
+    done = None if ctx.restart else registered(ctx)
+    eval_file = ctx.run.eval_dir(ctx.runs_dir) / naming.EVAL_FILE
+    if done and eval_file.is_file() and _trained_to_budget(ctx):
+        payload = json.loads(eval_file.read_text())
+        return {"run": ctx.run.name, "up_to_date": True, "mlflow_run_id": done["run_id"],
+                "registered_version": done["version"], "metrics": payload["metrics"]}
+    summary = train(ctx)
+    payload = evaluate(ctx)
+    result = {"run": ctx.run.name, "up_to_date": False, "mlflow_run_id": summary["run_id"], "train": summary,
+              "metrics": payload["metrics"], "best_single": payload["best_single"]}
+    if register_model:
+        record = registered(ctx) or register(ctx)  # a worker that died after registering already did it
+        result["registered_version"] = record["version"]
+    return result
+
+
+def _trained_to_budget(ctx: StageContext) -> bool:
+    """Whether the saved state has trained the whole budget under the current settings (no training left)."""
+    from chexops.train.loop import saved_state_complete
+
+    return saved_state_complete(ctx.config, ctx.run, ctx.run.train_dir(ctx.runs_dir), chosen_lr(ctx.config, ctx.run))
+
+
+# --- the study ---------------------------------------------------------------------------------------------------
+
+def analyze(ctx: StageContext) -> dict[str, Any]:
+    """The paper's analyses over every run of the grid -> reports/, also logged to the study's summary run."""
+    from chexops.analysis.report import write_report
+    from chexops.analysis.tables import load_runs
+
+    config = ctx.config
+    # Only the runs of the current grid: folders left by configurations removed from params.yaml don't count.
+    keys = [RunKey(*r) for r in grid_runs(config)]
+    study = load_runs([k.eval_dir(ctx.runs_dir) for k in keys], name=config.study.name)
+    a = config.analysis
+    outputs = write_report(study, Path(a.reports_dir), a.bootstrap, a.seed)
+    tracker = ctx.open_tracker()
+    run_id = tracker.start_run(naming.summary_run_name(config.study.name), {"chexops.stage": "analyze"},
+                               {"analysis": vars(a), "runs": [k.name for k in keys]})
+    with tracker.run_guard(run_id):
+        for path in outputs.values():
+            if Path(path).is_file():
+                tracker.log_artifact(run_id, path, "report" if Path(path).suffix != ".png" else "report/figures")
+    tracker.end_run(run_id)
+    return {"report": str(Path(a.reports_dir) / "study.md"), "runs": len(keys), "summary_run_id": run_id}
+
+
+STAGES: dict[str, Stage] = {"ingest": ingest, "prepare": prepare, "tune": tune, "train": train,
+                            "evaluate": evaluate, "register": register, "analyze": analyze}
+PER_CONFIGURATION = frozenset({"tune", "train", "evaluate", "register"})
+
+
+def stage(name: str) -> Stage:
+    """The stage function called `name`."""
+    if name not in STAGES:
+        raise ConfigError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}.")
+    return STAGES[name]

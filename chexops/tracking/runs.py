@@ -1,0 +1,355 @@
+"""Everything MLflow: runs, tags, params, buffered metrics, artifacts, the logged ensemble, registry and aliases.
+
+mlflow is imported inside functions only, so the training core imports this module on machines without it.
+All calls go through one MlflowClient bound to the store's URI (no fluent active-run state), so one process
+can drive several runs. Every MLflow failure surfaces as a TrackingError saying what to do.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from chexops.errors import TrackingError
+from chexops.naming import registered_model_name  # noqa: F401 - part of this module's API
+
+# MLflow's per-request limits of log_batch (mlflow.utils.validation)
+PARAMS_PER_BATCH = 100
+METRICS_PER_BATCH = 1000
+MAX_PARAM_LENGTH = 6000
+MAX_TAG_LENGTH = 8000
+ERROR_TAG = "error"
+CANDIDATE_ALIAS = "candidate"
+ENSEMBLE_MODEL = "ensemble"
+_PROBE_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+_REMOTE_SCHEMES = ("http", "https", "databricks", "databricks-uc", "uc")
+_STATUSES = ("FINISHED", "FAILED", "KILLED")
+
+
+@contextmanager
+def _env(values: Mapping[str, str]) -> Iterator[None]:
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextmanager
+def _mlflow_errors(action: str, uri: str) -> Iterator[None]:
+    """MLflow and I/O failures -> TrackingError naming the store."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except (MlflowException, OSError) as exc:
+        raise TrackingError(f"MLflow could not {action} (tracking URI {uri}): {exc}") from exc
+
+
+@contextmanager
+def _global_tracking_uri(uri: str) -> Iterator[None]:
+    """Point MLflow's process-wide URI at `uri` for a call that only reads it (Model.log), then restore it."""
+    import mlflow
+
+    env_before = os.environ.get("MLFLOW_TRACKING_URI")
+    effective_before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(None)  # unset, so a later MLFLOW_TRACKING_URI still counts, as it did before
+        if env_before is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = env_before
+        if mlflow.get_tracking_uri() != effective_before:
+            mlflow.set_tracking_uri(effective_before)
+            if env_before is None:
+                os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+def resolve_uri(uri: str) -> str:
+    """MLFLOW_TRACKING_URI wins over `uri`; a relative sqlite path is anchored to the current directory now."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or uri
+    if uri.startswith("sqlite:///"):
+        path, sep, query = uri[len("sqlite:///"):].partition("?")
+        if path and path != ":memory:" and not os.path.isabs(path):
+            uri = f"sqlite:///{os.path.abspath(path)}{sep}{query}"
+    return uri
+
+
+def _check_sqlite(uri: str) -> None:
+    """MLflow would create a missing folder silently; a typo in the URI must not start a new store elsewhere."""
+    path = Path(uri[len("sqlite:///"):].partition("?")[0])
+    if str(path) in ("", ":memory:"):
+        return
+    if not path.parent.is_dir():
+        raise TrackingError(f"cannot open tracking store {uri}: folder {path.parent} does not exist. Create it, "
+                            "or set tracking.uri in params.yaml (or MLFLOW_TRACKING_URI) to a store in an existing "
+                            "folder, e.g. sqlite:///mlflow.db.")
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise TrackingError(f"cannot open tracking store {uri}: {path} is not writable by this user. Fix its "
+                            "permissions or point tracking.uri / MLFLOW_TRACKING_URI elsewhere.")
+
+
+def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """{"train": {"lr": 0.1}} -> {"train.lr": "0.1"}; values str()-ed and cut to MLflow's param length."""
+    flat: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten_params(value, f"{name}."))
+        else:
+            flat[name] = str(value)[:MAX_PARAM_LENGTH]
+    return flat
+
+
+def _fit(value: str, limit: int) -> str:
+    return value if len(value) <= limit else value[: limit - 15] + " ...[truncated]"
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+class Tracker:
+    """One MLflow experiment in one store; runs are addressed by id, never through fluent global state."""
+
+    def __init__(self, client: Any, uri: str, experiment_id: str) -> None:
+        self.client, self.uri, self.experiment_id = client, uri, experiment_id
+        self._pending: dict[str, list[Any]] = {}
+
+    @classmethod
+    def open(cls, uri: str, artifacts: str, experiment: str) -> Tracker:
+        """Open the store (MLFLOW_TRACKING_URI overrides `uri`) and the experiment, creating it if missing."""
+        from mlflow import MlflowClient
+
+        uri = resolve_uri(uri)
+        if uri.startswith("sqlite:///"):
+            _check_sqlite(uri)
+        local = uri.partition(":")[0] not in _REMOTE_SCHEMES
+        try:
+            # a dead server must fail in seconds, not after MLflow's default minutes of retries
+            with _env(_PROBE_ENV):
+                client = MlflowClient(tracking_uri=uri)
+                found = client.get_experiment_by_name(experiment)
+        except Exception as exc:  # any failure here means the store cannot be used at all
+            raise TrackingError(f"cannot open tracking store {uri}: {type(exc).__name__}: {exc}. Start the "
+                                "tracking server or fix tracking.uri in params.yaml / MLFLOW_TRACKING_URI.") from exc
+        if found is not None and found.lifecycle_stage == "deleted":
+            raise TrackingError(f"experiment {experiment!r} in {uri} is deleted. Restore it with `mlflow "
+                                f"experiments restore --experiment-id {found.experiment_id}`, purge it with "
+                                "`mlflow gc`, or set tracking.experiment to another name.")
+        if found is None:
+            # local stores keep artifacts beside the database; a server decides for itself where they go
+            location = (Path(artifacts).absolute() / experiment).as_uri() if local else None
+            found = cls._create_experiment(client, uri, experiment, location)
+        return cls(client, uri, found.experiment_id)
+
+    @staticmethod
+    def _create_experiment(client: Any, uri: str, name: str, location: str | None) -> Any:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            client.create_experiment(name, artifact_location=location)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":  # else a parallel stage created it first: fine
+                raise TrackingError(f"cannot create experiment {name!r} in {uri}: {exc}") from exc
+        return client.get_experiment_by_name(name)
+
+    def start_run(self, name: str, tags: dict[str, str], params: Mapping[str, Any], run_id: str | None = None) -> str:
+        """A new run named `name`, or the existing `run_id` reopened (RUNNING again); returns the run id."""
+        from mlflow.entities import Param
+
+        flat = flatten_params(params)
+        with _mlflow_errors(f"start run {name!r}", self.uri):
+            if run_id is None:
+                run_id = self.client.create_run(self.experiment_id, run_name=name,
+                                                tags={k: _fit(v, MAX_TAG_LENGTH) for k, v in tags.items()}).info.run_id
+                logged: dict[str, str] = {}
+            else:
+                logged = self._reopen(run_id, flat)
+                self.set_tags(run_id, tags)
+            new = [Param(k, v) for k, v in flat.items() if k not in logged]
+            for chunk in _chunks(new, PARAMS_PER_BATCH):
+                self.client.log_batch(run_id, params=chunk)
+        return run_id
+
+    def _reopen(self, run_id: str, flat: dict[str, str]) -> dict[str, str]:
+        run = self.client.get_run(run_id)
+        if run.info.experiment_id != self.experiment_id:
+            raise TrackingError(f"run {run_id} belongs to experiment {run.info.experiment_id}, not "
+                                f"{self.experiment_id}; resume it with the tracking.experiment it was started in.")
+        logged = dict(run.data.params)
+        changed = {k: (logged[k], v) for k, v in flat.items() if k in logged and logged[k] != v}
+        if changed:
+            raise TrackingError(f"run {run_id} cannot be resumed with different params {changed} "
+                                "(logged, new); start a new run for the new configuration.")
+        self.client.update_run(run_id, status="RUNNING")
+        return logged
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+        """Buffer metrics at `step` (examples seen); `flush` sends them."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        try:
+            batch = [Metric(key, float(value), now, int(step)) for key, value in metrics.items()]
+        except (TypeError, ValueError) as exc:
+            raise TrackingError(f"metrics must be numbers at an integer step, got {dict(metrics)!r} at step "
+                                f"{step!r}: {exc}") from None
+        self._pending.setdefault(run_id, []).extend(batch)
+
+    def flush(self, run_id: str | None = None) -> None:
+        """Send buffered metrics of `run_id` (None: every run) in as few log_batch calls as MLflow allows."""
+        for rid in [run_id] if run_id is not None else list(self._pending):
+            pending = self._pending.get(rid, [])
+            with _mlflow_errors(f"log metrics of run {rid}", self.uri):
+                while pending:
+                    self.client.log_batch(rid, metrics=pending[:METRICS_PER_BATCH])
+                    del pending[:METRICS_PER_BATCH]  # only once sent: a failed flush can be retried
+            self._pending.pop(rid, None)
+
+    def pending(self, run_id: str) -> int:
+        """How many metric values wait for the next flush."""
+        return len(self._pending.get(run_id, []))
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, _fit(str(v), MAX_TAG_LENGTH)) for k, v in tags.items()]
+        with _mlflow_errors(f"set tags on run {run_id}", self.uri):
+            for chunk in _chunks(items, PARAMS_PER_BATCH):
+                self.client.log_batch(run_id, tags=chunk)
+
+    def log_artifact(self, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
+        """Copy a file or folder into the run's artifacts (under `artifact_path` if given)."""
+        if not Path(path).exists():
+            raise TrackingError(f"cannot log artifact {path}: it does not exist.")
+        with _mlflow_errors(f"log artifact {path} to run {run_id}", self.uri):
+            if Path(path).is_dir():
+                self.client.log_artifacts(run_id, str(path), artifact_path)
+            else:
+                self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def log_dict(self, run_id: str, data: Mapping[str, Any], artifact_file: str) -> None:
+        """`data` as a JSON or YAML artifact (by the file's extension)."""
+        with _mlflow_errors(f"log {artifact_file} to run {run_id}", self.uri):
+            self.client.log_dict(run_id, dict(data), artifact_file)
+
+    def log_figure(self, run_id: str, figure: Any, artifact_file: str) -> None:
+        """A matplotlib figure saved as `artifact_file` (e.g. `figures/roc.png`)."""
+        with _mlflow_errors(f"log {artifact_file} to run {run_id}", self.uri):
+            self.client.log_figure(run_id, figure, artifact_file)
+
+    def end_run(self, run_id: str, status: str = "FINISHED", error: str | None = None) -> None:
+        """Flush, record `error` as the `error` tag (cut to fit), and mark the run ended with `status`."""
+        if status not in _STATUSES:
+            raise TrackingError(f"run status must be one of {_STATUSES}, got {status!r}.")
+        try:
+            self.flush(run_id)
+        finally:  # a run that failed must still be marked so, even if its last metrics could not be sent
+            with _mlflow_errors(f"end run {run_id}", self.uri):
+                if error is not None:
+                    self.client.set_tag(run_id, ERROR_TAG, _fit(error, MAX_TAG_LENGTH))
+                self.client.set_terminated(run_id, status=status)
+
+    @contextmanager
+    def run_guard(self, run_id: str) -> Iterator[None]:
+        """On an exception inside the block: mark the run FAILED (KILLED for Ctrl-C) with the error, re-raise."""
+        try:
+            yield
+        except Exception as exc:
+            self._end_quietly(run_id, "FAILED", f"{type(exc).__name__}: {exc}")
+            raise
+        except KeyboardInterrupt:
+            self._end_quietly(run_id, "KILLED", "KeyboardInterrupt")
+            raise
+
+    def _end_quietly(self, run_id: str, status: str, error: str) -> None:
+        try:
+            self.end_run(run_id, status, error)
+        except Exception as exc:  # the original error matters more than a failure to record it
+            print(f"warning: could not mark MLflow run {run_id} {status}: {exc}", file=sys.stderr)
+
+    def log_ensemble(self, run_id: str, manifest_path: Path, registered_name: str, metrics: Mapping[str, float],
+                     input_example: np.ndarray) -> int:
+        """Log the run's ensemble as its model `ensemble`, register a new version of `registered_name`, point
+        the `candidate` alias at it and tag it with `metrics`; returns the version number."""
+        from chexops.tracking.pyfunc import log_ensemble_model
+
+        self.flush(run_id)
+        with _mlflow_errors(f"log and register the ensemble of run {run_id} as {registered_name!r}", self.uri):
+            with _global_tracking_uri(self.uri):
+                info = log_ensemble_model(Path(manifest_path), ENSEMBLE_MODEL, input_example,
+                                          registered_model_name=registered_name, run_id=run_id)
+            version = str(info.registered_model_version)
+            self.client.set_registered_model_alias(registered_name, CANDIDATE_ALIAS, version)
+            for key, value in metrics.items():
+                self.client.set_model_version_tag(registered_name, version, key,
+                                                  _fit(str(value), MAX_TAG_LENGTH))
+        return int(version)
+
+
+def git_commit(cwd: str | Path | None = None) -> str:
+    """HEAD of the repository at `cwd` (default: here), "-dirty" if files differ from it; "unknown" outside git."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=30,
+                             check=True).stdout.strip()
+        # dvc.lock is rewritten by `dvc repro` itself between stages: it says nothing about the code that ran
+        status = subprocess.run(["git", "status", "--porcelain", "--", ".", ":(exclude)dvc.lock"], cwd=cwd,
+                                capture_output=True, text=True, timeout=60, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{sha}-dirty" if status.strip() else sha
+
+
+def chexops_version() -> str:
+    try:
+        return metadata.version("chexops")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def run_tags(report: Mapping[str, Any], device: str, precision: str, data_hash: str,
+             extra: Mapping[str, Any] | None = None, cwd: str | Path | None = None) -> dict[str, str]:
+    """The tags every training run carries; `report` is BuildReport.to_dict(). Names are stable: queries use them."""
+    commit = git_commit(cwd)
+    tags = {
+        "chexops.git_commit": commit,
+        "chexops.data_hash": data_hash,
+        "chexops.timm_tag": str(report["timm_tag"]),
+        "chexops.plugin": str(report["plugin"]),
+        "chexops.plugin_version": str(report["plugin_version"]),
+        "chexops.device": device,
+        "chexops.precision": precision,
+        "chexops.version": chexops_version(),
+        "chexops.family": str(report["family"]),
+        "chexops.group": str(report["group"]),
+        "chexops.initializer": str(report["initializer"]),
+        "chexops.truncation": str(report["truncation"]),
+        "mlflow.note.content": (f"{report['family']} ({report['group']}), {report['initializer']} init, "
+                                f"{report['truncation']}; {device} {precision}; data {data_hash[:12]}; "
+                                f"code {commit[:12]}{' (dirty)' if commit.endswith('-dirty') else ''}"),
+    }
+    if re.fullmatch(r"[0-9a-f]{40}", commit):  # MLflow's own tag (the UI links it) only takes a clean commit
+        tags["mlflow.source.git.commit"] = commit
+    if report.get("weights_source"):
+        tags["chexops.weights_source"] = str(report["weights_source"])
+    for key, value in (extra or {}).items():
+        tags[key if key.startswith(("chexops.", "mlflow.")) else f"chexops.{key}"] = str(value)
+    return tags

@@ -1,0 +1,182 @@
+"""Lineage: dvc.yaml's deps cover every chexops module each stage runs, and plugins are a dependency too.
+
+The fast tests read dvc.yaml against the static import closure of each stage script (tests/lineage.py). The slow
+ones use the tiny study after its `dvc repro`: an edit to a module in a stage's closure, or to an installed
+plugin's code, makes `dvc status` report that stage; re-running prepare on the same data changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from e2e_helpers import Study, run
+from lineage import REPO, module_file, stage_modules
+
+pytest_plugins = ["e2e_helpers"]
+
+SCRIPT = re.compile(r"pipelines/(\w+)\.py")
+PER_STAGE_SCRIPT = {"ingest", "prepare", "tune", "train", "evaluate", "register", "analyze"}
+
+
+def dvc_stages() -> dict[str, dict]:
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    return {name: stage.get("do", stage) for name, stage in stages.items()}
+
+
+def covered(path: str, deps: list[str]) -> bool:
+    return any(path == d or path.startswith(d.rstrip("/") + "/") for d in deps)
+
+
+@pytest.mark.parametrize("stage", sorted(dvc_stages()))
+def test_deps_cover_the_import_closure_of_every_stage_script(stage: str) -> None:
+    spec = dvc_stages()[stage]
+    scripts = SCRIPT.findall(spec["cmd"])
+    assert scripts, f"{stage}: no pipelines/*.py in its cmd"
+    deps = [str(d) for d in spec["deps"]]
+    for script in scripts:
+        assert f"pipelines/{script}.py" in deps
+        modules = stage_modules(REPO / "pipelines" / f"{script}.py", script if script in PER_STAGE_SCRIPT else None)
+        files = sorted(str(module_file(m).relative_to(REPO)) for m in modules)
+        missing = [f for f in files if not covered(f, deps)]
+        assert not missing, f"dvc.yaml stage {stage} runs {missing} but does not depend on them"
+    if stage != "plugins":
+        assert "plugins.lock.json" in deps, f"{stage} does not depend on the installed plugins"
+
+
+def test_the_closure_follows_function_level_imports() -> None:
+    # the evaluate stage reaches the checkpoint ensemble only through imports inside functions
+    evaluate = stage_modules(REPO / "pipelines/evaluate.py", "evaluate")
+    assert {"chexops.evaluate.ensemble", "chexops.evaluate.scoring", "chexops.data.cache"} <= evaluate
+    register = stage_modules(REPO / "pipelines/register.py", "register")
+    assert "chexops.tracking.pyfunc" in register  # Tracker.log_ensemble imports it inside the method
+    ingest = stage_modules(REPO / "pipelines/ingest.py", "ingest")
+    assert "chexops.data.synthetic" in ingest and "chexops.train.loop" not in ingest
+    assert "chexops.components.builtin.families" in ingest  # loaded by name by the plugin manager
+
+
+# --- against a real pipeline ---------------------------------------------------------------------------------------
+
+def changed_stages(study: Study) -> set[str]:
+    status = json.loads(study.dvc("status", "--json").output)
+    return {name for name, reasons in status.items() if reasons != ["always changed"]}
+
+
+# A module in each stage's closure, and stages its edit must mark changed.
+EDITS = {
+    "chexops/data/splits.py": {"ingest"},
+    "chexops/data/cache.py": {"prepare", "train@resnet18-random", "evaluate@resnet18-random"},
+    "chexops/train/checkpoints.py": {"train@resnet18-random", "train_truncated@0"},
+    "chexops/evaluate/ensemble.py": {"evaluate@resnet18-random", "register@mobilenetv3-random"},
+    "chexops/tracking/pyfunc.py": {"register@resnet18-random", "evaluate_truncated@0"},
+    "chexops/components/builtin/families.py": {"ingest", "prepare", "train@mobilenetv3-random", "analyze"},
+    "chexops/analysis/figures.py": {"analyze"},
+}
+
+
+@pytest.mark.slow
+def test_an_edit_in_a_stage_closure_marks_the_stage_changed(tiny_study: Study) -> None:
+    assert changed_stages(tiny_study) == set()
+    for rel, expected in EDITS.items():
+        path = tiny_study.root / rel
+        original = path.read_bytes()
+        try:
+            path.write_bytes(original + b"\n# an edit\n")
+            changed = changed_stages(tiny_study)
+            assert expected <= changed, f"editing {rel} left {sorted(expected - changed)} up to date"
+        finally:
+            path.write_bytes(original)
+    assert changed_stages(tiny_study) == set()
+
+
+PLUGIN = '''import chexops
+
+@chexops.hookimpl
+def register_families(register):
+    register(chexops.FamilySpec(name="resnet18_lineage", timm_name="resnet18", tag="tv_in1k", group="ResNet",
+                                imagenet_top1=69.76, blocks=("layer1", "layer2", "layer3", "layer4"), max_drop=3))
+'''
+
+
+def fake_installed_plugin(site: Path, version: str = "0.1") -> Path:
+    """A plugin distribution importlib.metadata finds on PYTHONPATH: a module plus its dist-info."""
+    shutil.rmtree(site, ignore_errors=True)
+    info = site / f"lineage_plugin-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: lineage-plugin\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text("[chexops]\nlineage = lineage_plugin\n")
+    (site / "lineage_plugin.py").write_text(PLUGIN)
+    return site / "lineage_plugin.py"
+
+
+@pytest.mark.slow
+def test_a_plugin_change_marks_the_stages_that_use_plugins_changed(tiny_study: Study, tmp_path: Path) -> None:
+    lock = tiny_study.root / "plugins.lock.json"
+    original = lock.read_bytes()
+    module = fake_installed_plugin(tmp_path / "site")
+    env = tiny_study.env | {"PYTHONPATH": f"{tiny_study.root}:{tmp_path / 'site'}", "CHEXOPS_LOAD_PLUGINS": "lineage"}
+    plugins_stage = [sys.executable, "-m", "dvc", "repro", "--single-item", "plugins"]
+    try:
+        run(plugins_stage, tiny_study.root, env)
+        recorded = json.loads(lock.read_text())["plugins"]
+        assert [(p["distribution"], p["version"]) for p in recorded] == [("lineage-plugin", "0.1")]
+        assert {"ingest", "train@resnet18-random", "analyze"} <= changed_stages(tiny_study)
+        # the same plugin with other code: a new hash, so the stages stay changed against the new record
+        first_hash = recorded[0]["code_sha256"]
+        module.write_text(PLUGIN.replace("69.76", "69.75"))
+        stale = run([sys.executable, "pipelines/analyze.py", "--quiet"], tiny_study.root, env, check=False)
+        assert stale.returncode == 2 and "lineage code changed" in stale.output, stale.output
+        run(plugins_stage, tiny_study.root, env)
+        assert json.loads(lock.read_text())["plugins"][0]["code_sha256"] != first_hash
+        assert "prepare" in changed_stages(tiny_study)
+    finally:
+        lock.write_bytes(original)
+    assert changed_stages(tiny_study) == set()
+
+
+@pytest.mark.slow
+def test_preparing_the_same_data_again_changes_nothing(tiny_study: Study) -> None:
+    cache_json = (tiny_study.root / "data/cache/cache.json").read_bytes()
+    out = tiny_study.dvc("repro", "--force", "--single-item", "prepare").output
+    assert "Running stage 'prepare'" in out, out
+    assert (tiny_study.root / "data/cache/cache.json").read_bytes() == cache_json
+    assert changed_stages(tiny_study) == set()
+
+
+def chexops_cli(study: Study, *args: str) -> object:
+    return run([sys.executable, "-m", "chexops", *args], study.root, study.env, timeout=600, check=False)
+
+
+@pytest.mark.slow
+def test_chexops_train_after_dvc_repro_is_a_noop(tiny_study: Study) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tiny_study.tracking_uri)
+    experiment = client.get_experiment_by_name(tiny_study.params()["study"]["name"])
+    runs = len(client.search_runs([experiment.experiment_id], max_results=1000))
+    result = chexops_cli(tiny_study, "train", "--family", "resnet18", "--init", "random", "--quiet")
+    assert result.returncode == 0, result.output
+    assert "is up to date" in result.output and "--restart" in result.output, result.output
+    assert len(client.search_runs([experiment.experiment_id], max_results=1000)) == runs
+    assert changed_stages(tiny_study) == set()
+
+
+@pytest.mark.slow
+def test_chexops_train_refuses_a_cache_prepared_for_other_settings(tiny_study: Study) -> None:
+    params = tiny_study.params()
+    original = dict(params["data"])
+    params["data"]["image_size"] = original["image_size"] + 16
+    tiny_study.write_params(params)
+    try:
+        result = chexops_cli(tiny_study, "train", "--family", "resnet18", "--init", "random", "--quiet")
+    finally:
+        params["data"] = original
+        tiny_study.write_params(params)
+    assert result.returncode == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "dvc repro prepare" in lines[0] and "image_size" in lines[0], result.output
