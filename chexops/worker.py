@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import socket
 import threading
@@ -35,12 +36,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import click
-
 from chexops.config import Config, grid_runs
 from chexops.errors import ChexopsError, ConfigError
 from chexops.naming import TRAIN_SUMMARY_FILE, RunKey
 from chexops.stages import StageContext, open_tracker, require_prepared, run_configuration
+
+log = logging.getLogger(__name__)
 
 RUN_PARAM = "run"
 GRID_ATTR = "chexops.grid"  # the study's configurations, set once they are all enqueued
@@ -209,7 +210,7 @@ class Heartbeat:
             try:
                 self.storage.record_heartbeat(self.trial_id)
             except Exception as exc:  # a blip in the database must not kill the training; grace covers it
-                click.echo(f"warning: heartbeat of trial {self.trial_id} failed: {exc}", err=True)
+                log.warning(f"heartbeat of trial {self.trial_id} failed: {exc}")
 
     def __enter__(self) -> Heartbeat:
         self.storage.record_heartbeat(self.trial_id)
@@ -247,7 +248,7 @@ def _run_claimed(grid: Grid, trial_id: int, keys: dict[str, RunKey], config: Con
         trial.set_user_attr(RUN_PARAM, name)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         trial.set_user_attr("resumed_from_examples", start)
-        click.echo(f"[worker] trial {trial.number}: {name}" + (f" (resuming at {start} examples)" if start else ""))
+        log.info(f"[worker] trial {trial.number}: {name}" + (f" (resuming at {start} examples)" if start else ""))
         try:
             ctx = StageContext(config, key, progress=options["progress"], tracker=tracker)
             outcome = run_configuration(ctx, register_model=options["register"])
@@ -257,7 +258,7 @@ def _run_claimed(grid: Grid, trial_id: int, keys: dict[str, RunKey], config: Con
         except Exception as exc:
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:2000])
             _tell(study, trial, state=optuna.trial.TrialState.FAIL)
-            click.echo(f"[worker] {name} failed: {type(exc).__name__}: {exc}", err=True)
+            log.error(f"[worker] {name} failed: {type(exc).__name__}: {exc}")
             return name, False
         result = {"mlflow_run_id": outcome["mlflow_run_id"],
                   "test_mean_auroc_6": outcome["metrics"]["test_mean_auroc_6"]}
@@ -267,7 +268,7 @@ def _run_claimed(grid: Grid, trial_id: int, keys: dict[str, RunKey], config: Con
             trial.set_user_attr(attr, value)
         # the trial's value is the validation score the checkpoints were ranked by: the test set chooses nothing
         _tell(study, trial, values=_validation_score(config, key))
-        click.echo(f"[worker] {name}: test mean AUROC {result['test_mean_auroc_6']:.3f}")
+        log.info(f"[worker] {name}: test mean AUROC {result['test_mean_auroc_6']:.3f}")
         return name, True
 
 
@@ -284,8 +285,8 @@ def _tell(study: Any, trial: Any, **kwargs: Any) -> None:
     try:
         study.tell(trial, **kwargs)
     except optuna.exceptions.UpdateFinishedTrialError:
-        click.echo(f"[worker] trial {trial.number} was declared dead by another worker (no heartbeat for the grace "
-                   "period) and handed to another; this result is not recorded. Raise --grace.", err=True)
+        log.warning(f"[worker] trial {trial.number} was declared dead by another worker (no heartbeat for the grace "
+                   "period) and handed to another; this result is not recorded. Raise --grace.")
 
 
 def _hand_back(grid: Grid, trial_id: int) -> None:
@@ -295,7 +296,7 @@ def _hand_back(grid: Grid, trial_id: int) -> None:
     with contextlib.suppress(Exception), claim_lock(grid.url), _quiet_experimental():
         if grid.storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
             grid.retry(grid.study, grid.storage.get_trial(trial_id))
-            click.echo(f"[worker] interrupted: configuration of trial {trial_id} handed back for retry.", err=True)
+            log.warning(f"[worker] interrupted: configuration of trial {trial_id} handed back for retry.")
 
 
 def run_worker(config: Config, storage_url: str, study_name: str, heartbeat: int = 30, grace: int | None = None,

@@ -20,7 +20,7 @@ import pytest
 from test_predict import CHAMPION, Registered, registered  # noqa: F401 - the module fixture
 
 from chexops.data.labels import OBSERVATIONS
-from chexops.tracking.runs import _global_tracking_uri
+from chexops.tracking.runs import global_tracking_uri
 
 PING_TIMEOUT_S = 120
 
@@ -79,7 +79,7 @@ def test_the_served_champion_answers_like_the_pyfunc(registered: Registered, ser
     with urllib.request.urlopen(request, timeout=60) as response:
         served = json.loads(response.read())["predictions"]
     assert len(served) == 2 and all(list(row) == list(OBSERVATIONS) for row in served)
-    with _global_tracking_uri(registered.uri):
+    with global_tracking_uri(registered.uri):
         want = mlflow.pyfunc.load_model(CHAMPION).predict(x)
     np.testing.assert_allclose([[row[o] for o in OBSERVATIONS] for row in served], want.to_numpy(), atol=1e-5)
     assert np.ptp(want.to_numpy(), axis=0).max() > 1e-4  # two images with two answers: rows cannot be swapped

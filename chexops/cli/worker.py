@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sys
 from typing import Any
 
 import click
@@ -34,6 +35,10 @@ def worker_command(storage_url: str, study_name: str, params_path: str, heartbea
         raise click.BadParameter(f"must be longer than --heartbeat ({heartbeat} s), got {grace}",
                                  param_hint="--grace")
     config = validate(load_config(params_path))
+    import logging
+
+    # the worker library logs what it claims, finishes and hands back; a worker's log file is that stream
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # a scheduler's stop hands the configuration back
     from chexops.worker import WorkerError, run_worker
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import multiprocessing
 import os
-import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -28,6 +28,8 @@ from tqdm import tqdm
 from chexops.data.chexpert import INDEX_COLUMNS, read_index, resolve_image, write_index
 from chexops.data.labels import OBSERVATIONS
 from chexops.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
 
 # Refused before decoding: a CheXpert radiograph is at most ~3000 x 3000 (9 MP); 50 MP is a corrupt or hostile file.
 MAX_PIXELS = 50_000_000
@@ -192,8 +194,8 @@ def prepare_split(
     meta.write_text(json.dumps(_info_json(info), indent=2, sort_keys=True) + "\n")
     info.seconds = time.perf_counter() - started
     if skipped:
-        print(f"warning: skipped {len(skipped)} of {len(index)} {split} images that could not be read "
-              f"(listed in {meta}); first: {skipped[0]['path']}: {skipped[0]['reason']}", file=sys.stderr)
+        log.warning(f"skipped {len(skipped)} of {len(index)} {split} images that could not be read "
+              f"(listed in {meta}); first: {skipped[0]['path']}: {skipped[0]['reason']}")
     return info
 
 

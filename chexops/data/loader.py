@@ -95,7 +95,7 @@ class BatchLoader:
             raise ConfigError(f"start batch must be between 0 and {count} (batches in an epoch), got {start}.")
         chunks = (order[b * self.batch_size:(b + 1) * self.batch_size] for b in range(start, count))
         gathered = (self.gather(idx) for idx in chunks)
-        return _prefetched(gathered, self.prefetch) if self.prefetch else gathered
+        return prefetched(gathered, self.prefetch) if self.prefetch else gathered
 
     def gather(self, rows: np.ndarray) -> Batch:
         """One batch: rows sorted (sequential memmap reads), copied once into (pinned) tensors."""
@@ -119,7 +119,7 @@ def _check_arrays(images: np.ndarray, targets: np.ndarray, mask: np.ndarray) -> 
         )
 
 
-def _prefetched(batches: Iterator[Batch], depth: int) -> Iterator[Batch]:
+def prefetched(batches: Iterator[Batch], depth: int) -> Iterator[Batch]:
     """Run `batches` in a background thread, `depth` batches ahead; stops when the consumer does."""
     ready: queue.Queue[object] = queue.Queue(maxsize=depth)
     stop = threading.Event()

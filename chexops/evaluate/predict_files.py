@@ -100,13 +100,13 @@ def load_model(model_uri: str, uri: str | None = None) -> Any:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from chexops.tracking.runs import _global_tracking_uri
+    from chexops.tracking.runs import global_tracking_uri
 
     try:
         if uri is None:
             model = mlflow.pyfunc.load_model(model_uri)
         else:
-            with _global_tracking_uri(uri):
+            with global_tracking_uri(uri):
                 model = mlflow.pyfunc.load_model(model_uri)
     except (MlflowException, OSError) as exc:
         raise TrackingError(f"cannot load model {model_uri} (tracking URI {uri or mlflow.get_tracking_uri()}): "

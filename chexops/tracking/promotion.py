@@ -23,7 +23,7 @@ from chexops.data.labels import STUDY_TASKS
 from chexops.errors import ConfigError, DataError
 from chexops.evaluate.bootstrap import paired_bootstrap
 from chexops.evaluate.delong import delong_test
-from chexops.tracking.runs import _env, _mlflow_errors
+from chexops.tracking.runs import mlflow_errors, temporary_env
 from chexops.tracking.store import (
     PROMOTION_PREFIX,
     get_model,
@@ -96,12 +96,12 @@ def load_predictions(client: Any, name: str, version: Any) -> pd.DataFrame:
     if not version.run_id:
         raise DataError(f"{label} has no source run, so there are no test predictions to compare; register it "
                         "with the register stage, which links the run that evaluated it.")
-    with _mlflow_errors(f"read the artifacts of run {version.run_id}", client.tracking_uri):
+    with mlflow_errors(f"read the artifacts of run {version.run_id}", client.tracking_uri):
         listed = {f.path for f in client.list_artifacts(version.run_id)}
         if PREDICTIONS not in listed:
             raise DataError(f"run {version.run_id} of {label} has no {PREDICTIONS} artifact (it has "
                             f"{sorted(listed)}); run the evaluate stage for that configuration before promoting.")
-        with tempfile.TemporaryDirectory() as tmp, _env(_QUIET):
+        with tempfile.TemporaryDirectory() as tmp, temporary_env(_QUIET):
             local = client.download_artifacts(version.run_id, PREDICTIONS, tmp)
             where = f"{PREDICTIONS} of {label} (run {version.run_id})"
             try:
@@ -187,7 +187,7 @@ def promote(client: Any, name: str, version: int | str, alias: str = DEFAULT_ALI
     if holder is not None and history[-1:] != [int(holder)]:  # moved outside chexops: the holder still held it
         history.append(int(holder))
     if decision != "refused":
-        with _mlflow_errors(f"set alias {alias!r} of {name!r} to version {number}", client.tracking_uri):
+        with mlflow_errors(f"set alias {alias!r} of {name!r} to version {number}", client.tracking_uri):
             client.set_registered_model_alias(name, alias, str(number))
         history = [*history, number]
         write_history(client, name, alias, history)
@@ -212,7 +212,7 @@ def rollback(client: Any, name: str, alias: str = DEFAULT_ALIAS, user: str | Non
         raise ConfigError(f"version {holder} is the first version of {name!r} to hold alias {alias!r}; there is "
                           "no earlier version to roll back to.")
     previous = get_version(client, name, history[-2])
-    with _mlflow_errors(f"set alias {alias!r} of {name!r} to version {previous.version}", client.tracking_uri):
+    with mlflow_errors(f"set alias {alias!r} of {name!r} to version {previous.version}", client.tracking_uri):
         client.set_registered_model_alias(name, alias, str(previous.version))
     history = history[:-1]
     write_history(client, name, alias, history)
@@ -235,7 +235,7 @@ def _record(client: Any, name: str, version: Any, alias: str, decision: str, aga
         tags |= {"delta": _fmt(comparison.delta), "ci_low": _fmt(comparison.ci_low),
                  "ci_high": _fmt(comparison.ci_high), "p": _fmt(comparison.p),
                  "delong_p": json.dumps({t: float(_fmt(p)) for t, p in comparison.delong_p().items()})}
-    with _mlflow_errors(f"record the {decision} decision on version {version.version} of {name!r}",
+    with mlflow_errors(f"record the {decision} decision on version {version.version} of {name!r}",
                         client.tracking_uri):
         for key, value in tags.items():
             client.set_model_version_tag(name, str(version.version), f"{PROMOTION_PREFIX}{n}.{key}", value)

@@ -7,10 +7,10 @@ can drive several runs. Every MLflow failure surfaces as a TrackingError saying 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -23,6 +23,8 @@ import numpy as np
 from chexops.errors import TrackingError
 from chexops.naming import registered_model_name  # noqa: F401 - part of this module's API
 
+log = logging.getLogger(__name__)
+
 # MLflow's per-request limits of log_batch (mlflow.utils.validation)
 PARAMS_PER_BATCH = 100
 METRICS_PER_BATCH = 1000
@@ -31,13 +33,13 @@ MAX_TAG_LENGTH = 8000
 ERROR_TAG = "error"
 CANDIDATE_ALIAS = "candidate"
 ENSEMBLE_MODEL = "ensemble"
-_PROBE_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+PROBE_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
 _REMOTE_SCHEMES = ("http", "https", "databricks", "databricks-uc", "uc")
 _STATUSES = ("FINISHED", "FAILED", "KILLED")
 
 
 @contextmanager
-def _env(values: Mapping[str, str]) -> Iterator[None]:
+def temporary_env(values: Mapping[str, str]) -> Iterator[None]:
     old = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
     try:
@@ -51,7 +53,7 @@ def _env(values: Mapping[str, str]) -> Iterator[None]:
 
 
 @contextmanager
-def _mlflow_errors(action: str, uri: str) -> Iterator[None]:
+def mlflow_errors(action: str, uri: str) -> Iterator[None]:
     """MLflow and I/O failures -> TrackingError naming the store."""
     from mlflow.exceptions import MlflowException
 
@@ -62,7 +64,7 @@ def _mlflow_errors(action: str, uri: str) -> Iterator[None]:
 
 
 @contextmanager
-def _global_tracking_uri(uri: str) -> Iterator[None]:
+def global_tracking_uri(uri: str) -> Iterator[None]:
     """Point MLflow's process-wide URI at `uri` for a call that only reads it (Model.log), then restore it."""
     import mlflow
 
@@ -144,7 +146,7 @@ class Tracker:
         local = uri.partition(":")[0] not in _REMOTE_SCHEMES
         try:
             # a dead server must fail in seconds, not after MLflow's default minutes of retries
-            with _env(_PROBE_ENV):
+            with temporary_env(PROBE_ENV):
                 client = MlflowClient(tracking_uri=uri)
                 found = client.get_experiment_by_name(experiment)
         except Exception as exc:  # any failure here means the store cannot be used at all
@@ -176,7 +178,7 @@ class Tracker:
         from mlflow.entities import Param
 
         flat = flatten_params(params)
-        with _mlflow_errors(f"start run {name!r}", self.uri):
+        with mlflow_errors(f"start run {name!r}", self.uri):
             if run_id is None:
                 run_id = self.client.create_run(self.experiment_id, run_name=name,
                                                 tags={k: _fit(v, MAX_TAG_LENGTH) for k, v in tags.items()}).info.run_id
@@ -218,7 +220,7 @@ class Tracker:
         """Send buffered metrics of `run_id` (None: every run) in as few log_batch calls as MLflow allows."""
         for rid in [run_id] if run_id is not None else list(self._pending):
             pending = self._pending.get(rid, [])
-            with _mlflow_errors(f"log metrics of run {rid}", self.uri):
+            with mlflow_errors(f"log metrics of run {rid}", self.uri):
                 while pending:
                     self.client.log_batch(rid, metrics=pending[:METRICS_PER_BATCH])
                     del pending[:METRICS_PER_BATCH]  # only once sent: a failed flush can be retried
@@ -232,7 +234,7 @@ class Tracker:
         from mlflow.entities import RunTag
 
         items = [RunTag(k, _fit(str(v), MAX_TAG_LENGTH)) for k, v in tags.items()]
-        with _mlflow_errors(f"set tags on run {run_id}", self.uri):
+        with mlflow_errors(f"set tags on run {run_id}", self.uri):
             for chunk in _chunks(items, PARAMS_PER_BATCH):
                 self.client.log_batch(run_id, tags=chunk)
 
@@ -240,7 +242,7 @@ class Tracker:
         """Copy a file or folder into the run's artifacts (under `artifact_path` if given)."""
         if not Path(path).exists():
             raise TrackingError(f"cannot log artifact {path}: it does not exist.")
-        with _mlflow_errors(f"log artifact {path} to run {run_id}", self.uri):
+        with mlflow_errors(f"log artifact {path} to run {run_id}", self.uri):
             if Path(path).is_dir():
                 self.client.log_artifacts(run_id, str(path), artifact_path)
             else:
@@ -248,12 +250,12 @@ class Tracker:
 
     def log_dict(self, run_id: str, data: Mapping[str, Any], artifact_file: str) -> None:
         """`data` as a JSON or YAML artifact (by the file's extension)."""
-        with _mlflow_errors(f"log {artifact_file} to run {run_id}", self.uri):
+        with mlflow_errors(f"log {artifact_file} to run {run_id}", self.uri):
             self.client.log_dict(run_id, dict(data), artifact_file)
 
     def log_figure(self, run_id: str, figure: Any, artifact_file: str) -> None:
         """A matplotlib figure saved as `artifact_file` (e.g. `figures/roc.png`)."""
-        with _mlflow_errors(f"log {artifact_file} to run {run_id}", self.uri):
+        with mlflow_errors(f"log {artifact_file} to run {run_id}", self.uri):
             self.client.log_figure(run_id, figure, artifact_file)
 
     def end_run(self, run_id: str, status: str = "FINISHED", error: str | None = None) -> None:
@@ -263,7 +265,7 @@ class Tracker:
         try:
             self.flush(run_id)
         finally:  # a run that failed must still be marked so, even if its last metrics could not be sent
-            with _mlflow_errors(f"end run {run_id}", self.uri):
+            with mlflow_errors(f"end run {run_id}", self.uri):
                 if error is not None:
                     self.client.set_tag(run_id, ERROR_TAG, _fit(error, MAX_TAG_LENGTH))
                 self.client.set_terminated(run_id, status=status)
@@ -284,7 +286,7 @@ class Tracker:
         try:
             self.end_run(run_id, status, error)
         except Exception as exc:  # the original error matters more than a failure to record it
-            print(f"warning: could not mark MLflow run {run_id} {status}: {exc}", file=sys.stderr)
+            log.warning(f"could not mark MLflow run {run_id} {status}: {exc}")
 
     def log_ensemble(self, run_id: str, manifest_path: Path, registered_name: str, metrics: Mapping[str, float],
                      input_example: np.ndarray) -> int:
@@ -293,8 +295,8 @@ class Tracker:
         from chexops.tracking.pyfunc import log_ensemble_model
 
         self.flush(run_id)
-        with _mlflow_errors(f"log and register the ensemble of run {run_id} as {registered_name!r}", self.uri):
-            with _global_tracking_uri(self.uri):
+        with mlflow_errors(f"log and register the ensemble of run {run_id} as {registered_name!r}", self.uri):
+            with global_tracking_uri(self.uri):
                 info = log_ensemble_model(Path(manifest_path), ENSEMBLE_MODEL, input_example,
                                           registered_model_name=registered_name, run_id=run_id)
             version = str(info.registered_model_version)

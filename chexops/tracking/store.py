@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from chexops.errors import ConfigError, TrackingError
-from chexops.tracking.runs import _PROBE_ENV, _env, _mlflow_errors, resolve_uri
+from chexops.tracking.runs import PROBE_ENV, mlflow_errors, resolve_uri, temporary_env
 
 PROMOTION_PREFIX = "chexops.promotion."
 HISTORY_PREFIX = "chexops.alias_history."
@@ -56,7 +56,7 @@ def open_client(uri: str) -> Any:
             raise TrackingError(f"no tracking store at {path} (tracking URI {uri}); run the study first, or point "
                                 "tracking.uri in params.yaml / MLFLOW_TRACKING_URI at the store that holds it.")
     try:
-        with _env(_PROBE_ENV):
+        with temporary_env(PROBE_ENV):
             client = MlflowClient(tracking_uri=uri, registry_uri=uri)
             client.search_registered_models(max_results=1)
     except Exception as exc:  # any failure here means the store cannot be used at all
@@ -127,7 +127,7 @@ def read_history(model: Any, alias: str) -> list[int]:
 
 
 def write_history(client: Any, name: str, alias: str, history: list[int]) -> None:
-    with _mlflow_errors(f"record the history of alias {alias!r} of {name!r}", client.tracking_uri):
+    with mlflow_errors(f"record the history of alias {alias!r} of {name!r}", client.tracking_uri):
         client.set_registered_model_tag(name, HISTORY_PREFIX + alias, json.dumps(history))
 
 
@@ -171,7 +171,7 @@ def describe_models(client: Any) -> list[dict[str, Any]]:
     """Every registered model with its aliases, alias histories and versions (AUROC, run, promotions)."""
     run_names: dict[str, str | None] = {}
     out = []
-    with _mlflow_errors("list the registered models", client.tracking_uri):
+    with mlflow_errors("list the registered models", client.tracking_uri):
         models = list(_pages(lambda page_token: client.search_registered_models(page_token=page_token)))
         for model in sorted(models, key=lambda m: m.name):
             aliases = {a: int(v) for a, v in sorted(model.aliases.items())}

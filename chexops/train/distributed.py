@@ -28,7 +28,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from chexops.data.loader import Batch, BatchLoader, _prefetched
+from chexops.data.loader import Batch, BatchLoader, prefetched
 from chexops.errors import ConfigError
 
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -247,7 +247,7 @@ class ShardedLoader:
             raise ConfigError(f"start batch must be between 0 and {count} (batches in an epoch), got {start}.")
         order = self.loader.order(epoch)
         shards = (self.shard(order[b * size:(b + 1) * size]) for b in range(start, count))
-        return _prefetched(shards, self.loader.prefetch) if self.loader.prefetch else shards
+        return prefetched(shards, self.loader.prefetch) if self.loader.prefetch else shards
 
     def shard(self, rows: np.ndarray) -> ShardBatch:
         """This rank's part of the global batch `rows`; a short last batch is spread as evenly as it goes."""

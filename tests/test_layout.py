@@ -1,0 +1,76 @@
+"""The layout keeps its promises: no private names across modules, no import cycles, a CLI that starts fast."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from lineage import REPO, module_file
+
+MODULES = {".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): p
+           for p in (REPO / "chexops").rglob("*.py")}
+
+
+def chexops_imports(path: Path, module_level: bool) -> list[tuple[str, list[str]]]:
+    tree = ast.parse(path.read_text())
+    nodes = tree.body if module_level else list(ast.walk(tree))
+    found = []
+    for node in nodes:
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("chexops"):
+            found.append((node.module, [a.name for a in node.names]))
+        elif isinstance(node, ast.Import):
+            found += [(a.name, []) for a in node.names if a.name.startswith("chexops")]
+    return found
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_no_module_imports_another_modules_private_names(module: str) -> None:
+    private = [f"{m}.{n}" for m, names in chexops_imports(MODULES[module], False) for n in names
+               if n.startswith("_") and m != module]
+    assert not private, f"{module} imports private names {private}"
+
+
+def test_no_import_cycles_at_module_level() -> None:
+    graph: dict[str, set[str]] = {}
+    for module, path in MODULES.items():
+        deps = set()
+        for imported, names in chexops_imports(path, True):
+            deps.add(imported)
+            deps |= {f"{imported}.{n}" for n in names if module_file(f"{imported}.{n}")}
+        graph[module] = {d for d in deps if d in MODULES and d != module}
+
+    def cycle_from(start: str) -> list[str] | None:
+        stack, seen = [(start, [start])], set()
+        while stack:
+            node, path = stack.pop()
+            for dep in graph.get(node, ()):
+                if dep == start:
+                    return path + [dep]
+                if dep not in seen:
+                    seen.add(dep)
+                    stack.append((dep, path + [dep]))
+        return None
+
+    cycles = [" -> ".join(c) for m in graph if m != "chexops" and (c := cycle_from(m))]
+    assert not cycles, cycles
+
+
+@pytest.mark.parametrize("args", [["--help"], ["plugins"], ["train", "--help"]])
+def test_the_cli_starts_without_torch_or_pandas(args: list[str]) -> None:
+    code = ("import sys\nfrom chexops.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "heavy = sorted(m for m in ('torch', 'pandas', 'timm', 'mlflow', 'optuna') if m in sys.modules)\n"
+            "print('HEAVY', heavy)\n")
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120,
+                          env={"CHEXOPS_LOAD_PLUGINS": "", "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    assert "HEAVY []" in done.stdout, done.stdout[-2000:]
+
+
+def test_naming_is_torch_free() -> None:
+    code = ("import sys\nimport chexops.naming\n"
+            "print(sorted(m for m in ('torch', 'numpy', 'mlflow') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
