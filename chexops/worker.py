@@ -226,9 +226,7 @@ def resumed_from(run_dir: Path) -> int:
     """Examples a run folder's saved state has already trained (0 when it starts fresh)."""
     import torch
 
-    from chexops.train.loop import STATE
-
-    path = run_dir / STATE
+    path = run_dir / STATE_FILE
     if not path.is_file():
         return 0
     state = torch.load(path, map_location="cpu", weights_only=False)  # our own file

@@ -83,7 +83,7 @@ def promote_command(model: str, version: int | None, alias: str, force: bool, ro
     promoted when the 95% CI of the difference lies above 0; DeLong's per-task p-values are shown beside it.
     Every decision is recorded on the version as chexops.promotion.<n>.* tags. A refusal exits with code 1.
     """
-    from chexops.modelreg import promotion
+    from chexops.tracking import promotion
 
     if rollback:
         if version is not None or force:
