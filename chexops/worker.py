@@ -38,7 +38,7 @@ from typing import Any
 
 from chexops.config import Config, grid_runs
 from chexops.errors import ChexopsError, ConfigError
-from chexops.naming import TRAIN_SUMMARY_FILE, RunKey
+from chexops.naming import STATE_FILE, TRAIN_SUMMARY_FILE, RunKey
 from chexops.stages import StageContext, open_tracker, require_prepared, run_configuration
 
 log = logging.getLogger(__name__)
