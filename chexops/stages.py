@@ -329,6 +329,7 @@ def run_configuration(ctx: StageContext, register_model: bool = True) -> dict[st
     Training resumes a run folder left by `dvc repro` or a killed run; a configuration whose run is already
     trained to its budget, evaluated and registered is left as it is (a no-op), unless `ctx.restart`.
     """
+    require_prepared(ctx.config)  # a run trained on a cache made for other settings is not up to date either
     done = None if ctx.restart else registered(ctx)
     eval_file = ctx.run.eval_dir(ctx.runs_dir) / naming.EVAL_FILE
     if done and eval_file.is_file() and _trained_to_budget(ctx):

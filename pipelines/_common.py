@@ -25,7 +25,8 @@ def run_stage(name: str, description: str) -> None:
         p.add_argument("--init", required=True)
         p.add_argument("--truncate", type=int, default=0)
     args = p.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("chexops").setLevel(logging.INFO)  # chexops' own progress; other libraries' warnings only
     try:
         print(json.dumps(_run(name, args), indent=2, default=str))
     except ChexopsError as exc:

@@ -38,7 +38,8 @@ def worker_command(storage_url: str, study_name: str, params_path: str, heartbea
     import logging
 
     # the worker library logs what it claims, finishes and hands back; a worker's log file is that stream
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stdout, force=True)
+    logging.getLogger("chexops").setLevel(logging.INFO)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # a scheduler's stop hands the configuration back
     from chexops.worker import WorkerError, run_worker
 

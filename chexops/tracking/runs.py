@@ -200,7 +200,8 @@ class Tracker:
         changed = {k: (logged[k], v) for k, v in flat.items() if k in logged and logged[k] != v}
         if changed:
             raise TrackingError(f"run {run_id} cannot be resumed with different params {changed} "
-                                "(logged, new); start a new run for the new configuration.")
+                                "(logged, new); train the configuration anew with `chexops train ... --restart` "
+                                "(or delete its runs/train folder) to start a new run.")
         self.client.update_run(run_id, status="RUNNING")
         return logged
 
