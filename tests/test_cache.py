@@ -89,7 +89,7 @@ def test_bad_image_error_names_file_and_row(make_chexpert, tmp_path, what, reaso
     assert list((tmp_path / "cache").iterdir()) == []
 
 
-def test_skip_mode_counts_and_reports(make_chexpert, tmp_path, capsys):
+def test_skip_mode_counts_and_reports(make_chexpert, tmp_path, caplog):
     root, train = _train(make_chexpert)
     _break(root, train, 0, None)
     path = _break(root, train, 5, b"\xff\xd8\xff garbage")
@@ -99,7 +99,7 @@ def test_skip_mode_counts_and_reports(make_chexpert, tmp_path, capsys):
     assert info.skipped[1]["path"] == path and info.skipped[1]["source"] == "train.csv row 7"
     meta = json.loads((tmp_path / "cache/train.json").read_text())
     assert meta["skipped_count"] == 2 and meta["count"] == 9
-    assert "skipped 2 of 11 train images" in capsys.readouterr().err
+    assert "skipped 2 of 11 train images" in caplog.text
     cached = load_split(tmp_path / "cache", "train", verify=True)
     assert cached.images.shape == (9, 16, 16)
     assert list(cached.index["path"]) == list(train["path"].drop(index=[0, 5]))

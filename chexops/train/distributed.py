@@ -20,6 +20,7 @@ in distribution only; the CheXtransfer families train without them by default.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -112,6 +113,10 @@ def barrier(ctx: DistContext | None) -> None:
 
 def shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
+        # a rank that tears its gloo connections down while a peer still reads them makes that peer abort; after
+        # an error the peers may never reach the barrier, so only a clean exit waits for them
+        if sys.exc_info()[0] is None:
+            dist.barrier()
         dist.destroy_process_group()
 
 
