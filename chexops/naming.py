@@ -26,8 +26,10 @@ SPLITS_FILE = "splits.json"  # in data.index_dir
 CACHE_FILE = "cache.json"  # in data.cache_dir
 PLUGINS_LOCK = "plugins.lock.json"  # the installed plugins every stage depends on, at the repository root
 
-# Checkpoints are ranked, and Optuna trials scored, by this validation metric.
+# Checkpoints are ranked, and Optuna trials scored, by this validation metric; a run's best value of it is
+# recorded under BEST_RANKING_METRIC (manifest.json, train.json, the tune record).
 RANKING_METRIC = "val_mean_auroc_6"
+BEST_RANKING_METRIC = f"best_{RANKING_METRIC}"
 
 
 def truncation_label(depth: int) -> str:

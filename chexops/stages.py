@@ -134,7 +134,8 @@ def data_hash(config: Config) -> str:
     return record["data_hash"] if record else "unprepared"
 
 
-def test_source(config: Config) -> str:
+def recorded_test_source(config: Config) -> str:
+    """Where the prepared test split came from (official labels or a hold-out), as the prepare stage recorded."""
     record = cache_record(config)
     return record.get("test_source", "unknown") if record else "unknown"
 
@@ -228,7 +229,7 @@ def train(ctx: StageContext) -> dict[str, Any]:
     trainer = Trainer(config, key, run_dir, lr, config.train.max_examples, None, None, ctx.progress)
     rt, tracker = trainer.runtime, ctx.open_tracker()
     tags = run_tags(trainer.report, str(rt.device), rt.precision, data_hash(config),
-                    {"chexops.test_source": test_source(config)})
+                    {"chexops.test_source": recorded_test_source(config)})
     run_id = tracker.start_run(key.name, tags, run_params(config, key, lr), run_id=run_record(run_dir).get("run_id"))
     _save_run_record(run_dir, run_id=run_id, run=key.name)
     trainer.log = lambda metrics, step: (tracker.log_metrics(run_id, metrics, step), tracker.flush(run_id))
@@ -241,7 +242,7 @@ def train(ctx: StageContext) -> dict[str, Any]:
     tracker.log_artifact(run_id, run_dir / naming.MANIFEST_FILE)
     tracker.end_run(run_id)
     record = {"run": key.name, "examples": result.examples, "steps": result.steps,
-              naming.RANKING_METRIC.replace("val_", "best_val_"): result.best_val}
+              naming.BEST_RANKING_METRIC: result.best_val}
     (run_dir / naming.TRAIN_SUMMARY_FILE).write_text(json.dumps(record, indent=2))
     return record | {"run_id": run_id, "seconds": round(result.seconds, 1),
                      "examples_per_second": round(speed, 1) if speed else None,
@@ -264,7 +265,7 @@ def evaluate(ctx: StageContext) -> dict[str, Any]:
     payload = {"run": key.name, "family": key.family, "group": report["group"], "initializer": key.initializer,
                "truncation": report["truncation"], "depth": key.depth, "parameters": report["parameters"],
                "imagenet_top1": report["imagenet_top1"], "timm_tag": report["timm_tag"],
-               "test_source": test_source(config), "mlflow_run_id": run_id} | payload
+               "test_source": recorded_test_source(config), "mlflow_run_id": run_id} | payload
     write_eval(out_dir, payload)
     tracker = ctx.open_tracker()
     tracker.start_run(key.name, {}, {}, run_id=run_id)
@@ -333,13 +334,15 @@ def run_configuration(ctx: StageContext, register_model: bool = True) -> dict[st
     done = None if ctx.restart else registered(ctx)
     eval_file = ctx.run.eval_dir(ctx.runs_dir) / naming.EVAL_FILE
     if done and eval_file.is_file() and _trained_to_budget(ctx):
-        payload = json.loads(eval_file.read_text())
+        trained = json.loads((ctx.run.train_dir(ctx.runs_dir) / naming.TRAIN_SUMMARY_FILE).read_text())
         return {"run": ctx.run.name, "up_to_date": True, "mlflow_run_id": done["run_id"],
-                "registered_version": done["version"], "metrics": payload["metrics"]}
+                "registered_version": done["version"], "metrics": json.loads(eval_file.read_text())["metrics"],
+                naming.BEST_RANKING_METRIC: trained[naming.BEST_RANKING_METRIC]}
     summary = train(ctx)
     payload = evaluate(ctx)
     result = {"run": ctx.run.name, "up_to_date": False, "mlflow_run_id": summary["run_id"], "train": summary,
-              "metrics": payload["metrics"], "best_single": payload["best_single"]}
+              "metrics": payload["metrics"], "best_single": payload["best_single"],
+              naming.BEST_RANKING_METRIC: summary[naming.BEST_RANKING_METRIC]}
     if register_model:
         record = registered(ctx) or register(ctx)  # a worker that died after registering already did it
         result["registered_version"] = record["version"]

@@ -38,7 +38,7 @@ from typing import Any
 
 from chexops.config import Config, grid_runs
 from chexops.errors import ChexopsError, ConfigError
-from chexops.naming import STATE_FILE, TRAIN_SUMMARY_FILE, RunKey
+from chexops.naming import BEST_RANKING_METRIC, STATE_FILE, RunKey
 from chexops.stages import StageContext, open_tracker, require_prepared, run_configuration
 
 log = logging.getLogger(__name__)
@@ -265,16 +265,9 @@ def _run_claimed(grid: Grid, trial_id: int, keys: dict[str, RunKey], config: Con
         for attr, value in result.items():
             trial.set_user_attr(attr, value)
         # the trial's value is the validation score the checkpoints were ranked by: the test set chooses nothing
-        _tell(study, trial, values=_validation_score(config, key))
+        _tell(study, trial, values=outcome[BEST_RANKING_METRIC])
         log.info(f"[worker] {name}: test mean AUROC {result['test_mean_auroc_6']:.3f}")
         return name, True
-
-
-def _validation_score(config: Config, key: RunKey) -> float:
-    import json
-
-    record = json.loads((key.train_dir(config.train.runs_dir) / TRAIN_SUMMARY_FILE).read_text())
-    return float(record["best_val_mean_auroc_6"])
 
 
 def _tell(study: Any, trial: Any, **kwargs: Any) -> None:

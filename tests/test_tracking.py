@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 from test_serving import make_manifest  # the tiny real run folder both test modules use
 
+from chexops import naming
 from chexops.data.labels import OBSERVATIONS
 from chexops.errors import TrackingError
 from chexops.evaluate import ensemble as serving
@@ -165,18 +166,18 @@ def test_run_tags_record_code_data_and_environment(tmp_path: Path) -> None:
 
 
 def test_registered_model_names_are_valid_for_mlflow() -> None:
-    assert tracking.registered_model_name("chextransfer", "densenet121/random/full") == \
+    assert naming.registered_model_name("chextransfer", "densenet121/random/full") == \
         "chextransfer.densenet121.random.full"
-    name = tracking.registered_model_name("my study", "resnet18/checkpoint:/x/y.pt/drop-2")
+    name = naming.registered_model_name("my study", "resnet18/checkpoint:/x/y.pt/drop-2")
     assert name == "my-study.resnet18.checkpoint.x.y.pt.drop-2"
     with pytest.raises(TrackingError, match="empty"):
-        tracking.registered_model_name("study", "a//b")
+        naming.registered_model_name("study", "a//b")
 
 
 def test_log_ensemble_registers_a_candidate_that_predicts_like_the_manifest(
         tracker: Tracker, store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     manifest = make_manifest(tmp_path)
-    name = tracking.registered_model_name("study", "resnet18/random/drop-3")
+    name = naming.registered_model_name("study", "resnet18/random/drop-3")
     uri_before = mlflow.get_tracking_uri()
     run_id = tracker.start_run("resnet18/random/drop-3", {}, {"train": {"lr": 0.1}})
     example = np.full((1, 20, 24), 7, dtype=np.uint8)

@@ -305,7 +305,7 @@ def _check_optuna(storage: str, killed_run: str, root: Path) -> None:
 def _check_mlflow(uri: str, root: Path) -> None:
     from mlflow import MlflowClient
 
-    from chexops.tracking.runs import registered_model_name
+    from chexops.naming import registered_model_name
 
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("workers")

@@ -8,9 +8,14 @@ writes the run folder, then evaluates and registers.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from chexops.naming import RunKey
+
+if TYPE_CHECKING:
+    from chexops.stages import StageContext
 
 
 @click.command("train")
@@ -49,7 +54,7 @@ def train_command(family: str, initializer: str, truncate: int, params_path: str
         distributed.shutdown()
 
 
-def _follow_rank(ctx: object) -> None:
+def _follow_rank(ctx: StageContext) -> None:
     """A non-zero DDP rank: train alongside rank 0, which does all the writing, logging and evaluation."""
     from chexops.stages import chosen_lr, require_prepared
     from chexops.train.loop import Trainer
@@ -61,7 +66,7 @@ def _follow_rank(ctx: object) -> None:
             False).fit()
 
 
-def _train_main(ctx: object, no_register: bool, under_torchrun: bool) -> None:
+def _train_main(ctx: StageContext, no_register: bool, under_torchrun: bool) -> None:
     from chexops import naming
     from chexops.stages import cache_record, ingest, prepare, run_configuration
 
@@ -84,7 +89,7 @@ def _train_main(ctx: object, no_register: bool, under_torchrun: bool) -> None:
         return
     t = result["train"]
     click.echo(f"trained {ctx.run.name}: {t['examples']} examples in {t['seconds']} s, "
-               f"best validation mean AUROC {t['best_val_mean_auroc_6']:.3f}")
+               f"best validation mean AUROC {result[naming.BEST_RANKING_METRIC]:.3f}")
     click.echo(f"{auroc}; best single checkpoint {result['best_single']['test_mean_auroc_6']:.3f}")
     if "registered_version" in result:
         click.echo(f"registered {naming.registered_model_name(config.experiment, ctx.run.name)} version "

@@ -19,7 +19,7 @@ from chexops.evaluate.bootstrap import bootstrap_ci
 from chexops.evaluate.ensemble import checkpoint_paths, load_ensemble, read_manifest
 from chexops.evaluate.inference import binary_truth
 from chexops.evaluate.metrics import evaluate, study_level
-from chexops.naming import MANIFEST_FILE
+from chexops.naming import MANIFEST_FILE, RANKING_METRIC
 
 
 def roc_figure(truth: np.ndarray, probs: np.ndarray, title: str, path: Path) -> None:
@@ -82,7 +82,7 @@ def evaluate_ensemble(run_dir: Path, out_dir: Path, test_images: np.ndarray, tes
     predictions_frame(studies, truth, study_probs).to_csv(out_dir / "predictions.csv", index=False)
     roc_figure(truth, study_probs, f"{manifest['run']}: ensemble of {len(each)} checkpoints, test split",
                out_dir / "roc.png")
-    best_val = int(np.argmax([c["val_mean_auroc_6"] for c in manifest["checkpoints"]]))
+    best_val = int(np.argmax([c[RANKING_METRIC] for c in manifest["checkpoints"]]))
     return {
         "metrics": {k: v for k, v in result.to_flat_dict(prefix="test").items() if v is not None},
         "n_test_studies": len(studies),

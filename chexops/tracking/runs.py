@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 
 from chexops.errors import TrackingError
-from chexops.naming import registered_model_name  # noqa: F401 - part of this module's API
 
 log = logging.getLogger(__name__)
 

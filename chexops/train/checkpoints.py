@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from chexops.naming import MANIFEST_FILE
+from chexops.naming import MANIFEST_FILE, RANKING_METRIC
 
 
 def atomic_write_bytes(path: Path, write: Any) -> None:
@@ -81,7 +81,7 @@ class TopKKeeper:
         self.metadata.update(extra)
         checkpoints = [
             {"file": c.file, "step": c.step, "examples": c.examples, "epoch": c.epoch,
-             "val_mean_auroc_6": c.score, "metrics": c.metrics}
+             RANKING_METRIC: c.score, "metrics": c.metrics}
             for c in self.kept
         ]
         atomic_write_json({**self.metadata, "top_k": self.k, "checkpoints": checkpoints}, self.run_dir / MANIFEST_FILE)

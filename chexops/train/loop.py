@@ -27,7 +27,7 @@ from chexops.errors import ConfigError
 from chexops.evaluate.inference import binary_truth, predict_probs
 from chexops.evaluate.metrics import evaluate, study_level
 from chexops.models.build import build_model
-from chexops.naming import STATE_FILE, RunKey
+from chexops.naming import BEST_RANKING_METRIC, STATE_FILE, TRAIN_SUMMARY_FILE, RunKey
 from chexops.train import distributed
 from chexops.train.checkpoints import TopKKeeper, atomic_save
 from chexops.train.distributed import ShardBatch, ShardedLoader
@@ -222,7 +222,7 @@ class Trainer:
         bar.close()
         best = self.keeper.kept[0].score if self.keeper.kept else float("nan")
         if distributed.is_main():
-            self.keeper.write_manifest(examples=p.examples, steps=p.step, best_val_mean_auroc_6=best)
+            self.keeper.write_manifest(examples=p.examples, steps=p.step, **{BEST_RANKING_METRIC: best})
         return TrainResult(self.run_dir, best, p.examples, p.step, time.perf_counter() - start, self.report,
                            self.runtime)
 
@@ -282,8 +282,8 @@ def train_run(config: Config, key: RunKey, *, lr: float | None = None, max_examp
     result = trainer.fit()
     if not distributed.is_main():
         return result
-    (run_dir / "train.json").write_text(json.dumps(
+    (run_dir / TRAIN_SUMMARY_FILE).write_text(json.dumps(
         {"run": key.name, "examples": result.examples, "steps": result.steps,
-         "best_val_mean_auroc_6": result.best_val, "device": str(result.runtime.device),
+         BEST_RANKING_METRIC: result.best_val, "device": str(result.runtime.device),
          "precision": result.runtime.precision}, indent=2))
     return result

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from chexops.config import Config
-from chexops.naming import RunKey
+from chexops.naming import BEST_RANKING_METRIC, RunKey
 
 
 def _study(config: Config, key: RunKey) -> Any:
@@ -81,9 +81,9 @@ def search_lr(config: Config, key: RunKey, tracker: Any, progress: bool = True) 
         study.optimize(_objective(config, key, tracker, parent_id, progress), n_trials=remaining,
                        catch=(), gc_after_trial=True)
         best = study.best_trial
-        tracker.log_metrics(parent_id, {"best_val_mean_auroc_6": best.value, "best_lr": best.params["lr"]}, 0)
+        tracker.log_metrics(parent_id, {BEST_RANKING_METRIC: best.value, "best_lr": best.params["lr"]}, 0)
         tracker.flush(parent_id)
     tracker.end_run(parent_id)
-    return {"run": key.name, "lr": best.params["lr"], "tuned": True, "best_val_mean_auroc_6": best.value,
+    return {"run": key.name, "lr": best.params["lr"], "tuned": True, BEST_RANKING_METRIC: best.value,
             "trials": [{"number": t.number, "lr": t.params.get("lr"), "state": t.state.name, "value": t.value}
                        for t in study.trials]}
