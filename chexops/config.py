@@ -6,6 +6,7 @@ Defaults are the CheXtransfer protocol; params.yaml at the repository root is th
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from chexops.errors import ConfigError, did_you_mean
+from chexops.naming import DEFAULT_STRATEGY
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,38 @@ class TuneConfig:
 
 
 @dataclass(frozen=True)
+class AugmentConfig:
+    """Views for contrastive pretraining of grayscale radiographs (after MoCo-CXR): geometry and exposure only;
+    no colour jitter, grayscale conversion or blur, which have no meaning for (or destroy) a radiograph."""
+
+    # Mild: a radiograph's findings are small and often at its edges, and at demo sizes (32-64 px) a 60% crop
+    # leaves views too unlike each other to match (the loss then does not fall).
+    crop_scale: list[float] = field(default_factory=lambda: [0.8, 1.0])  # area fraction of the random crop
+    rotate_degrees: float = 10.0  # MoCo-CXR's
+    hflip: bool = True  # MoCo-CXR's
+    brightness: float = 0.1  # +- shift of the [0, 1] intensity
+    contrast: float = 0.1  # x (1 +- contrast) around the image mean
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """MoCo v2 in-domain self-supervised pretraining (the `ssl` initializer), on the training split's images."""
+
+    examples: int = 65536  # images seen (each as two views); the budget, like train.max_examples
+    batch_size: int = 64
+    lr: float = 1e-3
+    optimizer: str = "adam"  # adam | sgd (MoCo v2's: momentum 0.9, weight decay 1e-4)
+    temperature: float = 0.2
+    momentum: float = 0.99  # key encoder EMA; MoCo v2 uses 0.999 over hundreds of epochs
+    queue: int = 4096  # negatives kept from earlier batches
+    projection_dim: int = 128
+    bn_splits: int = 2  # batch-norm groups that emulate MoCo's shuffled BN on one device
+    save_every: int = 1024  # examples between resumable states and loss logs
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class TrackingConfig:
     uri: str = "sqlite:///mlflow.db"
     artifacts: str = "mlartifacts"
@@ -96,6 +130,7 @@ class TruncatedRun:
     family: str
     depth: int
     init: str = "imagenet"
+    strategy: str = DEFAULT_STRATEGY  # a registered truncation; named in the run only when not the default
 
 
 @dataclass(frozen=True)
@@ -103,6 +138,9 @@ class GridConfig:
     families: list[str] = field(default_factory=lambda: ["densenet121"])
     initializers: list[str] = field(default_factory=lambda: ["random"])
     truncated: list[TruncatedRun] = field(default_factory=list)
+    # Each full configuration is trained on these fractions of the labelled training split (patient-grouped,
+    # seeded); pretraining still sees every image. Written as floats (1.0, 0.1) so DVC names folders alike.
+    label_fractions: list[float] = field(default_factory=lambda: [1.0])
 
 
 @dataclass(frozen=True)
@@ -120,6 +158,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     grid: GridConfig = field(default_factory=GridConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
@@ -147,16 +186,28 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"{where} must be a list, got {value!r}.")
         return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
-    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if hint is float and isinstance(value, str):  # YAML reads 1e-4 (no dot) as a string
-        try:
-            return float(value)
-        except ValueError:
-            pass
+    if hint is float:
+        return _finite(value, where)
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
         raise ConfigError(f"{where} must be {hint.__name__}, got {value!r}.")
     return value
+
+
+def _finite(value: Any, where: str) -> float:
+    """A float field's value; YAML's .inf and .nan are numbers too, and every check after this assumes finite."""
+    number = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):  # YAML reads 1e-4 (no dot) as a string
+        try:
+            number = float(value)
+        except ValueError:
+            pass
+    if number is None:
+        raise ConfigError(f"{where} must be float, got {value!r}.")
+    if not math.isfinite(number):
+        raise ConfigError(f"{where} must be a finite number, got {value!r}.")
+    return number
 
 
 def _build(cls: type, raw: dict[str, Any], where: str) -> Any:
@@ -171,10 +222,21 @@ def _build(cls: type, raw: dict[str, Any], where: str) -> Any:
                 f"Valid keys{' of ' + where if where else ''}: {', '.join(valid)}."
             )
         kwargs[key] = _coerce(value, hints[key], path)
+    required = [f.name for f in dataclasses.fields(cls) if f.name not in kwargs
+                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if required:
+        given = ", ".join(f"{k}: {v!r}" for k, v in raw.items()) or "nothing"
+        raise ConfigError(f"{where or 'params'} lacks the required key{'s' * (len(required) > 1)} "
+                          f"{', '.join(required)} (it has {given}); add it. Keys of {where or 'params'}: "
+                          f"{', '.join(valid)}.")
     return cls(**kwargs)
 
 
 def config_from_dict(raw: dict[str, Any] | None) -> Config:
+    fractions = ((raw or {}).get("grid") or {}).get("label_fractions") or []
+    # DVC writes `1` where Python writes `1.0`: the folder DVC expects and the one the stage writes would differ
+    _check(not any(isinstance(f, int) and not isinstance(f, bool) for f in fractions if f is not None),
+           f"grid.label_fractions must be written as decimals (e.g. [0.1, 1.0]), got {fractions}.")
     return _build(Config, raw or {}, "")
 
 
@@ -231,31 +293,75 @@ def validate(config: Config) -> Config:
     _check(config.eval.bootstrap >= 1, f"eval.bootstrap must be >= 1, got {config.eval.bootstrap}.")
     _check(0 < config.tune.lr_min < config.tune.lr_max, "tune.lr_min must be in (0, tune.lr_max).")
     get_registry().label_policy(d.label_policy)
-    base = {(f, i, 0) for f in config.grid.families for i in config.grid.initializers}
-    for name, init, depth in grid_runs(config):
-        _check(depth > 0 or (name, init, depth) in base,
-               f"grid.truncated has {name} at depth {depth}; a truncated run drops 1 or more blocks.")
-        check_run(name, init, depth, d.image_size, where="grid.truncated has")
+    _validate_pretrain(config.pretrain)
+    g = config.grid
+    fractions = g.label_fractions
+    _check(bool(fractions) and all(0 < f <= 1 for f in fractions) and len(set(fractions)) == len(fractions),
+           f"grid.label_fractions must be distinct fractions in (0, 1], e.g. [0.1, 1.0]; got {fractions}.")
+    folders: dict[tuple[str, str, int, float], str] = {}
+    for name, init, depth, fraction, strategy in grid_runs(config):
+        check_run(name, init, depth, d.image_size, where="grid.truncated has", strategy=strategy)
+        other = folders.setdefault((name, init, depth, fraction), strategy)
+        _check(other == strategy,
+               f"grid.truncated has {name}/{init} at depth {depth} with strategies {other} and {strategy}: a run's "
+               "folder (and its DVC outputs) is named by family, initializer and depth only; give them other depths.")
+    for t in g.truncated:
+        # a truncated run is judged against its full model, and shares that model's pretraining stage
+        _check(t.family in g.families and t.init in g.initializers,
+               f"grid.truncated has {t.family}/{t.init}, which is not a full configuration of the grid; add "
+               f"{t.family} to grid.families and {t.init} to grid.initializers.")
+        _check(t.depth > 0, f"grid.truncated has {t.family} at depth {t.depth}; a truncated run drops 1 or more "
+               "blocks.")
     return config
 
 
+def _validate_pretrain(p: PretrainConfig) -> None:
+    _check(p.examples >= p.batch_size >= 2, f"pretrain.examples ({p.examples}) must be >= pretrain.batch_size "
+           f"({p.batch_size}) >= 2: contrastive learning needs at least two images per batch.")
+    _check(p.lr > 0 and p.temperature > 0, "pretrain.lr and pretrain.temperature must be > 0.")
+    _check(p.optimizer in ("adam", "sgd"), f"pretrain.optimizer must be adam or sgd, got {p.optimizer!r}.")
+    _check(0 <= p.momentum < 1, f"pretrain.momentum must be in [0, 1), got {p.momentum}.")
+    _check(p.queue >= p.batch_size and p.queue % p.batch_size == 0,
+           f"pretrain.queue ({p.queue}) must be a multiple of pretrain.batch_size ({p.batch_size}).")
+    _check(p.bn_splits >= 1 and p.batch_size % p.bn_splits == 0,
+           f"pretrain.bn_splits ({p.bn_splits}) must divide pretrain.batch_size ({p.batch_size}).")
+    _check(p.save_every >= 1 and p.projection_dim >= 1, "pretrain.save_every and projection_dim must be >= 1.")
+    a = p.augment
+    _check(len(a.crop_scale) == 2 and 0 < a.crop_scale[0] <= a.crop_scale[1] <= 1,
+           f"pretrain.augment.crop_scale must be [low, high] with 0 < low <= high <= 1, got {a.crop_scale}.")
+    _check(0 <= a.rotate_degrees <= 180 and 0 <= a.brightness < 1 and 0 <= a.contrast < 1,
+           "pretrain.augment: rotate_degrees in [0, 180], brightness and contrast in [0, 1).")
+
+
 def check_run(family_name: str, initializer: str, depth: int, image_size: int | None = None,
-              where: str = "--truncate is") -> None:
+              where: str = "--truncate is", strategy: str = DEFAULT_STRATEGY) -> None:
     """One configuration's names and depth against the registered components (no torch, nothing written)."""
     from chexops.components.registry import get_registry
 
     registry = get_registry()
     family = registry.family(family_name)
     registry.initializer(initializer)
+    truncation = registry.truncation(strategy)
+    if strategy != DEFAULT_STRATEGY:
+        # A run's folder is named by its depth, so a depth-less strategy would share the full model's folder.
+        _check(truncation.takes_depth, f"{where} {family_name} with strategy {strategy!r}, which takes no depth: a "
+                                       "study run needs a strategy that cuts at a depth (`chexops build --strategy` "
+                                       "still builds it).")
+        _check(depth >= 1, f"{where} {family_name} with strategy {strategy!r} at depth 0; give a depth of 1 to "
+                           f"{family.max_drop}.")
     _check(0 <= depth <= family.max_drop,
            f"{where} {family_name} at depth {depth}, but {family_name} allows dropping 1 to {family.max_drop} blocks.")
     _check(image_size is None or image_size >= family.min_size,
            f"{family_name} needs images of at least {family.min_size} px; data.image_size is {image_size}.")
 
 
-def grid_runs(config: Config) -> list[tuple[str, str, int]]:
-    """Every (family, initializer, truncation depth) of the study, full models first, without repeats."""
+def grid_runs(config: Config) -> list[tuple[str, str, int, float, str]]:
+    """Every (family, initializer, truncation depth, label fraction, truncation strategy) of the study, full
+    models on all labels first, without repeats; the tuple is a RunKey's fields, in order. Truncated runs train
+    on all labels."""
     g = config.grid
-    runs = [(f, i, 0) for f in g.families for i in g.initializers]
-    runs += [(t.family, t.init, t.depth) for t in g.truncated]
+    fractions = sorted(g.label_fractions, reverse=True)
+    runs = [(f, i, 0, 1.0, DEFAULT_STRATEGY) for f in g.families for i in g.initializers if 1.0 in fractions]
+    runs += [(t.family, t.init, t.depth, 1.0, t.strategy) for t in g.truncated]
+    runs += [(f, i, 0, x, DEFAULT_STRATEGY) for x in fractions if x != 1.0 for f in g.families for i in g.initializers]
     return list(dict.fromkeys(runs))

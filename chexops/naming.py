@@ -32,9 +32,31 @@ RANKING_METRIC = "val_mean_auroc_6"
 BEST_RANKING_METRIC = f"best_{RANKING_METRIC}"
 
 
-def truncation_label(depth: int) -> str:
-    """How runs and reports name a truncation depth: `full`, `drop-1`, `drop-2`, ..."""
-    return "full" if depth == 0 else f"drop-{depth}"
+# Files of the pretrain stage (runs/pretrain/<family>__<initializer>/).
+BACKBONE_FILE = "backbone.pt"  # the pretrained network's state dict, what the initializer loads
+PRETRAIN_FILE = "pretrain.json"  # what was pretrained, how, the backbone's sha256 and its MLflow run
+
+
+def pretrain_dir(runs_dir: str | Path, family: str, initializer: str) -> Path:
+    """Where the pretrain stage leaves the (family, initializer) backbone; one per pair, shared by every
+    fine-tune of it (full, truncated, each label fraction)."""
+    return Path(runs_dir) / "pretrain" / f"{family}__{initializer}"
+
+
+def fraction_label(fraction: float) -> str:
+    """`labels-0.1`: how folders name a label fraction (str(float), as DVC renders params.yaml's value)."""
+    return f"labels-{float(fraction)}"
+
+
+DEFAULT_STRATEGY = "drop-last-k"  # the truncation strategy of a grid.truncated entry that names none
+
+
+def truncation_label(depth: int, strategy: str = DEFAULT_STRATEGY) -> str:
+    """How runs and reports name a truncation: `full`, `drop-1`, `drop-2`, ... for the default strategy;
+    `<strategy>-<depth>` for another one (`<strategy>` alone when it takes no depth)."""
+    if strategy == DEFAULT_STRATEGY:
+        return "full" if depth == 0 else f"drop-{depth}"
+    return f"{strategy}-{depth}" if depth else strategy
 
 
 @dataclass(frozen=True)
@@ -44,20 +66,42 @@ class RunKey:
     family: str
     initializer: str
     depth: int = 0
+    fraction: float = 1.0  # of the labelled training split
+    strategy: str = DEFAULT_STRATEGY
 
-    @property
-    def name(self) -> str:
-        """`densenet121/imagenet/full`: the MLflow run name."""
+    def __post_init__(self) -> None:
+        # a strategy passed where the fraction goes would otherwise name a folder "labels-drop-last-k"
+        if isinstance(self.fraction, bool) or not isinstance(self.fraction, int | float):
+            raise TypeError(f"RunKey.fraction must be a number, got {self.fraction!r}; pass strategy= by name.")
+
+    def _init_label(self) -> str:
         init = self.initializer
         if ":" in init:  # checkpoint:/long/path/model.pt -> checkpoint-model
             base, _, arg = init.partition(":")
             init = f"{base}-{Path(arg).stem}"
-        return f"{self.family}/{init}/{truncation_label(self.depth)}"
+        return init
+
+    @property
+    def name(self) -> str:
+        """`densenet121/imagenet/full`: the MLflow run name (`resnet18/random/keep-first-2` for a strategy other
+        than drop-last-k, `densenet121/ssl/full/labels-0.1` for a label fraction)."""
+        name = f"{self.family}/{self._init_label()}/{truncation_label(self.depth, self.strategy)}"
+        return name if self.fraction == 1.0 else f"{name}/{fraction_label(self.fraction)}"
 
     @property
     def slug(self) -> str:
-        """A folder- and registry-safe form of the name: `densenet121__imagenet__full`."""
-        return re.sub(r"[^A-Za-z0-9_.-]", "-", self.name.replace("/", "__"))
+        """The run's folder name, `densenet121__imagenet__full__labels-1.0`: family, initializer, depth and label
+        fraction, never the strategy.
+
+        dvc.yaml names a run's outputs from its grid entry, and DVC can only template paths from keys every entry
+        has; `strategy` is optional, so it cannot be part of the folder (the grid therefore refuses two strategies
+        at the same family, initializer and depth), and the fraction is always there, 1.0 included.
+        """
+        name = f"{self.family}__{self._init_label()}__{truncation_label(self.depth)}__{fraction_label(self.fraction)}"
+        return re.sub(r"[^A-Za-z0-9_.-]", "-", name)
+
+    def pretrain_dir(self, runs_dir: str | Path) -> Path:
+        return pretrain_dir(runs_dir, self.family, self.initializer)
 
     # One folder per stage, so each DVC stage owns its outputs: tune -> train -> eval -> registry.
     def tune_file(self, runs_dir: str | Path) -> Path:
@@ -85,6 +129,33 @@ class RunKey:
 
     def optuna_study_name(self, experiment: str) -> str:
         return f"{experiment}/{self.name}"
+
+
+def pretrain_run_name(family: str, initializer: str) -> str:
+    """The MLflow run of a pretrain stage: `densenet121/ssl/pretrain`."""
+    return f"{family}/{initializer}/pretrain"
+
+
+def data_description(source: str, image_size: int, test_source: str | None = None) -> str:
+    """What data made a number, said wherever one is shown: synthetic data is never called CheXpert's test set."""
+    what = (f"synthetic CheXpert-format phantoms, {image_size} px" if source == "synthetic"
+            else f"CheXpert folder, {image_size} px")
+    return what + (f"; test: {describe_test_split(source, test_source)}" if test_source else "")
+
+
+def describe_test_split(source: str, recorded: str) -> str:
+    """What the test split is, in words: never 'official' for synthetic data."""
+    return ("synthetic " if source == "synthetic" else "") + _test_source(recorded)
+
+
+def _test_source(recorded: str) -> str:
+    """'official' -> the folder's labelled test split; 'holdout:0.1:seed0' -> a patient hold-out of train."""
+    if recorded == "official":
+        return "labelled test split (test.csv + groundtruth.csv)"
+    if recorded.startswith("holdout:"):
+        _, fraction, seed = recorded.split(":")
+        return f"patient hold-out ({fraction} of train patients, {seed})"
+    return recorded
 
 
 def summary_run_name(study: str) -> str:

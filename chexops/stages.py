@@ -1,6 +1,6 @@
 """Every stage of the study, one function each, all with one signature: `stage(ctx: StageContext) -> dict`.
 
-    ingest -> prepare -> tune -> train -> evaluate -> register -> analyze
+    ingest -> prepare -> pretrain -> tune -> train -> evaluate -> register -> analyze
 
 `dvc repro` runs them through `pipelines/<stage>.py`; `chexops train` and `chexops worker` run
 `run_configuration` (tune's choice -> train -> evaluate -> register) for one configuration. Each stage reads the
@@ -161,7 +161,7 @@ def open_tracker(config: Config) -> Any:
 
     tracker = Tracker.open(config.tracking.uri, config.tracking.artifacts, config.experiment)
     note = (f"CheXtransfer study `{config.study.name}`: {len(grid_runs(config))} configurations on "
-            f"{config.data.source} data at {config.data.image_size} px. Runs are named family/initializer/truncation "
+            f"{describe_data(config)}. Runs are named family/initializer/truncation "
             "(e.g. densenet121/imagenet/drop-1); filter with tags.chexops.group, tags.chexops.initializer, "
             "tags.chexops.truncation; compare test_mean_auroc_6 (95% CI in *_ci_low/_ci_high); "
             f"`{naming.summary_run_name(config.study.name)}` holds the analysis report.")
@@ -188,7 +188,99 @@ def run_params(config: Config, key: RunKey, lr: float) -> dict[str, Any]:
     """The params of one configuration's run: its own settings, not the whole grid's or the analyses'."""
     d = config.to_dict()
     return {"study": d["study"], "data": d["data"], "model": d["model"], "train": d["train"],
-            "run": {"lr": lr, "family": key.family, "initializer": key.initializer, "depth": key.depth}}
+            "run": {"lr": lr, "family": key.family, "initializer": key.initializer, "depth": key.depth,
+                    "truncation_strategy": key.strategy}}
+
+
+def describe_data(config: Config) -> str:
+    """'synthetic CheXpert-format phantoms, 64 px; test: synthetic patient hold-out (...)': for tags and reports."""
+    return naming.data_description(config.data.source, config.data.image_size, recorded_test_source(config))
+
+
+def pretrain(ctx: StageContext) -> dict[str, Any]:
+    """The initializer's pretraining step for one family (e.g. ssl: MoCo v2 on the training images), once per
+    (family, initializer) and shared by all its fine-tunes; a pass-through record for initializers without one."""
+    from dataclasses import asdict
+
+    from chexops.components.registry import get_registry
+
+    config, key = ctx.config, ctx.run
+    registry = get_registry()
+    spec, _ = registry.initializer(key.initializer)
+    out = key.pretrain_dir(ctx.runs_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    record: dict[str, Any] = {"family": key.family, "initializer": key.initializer}
+    if spec.pretrain is None:
+        record["pretraining"] = f"none: the {key.initializer} initializer has no pretraining step"
+        (out / naming.PRETRAIN_FILE).write_text(json.dumps(record, indent=2))
+        return record
+    require_prepared(config)
+    tracker = ctx.open_tracker()
+    name = naming.pretrain_run_name(key.family, key.initializer)
+    data = describe_data(config)
+    tags = {"chexops.stage": "pretrain", "chexops.family": key.family, "chexops.initializer": key.initializer,
+            "chexops.data": data, "chexops.data_hash": data_hash(config),
+            "mlflow.note.content": f"{spec.label or key.initializer} pretraining of {key.family} on the training "
+                                   f"split's images, labels unused; data: {data}."}
+    params = {"pretrain": asdict(config.pretrain), "run": {"family": key.family, "initializer": key.initializer},
+              "data": {"source": config.data.source, "image_size": config.data.image_size}}
+    run_id = tracker.start_run(name, tags, params, run_id=run_record(out).get("run_id"))
+    _save_run_record(out, run_id=run_id, run=name)
+
+    def log(metrics: dict[str, float], step: int) -> None:
+        tracker.log_metrics(run_id, metrics, step)
+        tracker.flush(run_id)
+
+    with tracker.run_guard(run_id):
+        summary = spec.pretrain(registry.family(key.family), out, {"config": config, "progress": ctx.progress,
+                                                                   "log": log})
+        tracker.log_metrics(run_id, {"pretrain_seconds": summary["seconds"]}, summary["examples"])
+        record |= {"method": summary.get("method"), "label": spec.label, "mlflow_run_id": run_id, "data": data,
+                   "data_hash": data_hash(config), "settings": asdict(config.pretrain)} | {
+                       k: v for k, v in summary.items() if k != "seconds"}
+        (out / naming.PRETRAIN_FILE).write_text(json.dumps(record, indent=2))
+        tracker.log_artifact(run_id, out / naming.BACKBONE_FILE, "backbone")
+        tracker.log_artifact(run_id, out / naming.PRETRAIN_FILE, "backbone")
+    tracker.end_run(run_id)
+    # the resumable state (both encoders, the queue, the optimiser) is several backbones' size: done, not kept
+    (out / naming.STATE_FILE).unlink(missing_ok=True)
+    return record | {"seconds": summary["seconds"]}
+
+
+def pretrained_current(config: Config, key: RunKey) -> bool:
+    """Whether the configuration's pretrain folder holds what the pretrain stage would make now (or nothing
+    is needed): same initializer, family, settings and data."""
+    from dataclasses import asdict
+
+    from chexops.components.registry import get_registry
+
+    spec, _ = get_registry().initializer(key.initializer)
+    path = key.pretrain_dir(config.train.runs_dir) / naming.PRETRAIN_FILE
+    if spec.pretrain is None:
+        return True
+    record = json.loads(path.read_text()) if path.is_file() else {}
+    return (record.get("settings") == asdict(config.pretrain) and record.get("data_hash") == data_hash(config)
+            and (path.parent / naming.BACKBONE_FILE).is_file())
+
+
+def ensure_pretrained(ctx: StageContext) -> dict[str, Any] | None:
+    """Run the pretrain stage for `chexops train` / `chexops worker` when its output is missing or stale; one
+    process at a time per folder (workers of one family's configurations may reach it together)."""
+    import fcntl
+
+    if pretrained_current(ctx.config, ctx.run):
+        return None
+    folder = ctx.run.pretrain_dir(ctx.runs_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the second process waits, then finds the work done
+        if pretrained_current(ctx.config, ctx.run):
+            return None
+        (folder / naming.PRETRAIN_FILE).unlink(missing_ok=True)
+        state = folder / naming.STATE_FILE
+        if state.is_file() and not (folder / naming.RUN_RECORD_FILE).is_file():
+            state.unlink()
+        return pretrain(ctx)
 
 
 def chosen_lr(config: Config, key: RunKey) -> float:
@@ -229,13 +321,19 @@ def train(ctx: StageContext) -> dict[str, Any]:
     trainer = Trainer(config, key, run_dir, lr, config.train.max_examples, None, None, ctx.progress)
     rt, tracker = trainer.runtime, ctx.open_tracker()
     tags = run_tags(trainer.report, str(rt.device), rt.precision, data_hash(config),
-                    {"chexops.test_source": recorded_test_source(config)})
+                    {"chexops.test_source": naming.describe_test_split(config.data.source,
+                                                                           recorded_test_source(config)),
+                     "chexops.data": describe_data(config),
+                     "chexops.label_fraction": key.fraction})
     run_id = tracker.start_run(key.name, tags, run_params(config, key, lr), run_id=run_record(run_dir).get("run_id"))
     _save_run_record(run_dir, run_id=run_id, run=key.name)
+    if trainer.resume_examples:
+        trainer.seconds_before = tracker.metric_at(run_id, "train_seconds", trainer.resume_examples) or 0.0
     trainer.log = lambda metrics, step: (tracker.log_metrics(run_id, metrics, step), tracker.flush(run_id))
     with tracker.run_guard(run_id):
         result = trainer.fit()
-    # the run's wall-clock duration also spans the later evaluate/register stages; this is training alone
+    # the run's wall-clock duration also spans the later evaluate/register stages; this is training alone, over
+    # every process that trained it (a resumed run adds its time to the time logged at the state it resumed from)
     speed = result.examples / result.seconds if result.seconds else None
     tracker.log_metrics(run_id, {"train_seconds": result.seconds} | ({"train_examples_per_second": speed}
                                                                      if speed else {}), result.examples)
@@ -251,6 +349,7 @@ def train(ctx: StageContext) -> dict[str, Any]:
 
 def evaluate(ctx: StageContext) -> dict[str, Any]:
     """Ensemble test metrics with CIs -> eval.json, predictions.csv, roc.png, and the same run in MLflow."""
+    from chexops.components.registry import get_registry
     from chexops.data.cache import load_split
     from chexops.evaluate.ensemble import read_manifest
     from chexops.evaluate.scoring import evaluate_ensemble, write_eval
@@ -262,10 +361,14 @@ def evaluate(ctx: StageContext) -> dict[str, Any]:
     e = config.eval
     payload = evaluate_ensemble(run_dir, out_dir, test.images, test.index, e.bootstrap, e.ci, e.seed)
     report = manifest["report"]
+    init_spec, _ = get_registry().initializer(key.initializer)
     payload = {"run": key.name, "family": key.family, "group": report["group"], "initializer": key.initializer,
-               "truncation": report["truncation"], "depth": key.depth, "parameters": report["parameters"],
+               "truncation": report["truncation"],
+               "truncation_strategy": key.strategy, "depth": key.depth, "parameters": report["parameters"],
                "imagenet_top1": report["imagenet_top1"], "timm_tag": report["timm_tag"],
-               "test_source": recorded_test_source(config), "mlflow_run_id": run_id} | payload
+               "test_source": recorded_test_source(config), "data": describe_data(config),
+               "label_fraction": key.fraction, "initializer_pretrained": init_spec.pretrained,
+               "initializer_label": init_spec.label or key.initializer, "mlflow_run_id": run_id} | payload
     write_eval(out_dir, payload)
     tracker = ctx.open_tracker()
     tracker.start_run(key.name, {}, {}, run_id=run_id)
@@ -294,26 +397,28 @@ def _require_run_id(run_dir: Path) -> str:
 
 def register(ctx: StageContext) -> dict[str, Any]:
     """Log the ensemble as a pyfunc model, register a new version with alias `candidate`."""
-    from chexops.data.cache import load_split
-
     config, key = ctx.config, ctx.run
     run_dir = key.train_dir(ctx.runs_dir)
     run_id = _require_run_id(run_dir)
     payload = json.loads((key.eval_dir(ctx.runs_dir) / naming.EVAL_FILE).read_text())
-    test = load_split(Path(config.data.cache_dir), "test")
     name = naming.registered_model_name(config.experiment, key.name)
     tracker = ctx.open_tracker()
     tracker.start_run(key.name, {}, {}, run_id=run_id)
     with tracker.run_guard(run_id):
         defined = {k: v for k, v in payload["metrics"].items() if v is not None}
-        version = tracker.log_ensemble(run_id, run_dir / naming.MANIFEST_FILE, name, defined,
-                                       input_example=test.images[:2].copy())
+        version = tracker.log_ensemble(run_id, run_dir / naming.MANIFEST_FILE, name, defined)
     tracker.end_run(run_id)
     record = {"registered_model": name, "version": int(version), "alias": "candidate", "run_id": run_id}
     path = key.registry_file(ctx.runs_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2))
     return record
+
+
+def evaluate_and_register(ctx: StageContext) -> dict[str, Any]:
+    """evaluate -> register, the DVC stage `evaluate`: one process per configuration pays the imports once."""
+    payload = evaluate(ctx)
+    return {"run": payload["run"], "metrics": payload["metrics"], "registered": register(ctx)}
 
 
 def registered(ctx: StageContext) -> dict[str, Any] | None:
@@ -331,6 +436,7 @@ def run_configuration(ctx: StageContext, register_model: bool = True) -> dict[st
     trained to its budget, evaluated and registered is left as it is (a no-op), unless `ctx.restart`.
     """
     require_prepared(ctx.config)  # a run trained on a cache made for other settings is not up to date either
+    ensure_pretrained(ctx)
     done = None if ctx.restart else registered(ctx)
     eval_file = ctx.run.eval_dir(ctx.runs_dir) / naming.EVAL_FILE
     if done and eval_file.is_file() and _trained_to_budget(ctx):
@@ -370,7 +476,10 @@ def analyze(ctx: StageContext) -> dict[str, Any]:
     a = config.analysis
     outputs = write_report(study, Path(a.reports_dir), a.bootstrap, a.seed)
     tracker = ctx.open_tracker()
-    run_id = tracker.start_run(naming.summary_run_name(config.study.name), {"chexops.stage": "analyze"},
+    run_id = tracker.start_run(naming.summary_run_name(config.study.name),
+                               {"chexops.stage": "analyze", "chexops.data": describe_data(config),
+                                "mlflow.note.content": f"The study's analyses over {len(keys)} runs; data: "
+                                                       f"{describe_data(config)}."},
                                {"analysis": vars(a), "runs": [k.name for k in keys]})
     with tracker.run_guard(run_id):
         for path in outputs.values():
@@ -380,9 +489,10 @@ def analyze(ctx: StageContext) -> dict[str, Any]:
     return {"report": str(Path(a.reports_dir) / "study.md"), "runs": len(keys), "summary_run_id": run_id}
 
 
-STAGES: dict[str, Stage] = {"ingest": ingest, "prepare": prepare, "tune": tune, "train": train,
-                            "evaluate": evaluate, "register": register, "analyze": analyze}
-PER_CONFIGURATION = frozenset({"tune", "train", "evaluate", "register"})
+STAGES: dict[str, Stage] = {"ingest": ingest, "prepare": prepare, "pretrain": pretrain, "tune": tune,
+                            "train": train, "evaluate": evaluate, "register": register,
+                            "evaluate_and_register": evaluate_and_register, "analyze": analyze}
+PER_CONFIGURATION = frozenset({"pretrain", "tune", "train", "evaluate", "register", "evaluate_and_register"})
 
 
 def stage(name: str) -> Stage:

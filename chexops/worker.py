@@ -38,7 +38,7 @@ from typing import Any
 
 from chexops.config import Config, grid_runs
 from chexops.errors import ChexopsError, ConfigError
-from chexops.naming import BEST_RANKING_METRIC, STATE_FILE, RunKey
+from chexops.naming import BEST_RANKING_METRIC, RunKey
 from chexops.stages import StageContext, open_tracker, require_prepared, run_configuration
 
 log = logging.getLogger(__name__)
@@ -95,11 +95,21 @@ def open_storage(url: str, heartbeat: int, grace: int | None, retry: Any) -> Any
     if (url.startswith("sqlite") and ":memory:" in url) or url in ("sqlite://", "sqlite:///"):
         raise ConfigError("--storage is an in-memory SQLite database, which no other worker can see; use a file "
                           "(sqlite:///runs/grid.db) or a PostgreSQL URL (postgresql+psycopg2://user@host/db).")
+    from sqlalchemy.exc import IntegrityError
+
     with _quiet_experimental():
         try:
-            return RDBStorage(url, heartbeat_interval=heartbeat, grace_period=grace,
-                              heartbeat_stale_trial_callback=retry,
-                              engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None)
+            for attempt in range(3):
+                try:
+                    return RDBStorage(url, heartbeat_interval=heartbeat, grace_period=grace,
+                                      heartbeat_stale_trial_callback=retry,
+                                      engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None)
+                except IntegrityError:
+                    # workers started together on an empty database race to CREATE its tables (PostgreSQL:
+                    # duplicate pg_type row); the loser finds them made on its next try
+                    if attempt == 2:
+                        raise
+                    time.sleep(1.0 + attempt)
         except Exception as exc:  # driver, network and authentication errors all mean the same to the user
             raise WorkerError(f"cannot open the Optuna storage {_redact(url)}: {type(exc).__name__}: {exc}. Check "
                               "that the database server is up and the URL (driver, user, host, port, database) "
@@ -222,15 +232,12 @@ class Heartbeat:
         self._thread.join()
 
 
-def resumed_from(run_dir: Path) -> int:
+def resumed_from(run_dir: Path, key: RunKey) -> int:
     """Examples a run folder's saved state has already trained (0 when it starts fresh)."""
-    import torch
+    from chexops.train.checkpoints import read_state
 
-    path = run_dir / STATE_FILE
-    if not path.is_file():
-        return 0
-    state = torch.load(path, map_location="cpu", weights_only=False)  # our own file
-    return int(state["progress"]["examples"])
+    state = read_state(run_dir, key)  # a damaged state is the trial's one-line error, not a traceback
+    return 0 if state is None else int(state["progress"]["examples"])
 
 
 def _run_claimed(grid: Grid, trial_id: int, keys: dict[str, RunKey], config: Config, tracker: Any,
@@ -242,7 +249,7 @@ def _run_claimed(grid: Grid, trial_id: int, keys: dict[str, RunKey], config: Con
     with Heartbeat(grid.storage, trial_id, options["heartbeat"]):
         trial, name = open_trial(grid, trial_id, list(keys))
         key = keys[name]
-        start = resumed_from(key.train_dir(config.train.runs_dir))
+        start = resumed_from(key.train_dir(config.train.runs_dir), key)
         trial.set_user_attr(RUN_PARAM, name)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         trial.set_user_attr("resumed_from_examples", start)

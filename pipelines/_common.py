@@ -23,7 +23,10 @@ def run_stage(name: str, description: str) -> None:
     if name in PER_CONFIGURATION:
         p.add_argument("--family", required=True)
         p.add_argument("--init", required=True)
-        p.add_argument("--truncate", type=int, default=0)
+        # dvc.yaml passes a grid.truncated entry as it is written (`--family F --depth K --init I [--strategy S]`)
+        p.add_argument("--truncate", "--depth", dest="truncate", type=int, default=0)
+        p.add_argument("--strategy", default=None)
+        p.add_argument("--fraction", type=float, default=1.0, help="of the labelled training split")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("chexops").setLevel(logging.INFO)  # chexops' own progress; other libraries' warnings only
@@ -37,10 +40,12 @@ def run_stage(name: str, description: str) -> None:
 def _run(name: str, args: argparse.Namespace) -> dict:
     from chexops.components.lock import check_lock
     from chexops.config import load_config, validate
-    from chexops.naming import RunKey
+    from chexops.naming import DEFAULT_STRATEGY, RunKey
     from chexops.stages import StageContext, stage
 
     config = validate(load_config(args.params))
     check_lock()
-    key = RunKey(args.family, args.init, args.truncate) if hasattr(args, "family") else None
+    key = None
+    if hasattr(args, "family"):
+        key = RunKey(args.family, args.init, args.truncate, args.fraction, args.strategy or DEFAULT_STRATEGY)
     return stage(name)(StageContext(config, key, progress=not args.quiet))

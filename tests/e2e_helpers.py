@@ -117,11 +117,12 @@ class Study:
         (self.root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def build_study(root: Path) -> Study:
+def build_study(root: Path, params: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> Study:
+    """The tiny study in `root`; `params` are merged over TINY_PARAMS, `env` over the stages' environment."""
     copy_worktree(REPO, root)
-    params = _merge(yaml.safe_load((root / "params.yaml").read_text()), TINY_PARAMS)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = pipeline_env(root)
+    merged = _merge(_merge(yaml.safe_load((root / "params.yaml").read_text()), TINY_PARAMS), params or {})
+    (root / "params.yaml").write_text(yaml.safe_dump(merged, sort_keys=False))
+    env = pipeline_env(root) | (env or {})
     for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "tiny study"]):
         run(["git", *cmd], root, env)
     stages = run([sys.executable, "-m", "dvc", "stage", "list", "--all", "--name-only"], root, env).output.split()

@@ -280,5 +280,50 @@ def test_one_run_only(tmp_path: Path) -> None:
     assert len(main_table(s)) == 1
     assert not (spearman(s)["status"] == MEASURED).any()
     boost = pretraining_boost(s, B)
-    assert boost.size_differences.iloc[0]["status"] == "not measured: only one full G1/random family (alpha)"
+    # a group with one family has nothing to compare: no row for it, and the table says why it is empty
+    assert boost.size_differences.iloc[0]["status"] == (
+        "not measured: no group has two full families of one initializer")
     assert truncation_table(s, B).summary["status"] == "not measured: no truncated runs"
+
+
+def test_every_pretrained_initializer_is_compared_with_random_and_with_imagenet(tmp_path: Path) -> None:
+    """ssl (or any pretrained initializer) gets the paper's analyses against random, and against imagenet when
+    both are present; label-fraction runs stay out of them."""
+    from chexops.analysis.tables import Comparison, comparisons, label_fraction_table, pretraining_boosts
+
+    dirs = write_full_grid(tmp_path) + [write_run(tmp_path / "ssl", f, "ssl", SEP["random"][f] + 0.3)
+                                        for f in FAMILIES]
+    s = load_runs(dirs)
+    assert comparisons(s) == [Comparison("imagenet"), Comparison("ssl"), Comparison("ssl", "imagenet")]
+    boosts = {b.comparison.name: b for b in pretraining_boosts(s, B)}
+    full = s.full.set_index("run")
+    fam = boosts["ssl - random"].per_family.set_index("family")
+    for f in FAMILIES:
+        diff = full.loc[f"{f}/ssl/full", "auroc_6"] - full.loc[f"{f}/random/full", "auroc_6"]
+        assert fam.loc[f, "boost"] == pytest.approx(diff, abs=1e-12) and fam.loc[f, "ci_low"] > 0
+    assert boosts["ssl - random"].mean["n_families"] == 4
+    vs_imagenet = boosts["ssl - imagenet"].per_family.set_index("family")
+    assert vs_imagenet.loc["alpha", "boost"] == pytest.approx(
+        full.loc["alpha/ssl/full", "auroc_6"] - full.loc["alpha/imagenet/full", "auroc_6"], abs=1e-12)
+    sp = spearman(s).set_index(["analysis", "initializer"])
+    assert sp.loc[("boost_vs_params", "ssl - random"), "status"] == MEASURED
+    assert sp.loc[("boost_vs_params", "ssl - imagenet"), "n"] == 4
+    assert label_fraction_table(s, B)["label_fraction"].unique().tolist() == [1.0]
+
+
+def test_label_fraction_runs_make_the_label_fraction_table_only(tmp_path: Path) -> None:
+    from chexops.analysis.tables import label_fraction_table
+
+    dirs = write_full_grid(tmp_path, inits=("random",))
+    for f in FAMILIES:  # the same families at half the labels, worse
+        folder = write_run(tmp_path / "half", f, "random", SEP["random"][f] - 0.3)
+        doc = json.loads((folder / "eval.json").read_text())
+        doc |= {"run": doc["run"] + "/labels-0.5", "label_fraction": 0.5}
+        (folder / "eval.json").write_text(json.dumps(doc))
+    s = load_runs(dirs + sorted((tmp_path / "half").iterdir()))
+    assert len(s.full) == len(FAMILIES)  # the paper's analyses see all-label runs only
+    table = label_fraction_table(s, B)
+    means = table[table["family"] == "mean"].set_index("label_fraction")
+    assert means.loc[0.5, "auroc"] < means.loc[1.0, "auroc"]
+    assert means.loc[1.0, "auroc"] == pytest.approx(s.full["auroc_6"].mean(), abs=1e-9)
+    assert (means["ci_low"] < means["auroc"]).all() and (means["auroc"] < means["ci_high"]).all()

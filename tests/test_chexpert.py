@@ -221,7 +221,7 @@ def test_data_check_prints_counts(make_chexpert):
     result = CliRunner().invoke(data_group, ["check", str(root), "--decode", "--workers", "0"])
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert "all 19 images present; official test labels" in lines[0]
+    assert "all 19 images present; a labelled test split (test.csv + groundtruth.csv)" in lines[0]
     assert lines[1] == "every image decodes."
     header = lines[3].split()
     assert header == ["split", "images", "frontal", "lateral", "patients", "studies"]

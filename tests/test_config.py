@@ -16,8 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_default_params_validate_and_name_the_demo_grid():
     config = validate(load_config(ROOT / "params.yaml"))
-    assert config.data.source == "synthetic" and config.grid.initializers == ["random"]
-    assert ("resnet18", "random", 1) in grid_runs(config)
+    assert config.data.source == "synthetic" and config.grid.initializers == ["ssl", "random"]
+    assert ("resnet18", "random", 1, 1.0, "drop-last-k") in grid_runs(config)
+    assert ("resnet18", "ssl", 0, 1.0, "drop-last-k") in grid_runs(config)
 
 
 @pytest.mark.parametrize("profile", ["paper.yaml", "synthetic-paper.yaml"])
@@ -26,7 +27,7 @@ def test_profiles_hold_the_paper_grid(profile):
     runs = grid_runs(config)
     full = [r for r in runs if r[2] == 0]
     assert len(full) == 32 and {r[1] for r in full} == {"imagenet", "random"}
-    truncated = {(f, d) for f, _, d in runs if d}
+    truncated = {(f, d) for f, _, d, _, _ in runs if d}
     assert truncated == {("densenet121", d) for d in (1, 2, 3)} | {("resnet18", d) for d in (1, 2, 3)} | {
         ("mnasnet", d) for d in range(1, 7)} | {("efficientnet_b0", d) for d in range(1, 7)}
     t = config.train

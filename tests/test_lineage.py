@@ -21,7 +21,7 @@ from lineage import REPO, module_file, stage_modules
 pytest_plugins = ["e2e_helpers"]
 
 SCRIPT = re.compile(r"pipelines/(\w+)\.py")
-PER_STAGE_SCRIPT = {"ingest", "prepare", "tune", "train", "evaluate", "register", "analyze"}
+PER_STAGE_SCRIPT = {"ingest", "prepare", "pretrain", "tune", "train", "evaluate_and_register", "analyze"}
 
 
 def dvc_stages() -> dict[str, dict]:
@@ -51,10 +51,11 @@ def test_deps_cover_the_import_closure_of_every_stage_script(stage: str) -> None
 
 def test_the_closure_follows_function_level_imports() -> None:
     # the evaluate stage reaches the checkpoint ensemble only through imports inside functions
-    evaluate = stage_modules(REPO / "pipelines/evaluate.py", "evaluate")
+    evaluate = stage_modules(REPO / "pipelines/evaluate_and_register.py", "evaluate_and_register")
     assert {"chexops.evaluate.ensemble", "chexops.evaluate.scoring", "chexops.data.cache"} <= evaluate
-    register = stage_modules(REPO / "pipelines/register.py", "register")
-    assert "chexops.tracking.pyfunc" in register  # Tracker.log_ensemble imports it inside the method
+    assert "chexops.tracking.pyfunc" in evaluate  # Tracker.log_ensemble imports it inside the method
+    pretrain = stage_modules(REPO / "pipelines/pretrain.py", "pretrain")
+    assert {"chexops.train.pretrain", "chexops.train.moco"} <= pretrain  # through the ssl initializer's hook
     ingest = stage_modules(REPO / "pipelines/ingest.py", "ingest")
     assert "chexops.data.synthetic" in ingest and "chexops.train.loop" not in ingest
     assert "chexops.components.builtin.families" in ingest  # loaded by name by the plugin manager
@@ -70,12 +71,13 @@ def changed_stages(study: Study) -> set[str]:
 # A module in each stage's closure, and stages its edit must mark changed.
 EDITS = {
     "chexops/data/splits.py": {"ingest"},
-    "chexops/data/cache.py": {"prepare", "train@resnet18-random", "evaluate@resnet18-random"},
-    "chexops/train/checkpoints.py": {"train@resnet18-random", "train_truncated@0"},
-    "chexops/evaluate/ensemble.py": {"evaluate@resnet18-random", "register@mobilenetv3-random"},
-    "chexops/tracking/pyfunc.py": {"register@resnet18-random", "evaluate_truncated@0"},
-    "chexops/components/builtin/families.py": {"ingest", "prepare", "train@mobilenetv3-random", "analyze"},
+    "chexops/data/cache.py": {"prepare", "train@resnet18-random-1.0", "evaluate@resnet18-random-1.0"},
+    "chexops/train/checkpoints.py": {"train@resnet18-random-1.0", "train_truncated@0"},
+    "chexops/evaluate/ensemble.py": {"evaluate@resnet18-random-1.0", "evaluate@mobilenetv3-random-1.0"},
+    "chexops/tracking/pyfunc.py": {"evaluate@resnet18-random-1.0", "evaluate_truncated@0"},
+    "chexops/components/builtin/families.py": {"ingest", "prepare", "train@mobilenetv3-random-1.0", "analyze"},
     "chexops/analysis/figures.py": {"analyze"},
+    "chexops/train/moco.py": {"pretrain@resnet18-random", "train@resnet18-random-1.0"},
 }
 
 
@@ -125,7 +127,7 @@ def test_a_plugin_change_marks_the_stages_that_use_plugins_changed(tiny_study: S
         run(plugins_stage, tiny_study.root, env)
         recorded = json.loads(lock.read_text())["plugins"]
         assert [(p["distribution"], p["version"]) for p in recorded] == [("lineage-plugin", "0.1")]
-        assert {"ingest", "train@resnet18-random", "analyze"} <= changed_stages(tiny_study)
+        assert {"ingest", "train@resnet18-random-1.0", "analyze"} <= changed_stages(tiny_study)
         # the same plugin with other code: a new hash, so the stages stay changed against the new record
         first_hash = recorded[0]["code_sha256"]
         module.write_text(PLUGIN.replace("69.76", "69.75"))

@@ -127,7 +127,7 @@ def experiment_id(study: Study) -> str:
 
 
 def run_id(study: Study, name: str) -> str:
-    record = study.root / "runs" / "train" / name.replace("/", "__") / "mlflow_run.json"
+    record = study.root / "runs" / "train" / (name.replace("/", "__") + "__labels-1.0") / "mlflow_run.json"
     return json.loads(record.read_text())["run_id"]
 
 

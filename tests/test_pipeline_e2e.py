@@ -26,7 +26,7 @@ NOOP_SECONDS = 30  # a no-op `dvc repro` only hashes what it tracks: seconds, wh
 
 
 def slug(name: str) -> str:
-    return name.replace("/", "__")
+    return name.replace("/", "__") + "__labels-1.0"  # folders always carry the label fraction
 
 
 def client(study: Study):

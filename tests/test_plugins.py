@@ -35,7 +35,7 @@ def install_fake_plugin(root: Path, dist: str, module: str, source: str, monkeyp
 def test_builtins_register_through_hooks():
     registry = get_registry()
     assert len(registry.entries("families")) == 16
-    assert {e.name for e in registry.entries("initializers")} == {"random", "imagenet", "checkpoint"}
+    assert {e.name for e in registry.entries("initializers")} == {"random", "imagenet", "ssl", "checkpoint"}
     assert {e.name for e in registry.entries("truncations")} == {"none", "drop-last-k"}
     assert {e.name for e in registry.entries("label-policies")} == {"u-ignore", "u-zeros", "u-ones", "u-mixed"}
     assert all(e.plugin.builtin and e.plugin.distribution == "chexops" for e in registry.entries("families"))

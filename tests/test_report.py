@@ -89,7 +89,8 @@ def test_study_md_ties_it_together(full_report) -> None:
     paths, out = full_report
     md = paths["study_md"].read_text()
     assert md.startswith("# toy study: CheXtransfer analysis")
-    assert "test source **synthetic**, 200 test studies" in md and "Runs: 10 (8 full, 2 truncated)" in md
+    assert ("Data: **test source synthetic (runs evaluated before chexops described their data)**; "
+            "200 test studies") in md and "Runs: 10 (8 full, 2 truncated)" in md
     # the paper's reference values beside the measured ones
     for ref in ("| 0.082 | 0.762 |", "| 0.059 | 0.829 |", "| 0.791 | not reported |", "| 0.565 | 0.023 |",
                 "| -0.718 | 0.002 |", "(paper: +0.015)", "Paper: 3.25x on average, no statistically significant",
@@ -114,13 +115,14 @@ def test_missing_inputs_are_listed_not_crashed_on(tmp_path: Path) -> None:
     md = paths["study_md"].read_text()
     section = md.split("## Not measured", 1)[1]
     for entry in ("- Spearman top1_vs_auroc (imagenet): not measured: no full imagenet runs",
-                  "- pretraining boost alpha: not measured: no full alpha/imagenet run",
-                  "- mean pretraining boost: not measured: no family has both",
+                  "- pretraining boost imagenet - random alpha: not measured: no full alpha/imagenet run",
+                  "- mean pretraining boost imagenet - random: not measured: no family has both",
                   "- truncation: not measured: no truncated runs",
                   "- figure boost_vs_params: not measured: no family has both",
                   "- figure truncation: not measured: no truncated runs",
                   "- best/worst imagenet model: not measured: no full imagenet runs"):
         assert entry in section, entry
+    assert "(ImageNet)" in section and "CHEXOPS_WEIGHTS_DIR" in section  # and how to provide the weights
     assert not (out / "figures" / "boost_vs_params.png").exists() and "figure/boost_vs_params" not in paths
     assert "figure/auroc_vs_top1" in paths  # the random panel still has its points
     assert pd.read_csv(paths["truncation"])["status"].tolist() == ["not measured: no truncated runs"]
@@ -133,7 +135,8 @@ def test_one_run_only(tmp_path: Path) -> None:
     md = paths["study_md"].read_text()
     assert "Runs: 1 (1 full, 0 truncated)" in md
     assert "Spearman params_vs_auroc (random): not measured: 1 point(s)" in md
-    assert "largest - smallest G1/random: not measured: only one full G1/random family (alpha)" in md
+    assert ("largest - smallest within a group: not measured: no group has two full families of one "
+            "initializer") in md
     assert _strict_json(paths["metrics"])["runs"]["alpha/random/full"]["mean_auroc_6"] > 0.5
 
 

@@ -19,10 +19,18 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from matplotlib.transforms import Bbox
 
-from chexops.analysis.tables import MEASURED, BoostResult, Study, TruncationResult, not_measured
+from chexops.analysis.tables import (
+    MEASURED,
+    BoostResult,
+    Study,
+    TruncationResult,
+    initializer_label,
+    initializers,
+    not_measured,
+)
 
 DPI = 150
-_COLOURS = {"random": "tab:orange", "imagenet": "tab:blue"}
+_COLOURS = {"random": "tab:orange", "imagenet": "tab:blue", "ssl": "tab:green"}
 _OTHER = ("tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
 _AUROC_LABEL = "test mean AUROC, 6 tasks (95% CI)"
 # Label positions tried in turn, in points from the marker: right, then left, then further up or down.
@@ -110,10 +118,11 @@ def figure_auroc_vs_top1(study: Study, sp: pd.DataFrame) -> Figure | str:
     full = study.full[np.isfinite(study.full["imagenet_top1"]) & np.isfinite(study.full["auroc_6"])]
     if full.empty:
         return not_measured("no full run has both an ImageNet top-1 and a test AUROC")
-    fig = Figure(figsize=(12, 5.5))
-    axes = fig.subplots(1, 2, sharey=True, sharex=True)
-    fig.subplots_adjust(top=0.83, wspace=0.08)
-    for ax, init in zip(axes, ("random", "imagenet"), strict=True):
+    inits = initializers(study)
+    fig = Figure(figsize=(6 * len(inits), 5.5))
+    axes = fig.subplots(1, len(inits), sharey=True, sharex=True)
+    fig.subplots_adjust(top=0.8, wspace=0.08)
+    for ax, init in zip(axes, inits, strict=True):
         sub = full[full["initializer"] == init]
         ax.set_title(f"{init} initialization\n{_rho_text(sp, 'top1_vs_auroc', init)}", fontsize=10)
         ax.set_xlabel("ImageNet top-1 accuracy of the architecture (%)")
@@ -123,12 +132,12 @@ def figure_auroc_vs_top1(study: Study, sp: pd.DataFrame) -> Figure | str:
         else:
             _points(ax, sub["imagenet_top1"], sub["auroc_6"], _yerr(sub["auroc_6"], sub["auroc_6_ci_low"],
                     sub["auroc_6_ci_high"]), color=colour(init, [init]))
-    for ax, init in zip(axes, ("random", "imagenet"), strict=True):
+    for ax, init in zip(axes, inits, strict=True):
         _freeze(ax)
         sub = full[full["initializer"] == init]
         _label(ax, _labelled(sub, sub["imagenet_top1"], "auroc_6", colour(init, [init])))
     axes[0].set_ylabel(_AUROC_LABEL)
-    fig.suptitle(f"{study.name}: CheXpert test AUROC vs ImageNet top-1 (full models)", fontsize=12)
+    fig.suptitle(f"{study.name}: test AUROC vs ImageNet top-1 (full models)\n{study.data}", fontsize=11)
     return fig
 
 
@@ -152,7 +161,7 @@ def figure_auroc_vs_params(study: Study, sp: pd.DataFrame) -> Figure | str:
     _log_axis(ax.xaxis)
     ax.set_xlabel("parameters (millions, log scale; initializers shifted slightly apart)")
     ax.set_ylabel(_AUROC_LABEL)
-    ax.set_title(f"{study.name}: CheXpert test AUROC vs model size (full models)")
+    ax.set_title(f"{study.name}: test AUROC vs model size (full models)\n{study.data}", fontsize=10)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="best")
     _freeze(ax)
@@ -160,11 +169,13 @@ def figure_auroc_vs_params(study: Study, sp: pd.DataFrame) -> Figure | str:
     return fig
 
 
-def figure_boost_vs_params(boost: BoostResult, sp: pd.DataFrame) -> Figure | str:
-    """Pretraining boost (imagenet - random AUROC) per family vs parameters, with paired-bootstrap CI bars."""
+def figure_boost_vs_params(boost: BoostResult, sp: pd.DataFrame, study: Study | None = None) -> Figure | str:
+    """Pretraining boost (AUROC pretrained - baseline, e.g. imagenet - random) per family vs parameters, with
+    paired-bootstrap CI bars."""
+    c = boost.comparison
     pts = boost.per_family[boost.per_family["status"] == MEASURED]
     if pts.empty:
-        return not_measured("no family has both a full imagenet and a full random run")
+        return not_measured(f"no family has both a full {c.pretrained} and a full {c.baseline} run")
     fig = Figure(figsize=(10, 6.5))
     ax = fig.subplots()
     ax.axhline(0.0, color="grey", lw=1, ls="--", label="no boost")
@@ -176,8 +187,11 @@ def figure_boost_vs_params(boost: BoostResult, sp: pd.DataFrame) -> Figure | str
     ax.set_xscale("log")
     _log_axis(ax.xaxis)
     ax.set_xlabel("parameters (millions, log scale)")
-    ax.set_ylabel("AUROC(ImageNet init) - AUROC(random init)")
-    ax.set_title(f"Pretraining boost vs model size\n{_rho_text(sp, 'boost_vs_params', 'imagenet - random')}")
+    ax.set_ylabel(f"AUROC({c.pretrained} init) - AUROC({c.baseline} init)")
+    what = (f"{initializer_label(study, c.pretrained)} vs {initializer_label(study, c.baseline)}" if study else c.name)
+    data = f"\n{study.data}" if study else ""
+    ax.set_title(f"Pretraining boost vs model size: {what}\n{_rho_text(sp, 'boost_vs_params', c.name)}{data}",
+                 fontsize=10)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="best")
     _freeze(ax)
@@ -232,16 +246,47 @@ def figure_truncation(study: Study, trunc: TruncationResult) -> Figure | str:
     return fig
 
 
+def figure_label_fractions(study: Study, fractions: pd.DataFrame) -> Figure | str:
+    """Mean AUROC over families vs the fraction of training labels, one line per initializer, with CIs."""
+    means = fractions[fractions["family"] == "mean"]
+    if fractions.empty or means["label_fraction"].nunique() < 2:
+        return not_measured("fewer than two label fractions (grid.label_fractions)")
+    fig = Figure(figsize=(9, 6))
+    ax = fig.subplots()
+    order = initializers(study)
+    for init, sub in means.groupby("initializer", sort=False):
+        sub = sub.sort_values("label_fraction")
+        ax.errorbar(sub["label_fraction"], sub["auroc"], yerr=_yerr(sub["auroc"], sub["ci_low"], sub["ci_high"]),
+                    fmt="o-", capsize=3, color=colour(init, order),
+                    label=f"{init}: {initializer_label(study, init)} ({sub['run'].iloc[0]})")
+    ax.set_xscale("log")
+    ax.set_xticks(sorted(means["label_fraction"].unique()))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("fraction of training labels (patients; log scale)")
+    ax.set_ylabel("mean over families of " + _AUROC_LABEL)
+    ax.set_title(f"{study.name}: AUROC vs label fraction\n{study.data}", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="best")
+    return fig
+
+
 def write_figures(
-    study: Study, sp: pd.DataFrame, boost: BoostResult, trunc: TruncationResult, out_dir: Path
+    study: Study, sp: pd.DataFrame, boosts: list[BoostResult], trunc: TruncationResult, out_dir: Path,
+    fractions: pd.DataFrame | None = None,
 ) -> tuple[dict[str, Path], dict[str, str]]:
     """Draw every figure into out_dir; returns (name -> PNG path, name -> 'not measured: why' for skipped)."""
-    figures = {
+    figures: dict[str, Figure | str] = {
         "auroc_vs_top1": figure_auroc_vs_top1(study, sp),
         "auroc_vs_params": figure_auroc_vs_params(study, sp),
-        "boost_vs_params": figure_boost_vs_params(boost, sp),
-        "truncation": figure_truncation(study, trunc),
     }
+    for b in boosts:  # boost_vs_params (the paper's imagenet - random), boost_vs_params_ssl-random, ...
+        c = b.comparison
+        name = "boost_vs_params" if c.name == "imagenet - random" else f"boost_vs_params_{c.pretrained}-{c.baseline}"
+        figures[name] = figure_boost_vs_params(b, sp, study)
+    figures["truncation"] = figure_truncation(study, trunc)
+    if fractions is not None and fractions["label_fraction"].nunique() > 1:
+        figures["label_fractions"] = figure_label_fractions(study, fractions)
     written, skipped = {}, {}
     for name, fig in figures.items():
         path = Path(out_dir) / f"{name}.png"

@@ -22,9 +22,11 @@ from chexops.analysis.tables import (
     Study,
     TruncationResult,
     format_ci,
+    initializer_label,
     initializers,
+    label_fraction_table,
     main_table,
-    pretraining_boost,
+    pretraining_boosts,
     spearman,
     truncation_table,
 )
@@ -56,6 +58,11 @@ PAPER_SIZE: dict[tuple[str, str], tuple[str, float]] = {
 }
 PAPER_TRUNCATION_GAIN = 3.25
 PAPER_TRUNCATION_DROP = "no statistically significant AUC drop"
+# What a gap that needs ImageNet weights says, once, under "Not measured".
+IMAGENET_HINT = ("Entries marked (ImageNet) need ImageNet weights, which cannot be downloaded offline: on a machine "
+                 "with internet run `chexops weights fetch FAMILY --to DIR` for each family (or copy timm's "
+                 "`<model>.<tag>.safetensors` files into DIR), set CHEXOPS_WEIGHTS_DIR=DIR (or model.weights_dir "
+                 "in params.yaml), add `imagenet` to grid.initializers and run `dvc repro`.")
 
 
 def _f(v: Any, spec: str = ".3f") -> str:
@@ -96,21 +103,28 @@ def _finite(obj: Any) -> Any:
     return None
 
 
-def metrics_dict(study: Study, sp: pd.DataFrame, boost: BoostResult, trunc: TruncationResult) -> dict[str, Any]:
+def _boost_metrics(boost: BoostResult) -> dict[str, Any]:
+    fam = boost.per_family[boost.per_family["status"] == MEASURED]
+    m = boost.mean
+    return {"mean": m.get("boost"), "mean_ci_low": m.get("ci_low"), "mean_ci_high": m.get("ci_high"),
+            "mean_p": m.get("p"), "per_family": dict(zip(fam["family"], fam["boost"], strict=True))}
+
+
+def metrics_dict(study: Study, sp: pd.DataFrame, boosts: list[BoostResult], trunc: TruncationResult) -> dict[str, Any]:
     """Headline numbers for `dvc metrics show`, nested by analysis and keyed by run/family for readability."""
     runs = {r: {"mean_auroc_6": row["auroc_6"], "mean_auroc_5": row["auroc_5"]} for r, row in study.runs.iterrows()}
-    rho = {f"{r.analysis}/{r.initializer}": {"rho": r.rho, "p": r.p, "n": r.n} for r in sp.itertuples()
-           if r.status == MEASURED}
-    fam = boost.per_family[boost.per_family["status"] == MEASURED]
+    rho = {f"{r.analysis}/{r.initializer.replace(' ', '')}": {"rho": r.rho, "p": r.p, "n": r.n}
+           for r in sp.itertuples() if r.status == MEASURED}
+    boost = boosts[0]
     sizes = boost.size_differences[boost.size_differences["status"] == MEASURED]
     tt = trunc.table[trunc.table["status"] == MEASURED]
-    m = boost.mean
     return _finite({
         "n_runs": len(study.runs),
         "runs": runs,
         "spearman": rho,
-        "boost": {"mean": m.get("boost"), "mean_ci_low": m.get("ci_low"), "mean_ci_high": m.get("ci_high"),
-                  "mean_p": m.get("p"), "per_family": dict(zip(fam["family"], fam["boost"], strict=True))},
+        # the paper's imagenet - random first, under its old key; every comparison under its own name too
+        "boost": _boost_metrics(boost),
+        "boosts": {b.comparison.name.replace(" ", ""): _boost_metrics(b) for b in boosts},
         "size_differences": {f"{r.group}/{r.initializer}": r.difference for r in sizes.itertuples()},
         "truncation": {
             "mean_efficiency_gain": trunc.summary.get("mean_efficiency_gain"),
@@ -120,15 +134,15 @@ def metrics_dict(study: Study, sp: pd.DataFrame, boost: BoostResult, trunc: Trun
     })
 
 
-def _plot_tables(study: Study, boost: BoostResult) -> dict[str, pd.DataFrame]:
+def _plot_tables(study: Study, boosts: list[BoostResult]) -> dict[str, pd.DataFrame]:
     """Long-format CSVs for `dvc plots` (one x and one y column each, plus identifying columns)."""
     full, runs = study.full, study.runs
     pairs = runs["family"] + "/" + runs["initializer"]  # truncation curves run from each truncated pair's full model
-    fam = boost.per_family[boost.per_family["status"] == MEASURED]
+    fam = pd.concat([b.per_family[b.per_family["status"] == MEASURED] for b in boosts])
     tables = {
         "auroc_vs_params": full[["run", "family", "initializer", "parameters", "auroc_6"]],
         "auroc_vs_top1": full[["run", "family", "initializer", "imagenet_top1", "auroc_6"]],
-        "boost_vs_params": fam[["family", "parameters", "boost", "ci_low", "ci_high"]],
+        "boost_vs_params": fam[["comparison", "family", "parameters", "boost", "ci_low", "ci_high"]],
         "truncation": runs[pairs.isin(pairs[runs["depth"] > 0])][
             ["run", "family", "initializer", "depth", "parameters", "auroc_6"]
         ].rename(columns={"depth": "blocks_dropped"}),
@@ -138,14 +152,17 @@ def _plot_tables(study: Study, boost: BoostResult) -> dict[str, pd.DataFrame]:
 
 def _md_header(study: Study, n_resamples: int, seed: int) -> list[str]:
     runs = study.runs
-    sources = ", ".join(sorted(runs["test_source"].astype(str).unique()))
+    synthetic = ("These are **synthetic** phantoms in CheXpert's file format, made so the pipeline runs anywhere: "
+                 "the numbers show what the study measures, not how models do on chest radiographs. "
+                 if study.synthetic else "")
     return [
         f"# {study.name}: CheXtransfer analysis",
         "",
-        f"- Data: test source **{sources}**, {len(study.studies)} test studies (study-level predictions shared by "
-        "every run).",
+        f"- Data: **{study.data}**; {len(study.studies)} test studies (study-level predictions shared by every "
+        f"run). {synthetic}".rstrip(),
         f"- Runs: {len(runs)} ({int((runs['depth'] == 0).sum())} full, {int((runs['depth'] > 0).sum())} truncated); "
-        f"initializers: {', '.join(sorted(runs['initializer'].unique()))}.",
+        "initializers: "
+        + "; ".join(f"{i} ({initializer_label(study, i)})" for i in sorted(runs["initializer"].unique())) + ".",
         f"- Metric: mean test AUROC over the 6 study tasks (5 competition tasks also shown); 95% CIs and p-values "
         f"from {n_resamples} bootstrap resamples of the test studies (seed {seed}), paired where two runs are "
         "compared.",
@@ -155,9 +172,10 @@ def _md_header(study: Study, n_resamples: int, seed: int) -> list[str]:
 
 
 def _md_main(main: pd.DataFrame) -> list[str]:
-    rows = [[r["run"], r["group"], r["initializer"], r["depth"], _f(r["parameters"] / 1e6, ".2f"),
+    rows = [[r["run"], r["group"], r["initializer"], r["depth"], _f(r["label_fraction"], "g"),
+             _f(r["parameters"] / 1e6, ".2f"),
              _f(r["imagenet_top1"], ".2f"), r["auroc_6_ci"], r["auroc_5_ci"]] for _, r in main.iterrows()]
-    header = ["run", "group", "init", "blocks dropped", "params (M)", "ImageNet top-1", "AUROC-6 [95% CI]",
+    header = ["run", "group", "init", "blocks dropped", "labels", "params (M)", "ImageNet top-1", "AUROC-6 [95% CI]",
               "AUROC-5 [95% CI]"]
     return ["## Main table", "", *_md_table(rows, header), ""]
 
@@ -192,14 +210,29 @@ def _md_spearman(sp: pd.DataFrame) -> list[str]:
             "more; it is shown here with that negative sign.", ""]
 
 
-def _md_boost(boost: BoostResult) -> list[str]:
-    rows = [[r["family"], _f(r["parameters"] / 1e6, ".2f"), _f(r["auroc_imagenet"]), _f(r["auroc_random"]),
-             _status(r, format_ci(r["boost"], r["ci_low"], r["ci_high"], "+.3f")), _p(r["p"]),
-             _f(PAPER_BOOST.get(r["family"]), "+.3f")] for _, r in boost.per_family.iterrows()]
+def _md_boost(study: Study, boost: BoostResult) -> list[str]:
+    c = boost.comparison
+    paper = c.name == "imagenet - random"
+    rows = [[r["family"], _f(r["parameters"] / 1e6, ".2f"), _f(r["auroc_pretrained"]), _f(r["auroc_baseline"]),
+             _status(r, format_ci(r["boost"], r["ci_low"], r["ci_high"], "+.3f")), _p(r["p"])]
+            + ([_f(PAPER_BOOST.get(r["family"]), "+.3f")] if paper else []) for _, r in boost.per_family.iterrows()]
     m = boost.mean
     mean = (f"{format_ci(m['boost'], m['ci_low'], m['ci_high'], '+.3f')}, {_p_is(m['p'])}, over {m['n_families']} "
             "families" if m["status"] == MEASURED else m["status"])
-    header = ["family", "params (M)", "AUROC ImageNet", "AUROC random", "boost [95% CI]", "p", "paper boost"]
+    header = ["family", "params (M)", f"AUROC {c.pretrained}", f"AUROC {c.baseline}", "boost [95% CI]", "p"]
+    what = f"{initializer_label(study, c.pretrained)} vs {initializer_label(study, c.baseline)}"
+    lines = [f"## Pretraining boost: {c.name} ({what})", "", *_md_table(rows, header + ["paper boost"] * paper), ""]
+    if paper:
+        paper_boost = ", ".join(f"{f} {v:+.3f}" for f, v in PAPER_BOOST.items())
+        return [*lines, f"Mean boost: {mean} (paper: {PAPER_MEAN_BOOST:+.3f}).", "",
+                f"Paper, per family: {paper_boost}; larger for small models than for large ones.", ""]
+    ref = (" MoCo-CXR (Sowrirajan et al., MIDL 2021) reports in-domain MoCo pretraining ahead of none on real "
+           "CheXpert, most of all with few labels (+0.037 AUC end to end at 0.1% of the labels)."
+           if c.baseline == "random" else "")
+    return [*lines, f"Mean boost: {mean}.{ref}", ""]
+
+
+def _md_sizes(boost: BoostResult) -> list[str]:
     sizes = []
     for _, r in boost.size_differences.iterrows():
         ref = PAPER_SIZE.get((r["group"], r["initializer"]))
@@ -207,13 +240,23 @@ def _md_boost(boost: BoostResult) -> list[str]:
         sizes.append([r["group"], r["initializer"], pair, _status(r, format_ci(r["difference"], r["ci_low"],
                       r["ci_high"], "+.3f")), _p(r["p"]), f"{ref[0]} = {ref[1]:+.3f}" if ref else "not reported"])
     size_header = ["group", "init", "largest - smallest", "difference [95% CI]", "p", "paper"]
-    paper_boost = ", ".join(f"{f} {v:+.3f}" for f, v in PAPER_BOOST.items())
     paper_size = "; ".join(f"{g}/{i}: {pair} = {v:+.3f}" for (g, i), (pair, v) in PAPER_SIZE.items())
-    return ["## Pretraining boost (AUROC ImageNet init - random init)", "", *_md_table(rows, header), "",
-            f"Mean boost: {mean} (paper: {PAPER_MEAN_BOOST:+.3f}).", "",
-            f"Paper, per family: {paper_boost}; larger for small models than for large ones.", "",
-            "## Largest minus smallest model within a group", "", *_md_table(sizes, size_header), "",
+    return ["## Largest minus smallest model within a group", "", *_md_table(sizes, size_header), "",
+            "Groups with one family in the grid have nothing to compare and are left out.", "",
             f"Paper: {paper_size}.", ""]
+
+
+def _md_label_fractions(study: Study, fractions: pd.DataFrame) -> list[str]:
+    head = "## AUROC vs label fraction"
+    if fractions.empty or fractions["label_fraction"].nunique() < 2:
+        return [head, "", "grid.label_fractions has one fraction; list more (e.g. [0.1, 1.0]) to train each "
+                "configuration on a patient-grouped fraction of the labels and compare initializers there.", ""]
+    rows = [[r["initializer"], _f(r["label_fraction"], "g"), r["family"] if r["family"] != "mean" else
+             f"**mean of {r['run']}**", format_ci(r["auroc"], r["ci_low"], r["ci_high"])]
+            for _, r in fractions.sort_values(["initializer", "label_fraction", "family"]).iterrows()]
+    return [head, "", "Each run trains on every image of a seeded fraction of the training patients (pretraining "
+            "sees all images); the mean is over the families trained at every fraction.", "",
+            *_md_table(rows, ["init", "label fraction", "family", "AUROC-6 [95% CI]"]), ""]
 
 
 def _md_truncation(trunc: TruncationResult) -> list[str]:
@@ -233,16 +276,19 @@ def _md_truncation(trunc: TruncationResult) -> list[str]:
             f"{summary}. Paper: {PAPER_TRUNCATION_GAIN:.2f}x on average, {PAPER_TRUNCATION_DROP}.", ""]
 
 
-def _not_measured(sp: pd.DataFrame, boost: BoostResult, trunc: TruncationResult) -> list[str]:
+def _not_measured(sp: pd.DataFrame, boosts: list[BoostResult], trunc: TruncationResult) -> list[str]:
     """Every 'not measured' entry of every analysis, prefixed with where it comes from."""
     def take(df: pd.DataFrame, what: Callable[[Any], str]) -> list[str]:
         return [f"{what(r)}: {r['status']}" for _, r in df.iterrows() if r["status"] != MEASURED]
 
     out = take(sp, lambda r: f"Spearman {r['analysis']} ({r['initializer']})")
-    out += take(boost.per_family, lambda r: f"pretraining boost {r['family']}".rstrip())
-    if boost.mean["status"] != MEASURED:
-        out.append(f"mean pretraining boost: {boost.mean['status']}")
-    out += take(boost.size_differences, lambda r: f"largest - smallest {r['group']}/{r['initializer']}")
+    for boost in boosts:
+        name = boost.comparison.name
+        out += take(boost.per_family, lambda r, n=name: f"pretraining boost {n} {r['family']}".rstrip())
+        if boost.mean["status"] != MEASURED:
+            out.append(f"mean pretraining boost {name}: {boost.mean['status']}")
+    out += take(boosts[0].size_differences, lambda r: f"largest - smallest {r['group']}/{r['initializer']}"
+                if r["group"] else "largest - smallest within a group")
     out += take(trunc.table, lambda r: f"truncation {r['run']}".rstrip())
     if trunc.summary["status"] != MEASURED:
         out.append(f"mean truncation efficiency gain: {trunc.summary['status']}")
@@ -251,10 +297,11 @@ def _not_measured(sp: pd.DataFrame, boost: BoostResult, trunc: TruncationResult)
 
 def _md_figures(figures: dict[str, Path], out_dir: Path) -> list[str]:
     titles = {"auroc_vs_top1": "AUROC vs ImageNet top-1", "auroc_vs_params": "AUROC vs parameters",
-              "boost_vs_params": "Pretraining boost vs parameters", "truncation": "Truncated models"}
+              "boost_vs_params": "Pretraining boost vs parameters (imagenet - random)",
+              "truncation": "Truncated models", "label_fractions": "AUROC vs label fraction"}
     lines = ["## Figures", ""]
     for name, path in figures.items():
-        title = titles.get(name, name)
+        title = titles.get(name) or f"Pretraining boost vs parameters ({name.rsplit('_', 1)[-1]})"
         lines += [f"### {title}", "", f"![{title}]({path.relative_to(out_dir).as_posix()})", ""]
     return lines if figures else [*lines, "No figure could be drawn; see Not measured.", ""]
 
@@ -264,27 +311,33 @@ def write_report(study: Study, out_dir: Path, n_resamples: int = 1000, seed: int
     out_dir = Path(out_dir)
     (out_dir / "plots").mkdir(parents=True, exist_ok=True)
     main, sp = main_table(study), spearman(study)
-    boost = pretraining_boost(study, n_resamples, seed)
+    boosts = pretraining_boosts(study, n_resamples, seed)
     trunc = truncation_table(study, n_resamples, seed)
-    tables = {"main_table": main, "spearman": sp, "boost": boost.per_family,
-              "size_differences": boost.size_differences, "truncation": trunc.table}
+    fractions = label_fraction_table(study, n_resamples, seed)
+    tables = {"main_table": main, "spearman": sp, "boost": pd.concat([b.per_family for b in boosts]),
+              "size_differences": boosts[0].size_differences, "truncation": trunc.table,
+              "label_fractions": fractions}
     paths: dict[str, Path] = {}
     for name, df in tables.items():
         paths[name] = out_dir / f"{name}.csv"
         df.to_csv(paths[name], index=False)
-    for name, df in _plot_tables(study, boost).items():
+    for name, df in _plot_tables(study, boosts).items():
         paths[f"plots/{name}"] = out_dir / "plots" / f"{name}.csv"
         df.to_csv(paths[f"plots/{name}"], index=False)
     paths["metrics"] = out_dir / "metrics.json"
-    paths["metrics"].write_text(json.dumps(metrics_dict(study, sp, boost, trunc), indent=2) + "\n")
+    paths["metrics"].write_text(json.dumps(metrics_dict(study, sp, boosts, trunc), indent=2) + "\n")
     # reports/figures/ is the folder dvc.yaml tracks and `dvc plots` shows as images.
-    figures, skipped = write_figures(study, sp, boost, trunc, out_dir / "figures")
+    figures, skipped = write_figures(study, sp, boosts, trunc, out_dir / "figures", fractions)
     paths.update({f"figure/{k}": v for k, v in figures.items()})
     best_worst, bw_missing = _md_best_worst(study)
-    gaps = _not_measured(sp, boost, trunc) + bw_missing + [f"figure {k}: {v}" for k, v in skipped.items()]
+    gaps = _not_measured(sp, boosts, trunc) + bw_missing + [f"figure {k}: {v}" for k, v in skipped.items()]
+    gaps = [f"{g} (ImageNet)" if "imagenet" in g else g for g in gaps]
+    hint = [IMAGENET_HINT, ""] if any(g.endswith("(ImageNet)") for g in gaps) else []
     lines = [*_md_header(study, n_resamples, seed), *_md_main(main), *best_worst, *_md_spearman(sp),
-             *_md_boost(boost), *_md_truncation(trunc), *_md_figures(figures, out_dir),
-             "## Not measured", "", *([f"- {g}" for g in gaps] or ["Nothing: every analysis had its inputs."]), ""]
+             *(line for b in boosts for line in _md_boost(study, b)), *_md_sizes(boosts[0]),
+             *_md_label_fractions(study, fractions), *_md_truncation(trunc), *_md_figures(figures, out_dir),
+             "## Not measured", "", *([f"- {g}" for g in gaps] or ["Nothing: every analysis had its inputs."]), "",
+             *hint]
     if study.notes:
         lines += ["## Notes", "", *(f"- {n}" for n in study.notes), ""]
     paths["study_md"] = out_dir / "study.md"

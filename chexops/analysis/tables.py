@@ -53,8 +53,19 @@ class Study:
 
     @property
     def full(self) -> pd.DataFrame:
-        """The untruncated runs."""
-        return self.runs[self.runs["depth"] == 0]
+        """The untruncated runs trained on all labels (what the paper's analyses compare)."""
+        return self.runs[(self.runs["depth"] == 0) & (self.runs["label_fraction"] == 1.0)]
+
+    @property
+    def data(self) -> str:
+        """What data made the numbers, as the evaluate stage described it ('synthetic ...' for phantoms)."""
+        described = sorted({d for d in self.runs.get("data", pd.Series(dtype=str)).astype(str) if d})
+        sources = ", ".join(sorted(self.runs["test_source"].astype(str).unique()))
+        return "; ".join(described) or f"test source {sources} (runs evaluated before chexops described their data)"
+
+    @property
+    def synthetic(self) -> bool:
+        return self.data.startswith("synthetic")
 
 
 def _num(value: Any) -> float:
@@ -82,6 +93,10 @@ def _read_eval(path: Path) -> dict[str, Any]:
         test_source=data.get("test_source", "unknown"),
         n_test_studies=data.get("n_test_studies"),
         best_single_auroc_6=_num((data.get("best_single") or {}).get("test_mean_auroc_6")),
+        label_fraction=float(data.get("label_fraction", 1.0)),
+        initializer_pretrained=bool(data.get("initializer_pretrained", data["initializer"] != "random")),
+        initializer_label=data.get("initializer_label") or data["initializer"],
+        data=data.get("data") or "",
         mlflow_run_id=data.get("mlflow_run_id"),
         path=str(path.parent),
     )
@@ -154,7 +169,8 @@ def load_runs(run_dirs: Iterable[Path], name: str = "study") -> Study:
         raise DataError("no run folders given; train and evaluate at least one run before the analysis.")
     rows = [_read_eval(d / "eval.json") for d in dirs]
     runs = pd.DataFrame(rows).set_index("run", drop=False)
-    for cols, what in ((["run"], "run name"), (["family", "initializer", "depth"], "family/initializer/depth")):
+    for cols, what in ((["run"], "run name"),
+                       (["family", "initializer", "depth", "label_fraction"], "family/initializer/depth/labels")):
         dup = runs[runs.duplicated(cols, keep=False)]
         if not dup.empty:
             raise DataError(
@@ -180,8 +196,10 @@ def format_ci(point: float, low: float, high: float, spec: str = ".3f") -> str:
 
 def main_table(study: Study) -> pd.DataFrame:
     """One row per run: configuration, size, ImageNet top-1 and test mean AUROC over 6 and 5 tasks with CIs."""
-    r = study.runs.sort_values(["depth", "group", "parameters", "family", "initializer"])
-    out = r[["run", "family", "group", "initializer", "truncation", "depth", "parameters", "imagenet_top1"]].copy()
+    r = study.runs.sort_values(["depth", "label_fraction", "group", "parameters", "family", "initializer"],
+                               ascending=[True, False, True, True, True, True])
+    out = r[["run", "family", "group", "initializer", "truncation", "depth", "label_fraction", "parameters",
+             "imagenet_top1"]].copy()
     for short in _MEANS:
         for suffix in ("", "_ci_low", "_ci_high"):
             out[short + suffix] = r[short + suffix]
@@ -193,6 +211,39 @@ def main_table(study: Study) -> pd.DataFrame:
 def initializers(study: Study) -> list[str]:
     """random and imagenet always (so their absence is reported), then any other initializer present."""
     return list(dict.fromkeys(["random", "imagenet", *study.runs["initializer"]]))
+
+
+def initializer_label(study: Study, init: str) -> str:
+    """What an initializer is, as its spec says (recorded in eval.json): e.g. 'in-domain self-supervised ...'."""
+    labels = study.runs.loc[study.runs["initializer"] == init, "initializer_label"]
+    if not labels.empty and labels.iloc[0] != init:
+        return str(labels.iloc[0])
+    return {"imagenet": "ImageNet (supervised), as CheXtransfer", "random": "random initialisation"}.get(init, init)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A pretrained initializer against a baseline: boost = AUROC(pretrained) - AUROC(baseline)."""
+
+    pretrained: str
+    baseline: str = "random"
+
+    @property
+    def name(self) -> str:
+        return f"{self.pretrained} - {self.baseline}"
+
+
+def comparisons(study: Study) -> list[Comparison]:
+    """imagenet vs random always (the paper's question; reported as not measured without ImageNet weights), every
+    other pretrained initializer present vs random, and vs imagenet when imagenet runs are present too."""
+    full = study.full
+    present = list(dict.fromkeys(full["initializer"]))
+    pretrained = [i for i in present if i not in ("random", "imagenet")
+                  and bool(full.loc[full["initializer"] == i, "initializer_pretrained"].iloc[0])]
+    out = [Comparison("imagenet")] + [Comparison(i) for i in pretrained]
+    if "imagenet" in present:
+        out += [Comparison(i, "imagenet") for i in pretrained]
+    return out
 
 
 def _rho(x: pd.Series, y: pd.Series, labels: pd.Series) -> dict[str, Any]:
@@ -211,24 +262,26 @@ def _rho(x: pd.Series, y: pd.Series, labels: pd.Series) -> dict[str, Any]:
     return rec
 
 
-def boost_points(study: Study) -> pd.DataFrame:
-    """Per family with full imagenet and random runs: both AUROCs (eval.json) and boost = imagenet - random."""
+def boost_points(study: Study, comparison: Comparison | None = None) -> pd.DataFrame:
+    """Per family with both full runs of the comparison (default imagenet - random): both AUROCs (eval.json)
+    and boost = AUROC(pretrained) - AUROC(baseline)."""
+    c = comparison or Comparison("imagenet")
     full = study.full
-    imagenet = full[full["initializer"] == "imagenet"].set_index("family")
-    random = full[full["initializer"] == "random"].set_index("family")
-    both = imagenet.index.intersection(random.index)
+    pre = full[full["initializer"] == c.pretrained].set_index("family")
+    base = full[full["initializer"] == c.baseline].set_index("family")
+    both = pre.index.intersection(base.index)
     out = pd.DataFrame(
         {
             "family": both,
-            "group": imagenet.loc[both, "group"].to_numpy(),
-            "parameters": imagenet.loc[both, "parameters"].to_numpy(),
-            "run_imagenet": imagenet.loc[both, "run"].to_numpy(),
-            "run_random": random.loc[both, "run"].to_numpy(),
-            "auroc_imagenet": imagenet.loc[both, "auroc_6"].to_numpy(dtype=float),
-            "auroc_random": random.loc[both, "auroc_6"].to_numpy(dtype=float),
+            "group": pre.loc[both, "group"].to_numpy(),
+            "parameters": pre.loc[both, "parameters"].to_numpy(),
+            "run_pretrained": pre.loc[both, "run"].to_numpy(),
+            "run_baseline": base.loc[both, "run"].to_numpy(),
+            "auroc_pretrained": pre.loc[both, "auroc_6"].to_numpy(dtype=float),
+            "auroc_baseline": base.loc[both, "auroc_6"].to_numpy(dtype=float),
         }
     )
-    out["boost"] = out["auroc_imagenet"] - out["auroc_random"]
+    out["boost"] = out["auroc_pretrained"] - out["auroc_baseline"]
     return out.sort_values(["parameters", "family"]).reset_index(drop=True)
 
 
@@ -245,12 +298,13 @@ def spearman(study: Study) -> pd.DataFrame:
             if sub.empty:
                 rec["status"] = not_measured(f"no full {init} runs")
             rows.append(rec)
-    pts = boost_points(study)
-    rec = {"analysis": "boost_vs_params", "initializer": "imagenet - random", "x": "parameters", "y": "boost"}
-    rec.update(_rho(pts["parameters"], pts["boost"], pts["family"]))
-    if pts.empty:
-        rec["status"] = not_measured("no family has both a full imagenet and a full random run")
-    rows.append(rec)
+    for c in comparisons(study):
+        pts = boost_points(study, c)
+        rec = {"analysis": "boost_vs_params", "initializer": c.name, "x": "parameters", "y": "boost"}
+        rec.update(_rho(pts["parameters"], pts["boost"], pts["family"]))
+        if pts.empty:
+            rec["status"] = not_measured(f"no family has both a full {c.pretrained} and a full {c.baseline} run")
+        rows.append(rec)
     cols = ["analysis", "initializer", "x", "y", "n", "rho", "p", "status", "families", "note"]
     return pd.DataFrame(rows)[cols]
 
@@ -263,11 +317,13 @@ def _paired(study: Study, run_a: str, run_b: str, n_resamples: int, seed: int) -
 
 @dataclass(frozen=True)
 class BoostResult:
-    """Per-family pretraining boost, its mean over families, and largest-minus-smallest model per group."""
+    """Per-family pretraining boost of one comparison, its mean over families, and largest-minus-smallest
+    model per group (over every initializer)."""
 
     per_family: pd.DataFrame
     mean: dict[str, Any]
     size_differences: pd.DataFrame
+    comparison: Comparison = field(default_factory=lambda: Comparison("imagenet"))
 
 
 def _mean_delta(study: Study, pairs: list[tuple[str, str]], n_resamples: int, seed: int) -> dict[str, Any]:
@@ -290,32 +346,42 @@ def _mean_delta(study: Study, pairs: list[tuple[str, str]], n_resamples: int, se
             "p": bootstrap_p_value(mean_reps), "n_families": len(pairs), "status": MEASURED}
 
 
-def pretraining_boost(study: Study, n_resamples: int = 1000, seed: int = 0) -> BoostResult:
-    """boost = AUROC(imagenet) - AUROC(random) per family (full models), paired-bootstrap CI and p; the mean
-    boost over families; and within each group the largest minus the smallest model per initializer."""
+def pretraining_boost(study: Study, n_resamples: int = 1000, seed: int = 0,
+                      comparison: Comparison | None = None) -> BoostResult:
+    """boost = AUROC(pretrained) - AUROC(baseline) per family (full models; default imagenet - random), with
+    paired-bootstrap CI and p; the mean boost over families; and within each group the largest minus the
+    smallest model per initializer."""
+    c = comparison or Comparison("imagenet")
     full = study.full
     rows = []
     for family, sub in full.sort_values("parameters").groupby("family", sort=False):
-        run = {init: sub.loc[sub["initializer"] == init, "run"] for init in ("imagenet", "random")}
-        rec: dict[str, Any] = {"family": family, "group": sub["group"].iloc[0], "parameters": sub["parameters"].max()}
+        run = {init: sub.loc[sub["initializer"] == init, "run"] for init in (c.pretrained, c.baseline)}
+        rec: dict[str, Any] = {"comparison": c.name, "family": family, "group": sub["group"].iloc[0],
+                               "parameters": sub["parameters"].max()}
         absent = [init for init, r in run.items() if r.empty]
         if absent:
             rows.append({**rec, "status": not_measured(f"no full {family}/{absent[0]} run")})
             continue
-        a, b = run["imagenet"].iloc[0], run["random"].iloc[0]
+        a, b = run[c.pretrained].iloc[0], run[c.baseline].iloc[0]
         d = _paired(study, a, b, n_resamples, seed)
-        rows.append({**rec, "run_imagenet": a, "run_random": b, "auroc_imagenet": full.loc[a, "auroc_6"],
-                     "auroc_random": full.loc[b, "auroc_6"], "boost": d["delta"], "ci_low": d["ci_low"],
+        rows.append({**rec, "run_pretrained": a, "run_baseline": b, "auroc_pretrained": full.loc[a, "auroc_6"],
+                     "auroc_baseline": full.loc[b, "auroc_6"], "boost": d["delta"], "ci_low": d["ci_low"],
                      "ci_high": d["ci_high"], "p": d["p"], "status": MEASURED})
     if not rows:
-        rows.append({"family": "", "status": not_measured("no full runs")})
-    cols = ["family", "group", "parameters", "run_imagenet", "run_random", "auroc_imagenet", "auroc_random",
-            "boost", "ci_low", "ci_high", "p", "status"]
+        rows.append({"comparison": c.name, "family": "", "status": not_measured("no full runs")})
+    cols = ["comparison", "family", "group", "parameters", "run_pretrained", "run_baseline", "auroc_pretrained",
+            "auroc_baseline", "boost", "ci_low", "ci_high", "p", "status"]
     per_family = pd.DataFrame(rows).reindex(columns=cols)
-    pairs = [(r.run_imagenet, r.run_random) for r in per_family.itertuples() if r.status == MEASURED]
+    pairs = [(r.run_pretrained, r.run_baseline) for r in per_family.itertuples() if r.status == MEASURED]
     mean = (_mean_delta(study, pairs, n_resamples, seed) if pairs else
-            {"n_families": 0, "status": not_measured("no family has both a full imagenet and a full random run")})
-    return BoostResult(per_family, mean, size_differences(study, n_resamples, seed))
+            {"n_families": 0,
+             "status": not_measured(f"no family has both a full {c.pretrained} and a full {c.baseline} run")})
+    return BoostResult(per_family, mean, size_differences(study, n_resamples, seed), c)
+
+
+def pretraining_boosts(study: Study, n_resamples: int = 1000, seed: int = 0) -> list[BoostResult]:
+    """pretraining_boost for every comparison of the study (see `comparisons`)."""
+    return [pretraining_boost(study, n_resamples, seed, c) for c in comparisons(study)]
 
 
 def size_differences(study: Study, n_resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
@@ -324,9 +390,9 @@ def size_differences(study: Study, n_resamples: int = 1000, seed: int = 0) -> pd
     for (group, init), sub in study.full.groupby(["group", "initializer"], sort=True):
         rec: dict[str, Any] = {"group": group, "initializer": init}
         big, small = sub.loc[sub["parameters"].idxmax()], sub.loc[sub["parameters"].idxmin()]
-        if len(sub) < 2:
-            rec["status"] = not_measured(f"only one full {group}/{init} family ({big['family']})")
-        elif big["parameters"] == small["parameters"]:
+        if len(sub) < 2:  # nothing to compare within the group: not a gap, and not listed as one
+            continue
+        if big["parameters"] == small["parameters"]:
             rec["status"] = not_measured(f"all full {group}/{init} families have the same parameter count")
         else:
             d = _paired(study, big["run"], small["run"], n_resamples, seed)
@@ -335,7 +401,7 @@ def size_differences(study: Study, n_resamples: int = 1000, seed: int = 0) -> pd
                        ci_high=d["ci_high"], p=d["p"], status=MEASURED)
         rows.append(rec)
     if not rows:
-        rows.append({"group": "", "status": not_measured("no full runs")})
+        rows.append({"group": "", "status": not_measured("no group has two full families of one initializer")})
     cols = ["group", "initializer", "larger", "smaller", "larger_parameters", "smaller_parameters", "difference",
             "ci_low", "ci_high", "p", "status"]
     return pd.DataFrame(rows).reindex(columns=cols)
@@ -382,3 +448,42 @@ def truncation_table(study: Study, n_resamples: int = 1000, seed: int = 0) -> Tr
     summary = {"n_measured": len(done), "mean_efficiency_gain": float(done["efficiency_gain"].mean()),
                "n_significant_drops": int(done["significant_drop"].sum()), "status": MEASURED}
     return TruncationResult(table, summary)
+
+
+def _mean_auroc(study: Study, runs: list[str], n_resamples: int, seed: int) -> dict[str, float]:
+    """Mean over `runs` of their 6-task AUROC, with a percentile CI from resampling the test studies (the same
+    resamples for every run, so the interval keeps their correlation)."""
+    y = study.truth[:, task_index(STUDY_TASKS)]
+    idx = bootstrap_indices(y.shape[0], n_resamples, seed)
+    full = np.arange(y.shape[0])[None, :]
+    point = np.mean([np.nanmean(auroc_replicates(y, study.probs[r][:, task_index(STUDY_TASKS)], full)[0])
+                     for r in runs])
+    reps = np.mean([np.nanmean(auroc_replicates(y, study.probs[r][:, task_index(STUDY_TASKS)], idx), axis=1)
+                    for r in runs], axis=0)
+    ok = reps[np.isfinite(reps)]
+    low, high = np.percentile(ok, [2.5, 97.5]) if ok.size else (np.nan, np.nan)
+    return {"auroc": float(point), "ci_low": float(low), "ci_high": float(high)}
+
+
+def label_fraction_table(study: Study, n_resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """AUROC vs label fraction: per (initializer, fraction) the mean 6-task AUROC over the families trained at
+    every fraction (so each point averages the same families), with a bootstrap CI; one row per
+    (family, initializer, fraction) too (`family` = 'mean' marks the averages)."""
+    runs = study.runs[study.runs["depth"] == 0]
+    fractions = sorted(runs["label_fraction"].unique())
+    rows = []
+    for init, sub in runs.groupby("initializer", sort=True):
+        counts = sub.groupby("family")["label_fraction"].nunique()
+        families = sorted(counts[counts == len(fractions)].index)
+        for fraction in fractions:
+            at = sub[sub["label_fraction"] == fraction].set_index("family")
+            for family, r in at.iterrows():
+                rows.append({"initializer": init, "label_fraction": fraction, "family": family, "run": r["run"],
+                             "auroc": r["auroc_6"], "ci_low": r["auroc_6_ci_low"], "ci_high": r["auroc_6_ci_high"],
+                             "status": MEASURED})
+            if families:
+                m = _mean_auroc(study, at.loc[families, "run"].tolist(), n_resamples, seed)
+                rows.append({"initializer": init, "label_fraction": fraction, "family": "mean",
+                             "run": f"{len(families)} families", **m, "status": MEASURED})
+    cols = ["initializer", "label_fraction", "family", "run", "auroc", "ci_low", "ci_high", "status"]
+    return pd.DataFrame(rows).reindex(columns=cols)

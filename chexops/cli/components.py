@@ -41,11 +41,20 @@ def _count_on_meta(family: Any, num_classes: int) -> int:
 
 
 @click.command("plugins")
+@click.argument("name", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--lock", "lock", is_flag=True,
               help="Record the installed plugins in plugins.lock.json (what `dvc repro`'s plugins stage does).")
-def plugins_command(as_json: bool, lock: bool) -> None:
+@click.option("--check", "check", is_flag=True,
+              help="Build every component of plugin NAME (default: of every plugin) on the meta device: timm name "
+                   "and tag, blocks in forward order, every truncation depth. Exit 2 on the first problem found.")
+def plugins_command(name: str | None, as_json: bool, lock: bool, check: bool) -> None:
     """Installed plugins, their versions and the hooks they implement."""
+    if check:
+        check_plugins(name)
+        return
+    if name:
+        raise click.UsageError("NAME is only used with --check.")
     if lock:
         from chexops.components.lock import write_lock
         from chexops.naming import PLUGINS_LOCK
@@ -62,19 +71,54 @@ def plugins_command(as_json: bool, lock: bool) -> None:
     )
 
 
-def _component_rows(kind: str) -> list[dict[str, Any]]:
+def check_plugins(name: str | None) -> None:
+    """Deep-check the components of one plugin (entry-point or distribution name), or of all of them."""
+    from chexops.errors import UnknownComponentError, did_you_mean
+
+    registry = get_registry()
+    plugins = {p.name for p in registry.plugins.values()} | {p.distribution for p in registry.plugins.values()}
+    if name is not None and name not in plugins:
+        raise UnknownComponentError(f"no loaded plugin is called {name!r}.{did_you_mean(name, plugins)} Loaded: "
+                                    f"{', '.join(sorted(plugins))}.")
+    checked = 0
+    for kind in KINDS:
+        for entry in registry.entries(kind):
+            if name is None or name in (entry.plugin.name, entry.plugin.distribution):
+                click.echo(registry.check(kind, entry.name).summary())
+                checked += 1
+    if not checked:
+        click.echo(f"plugin {name} registers no components (only commands, or nothing).")
+
+
+def _family_row(spec: Any) -> dict[str, Any]:
+    try:
+        parameters: int | None = head_parameters(spec)
+    except Exception as exc:  # noqa: BLE001 - one plugin's broken family must not hide the others
+        click.echo(f"Warning: family {spec.name}: cannot count its parameters ({type(exc).__name__}: "
+                   f"{str(exc).splitlines()[0] if str(exc) else ''}); run `chexops plugins --check` for the fix.",
+                   err=True)
+        parameters = None
+    return {
+        "timm_tag": spec.pretrained_name,
+        "group": spec.group,
+        "imagenet_top1": spec.imagenet_top1,
+        "parameters": parameters,
+        "max_drop": spec.max_drop,
+        "droppable_blocks": list(spec.blocks[len(spec.blocks) - spec.max_drop:]) if spec.max_drop else [],
+    }
+
+
+def _component_rows(kind: str, as_json: bool) -> list[dict[str, Any]]:
     rows = []
     for entry in get_registry().entries(kind):
         spec = entry.spec
         row: dict[str, Any] = {"name": spec.name, "plugin": entry.plugin.distribution}
         if kind == "families":
-            row |= {
-                "timm_tag": spec.pretrained_name,
-                "group": spec.group,
-                "imagenet_top1": spec.imagenet_top1,
-                "parameters": head_parameters(spec),
-                "max_drop": spec.max_drop,
-            }
+            row |= _family_row(spec)
+            if not as_json:  # the table keeps one line per family: the count says how far truncation may go
+                del row["droppable_blocks"]
+        if kind == "truncations":
+            row["takes_depth"] = spec.takes_depth
         row["description"] = spec.description
         rows.append(row)
     return rows
@@ -86,7 +130,7 @@ def _component_rows(kind: str) -> list[dict[str, Any]]:
 def components_command(kind: str | None, as_json: bool) -> None:
     """What the plugins registered: families, initializers, truncations, label-policies."""
     kinds = [kind] if kind else list(KINDS)
-    data = {k: _component_rows(k) for k in kinds}
+    data = {k: _component_rows(k, as_json) for k in kinds}
     if as_json:
         click.echo(json.dumps(data if kind is None else data[kind], indent=2))
         return
@@ -99,17 +143,19 @@ def components_command(kind: str | None, as_json: bool) -> None:
 @click.command("build")
 @click.argument("family")
 @click.option("--init", default="random", show_default=True, help="random, imagenet or checkpoint:PATH.")
-@click.option("--truncate", default=0, show_default=True, type=click.IntRange(min=0), help="Final blocks to drop.")
+@click.option("--truncate", default=0, show_default=True, type=click.IntRange(min=0), help="Truncation depth.")
+@click.option("--strategy", default="drop-last-k", show_default=True,
+              help="Truncation strategy (`chexops components truncations`).")
 @click.option("--num-classes", default=14, show_default=True, type=click.IntRange(min=1))
 @click.option("--seed", default=0, show_default=True)
 @click.option("--weights-dir", type=click.Path(file_okay=False), help="Folder of ImageNet weight files.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def build_command(family: str, init: str, truncate: int, num_classes: int, seed: int, weights_dir: str | None,
-                  as_json: bool) -> None:
+def build_command(family: str, init: str, truncate: int, strategy: str, num_classes: int, seed: int,
+                  weights_dir: str | None, as_json: bool) -> None:
     """Build a network and print its report, without training."""
     from chexops.models.build import build_model
 
-    _, report = build_model(family, init, truncate, num_classes, seed, weights_dir)
+    _, report = build_model(family, init, truncate, num_classes, seed, weights_dir, truncation=strategy)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return

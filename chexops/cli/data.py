@@ -5,6 +5,7 @@ Errors are ChexopsErrors left to propagate; the main CLI turns them into one lin
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,26 +33,33 @@ def data_group() -> None:
 @click.option("--workers", type=int, default=None, help="Processes for --decode (default: all CPUs).")
 def check(directory: Path, test_labels: Path | None, decode: bool, workers: int | None) -> None:
     """Validate the CheXpert folder DIRECTORY and print counts per split and per observation."""
-    from chexops.data.cache import find_bad_images
+    from chexops.data.cache import find_bad_images, is_outside
     from chexops.data.chexpert import describe_rows, read_chexpert
+    from chexops.data.synthetic import MARKER
 
     folder = read_chexpert(directory, test_labels)
     splits = [("train", folder.train), ("valid", folder.valid)]
     if folder.test is not None:
         splits.append(("test", folder.test))
     for name, frame in splits:
-        missing = missing_images(folder.root, frame)
-        if len(missing):
-            raise DataError(f"{len(missing)} of {len(frame)} {name} images are missing: "
-                            f"{describe_rows(frame, missing)}. Restore them or remove their CSV rows.")
+        for problem, rows in unusable_images(folder.root, frame).items():
+            raise DataError(f"{len(rows)} of {len(frame)} {name} images {problem}: {describe_rows(frame, rows)}. "
+                            + _REMEDY[problem])
     if decode:
         for name, frame in splits:
             bad = find_bad_images(frame, folder.root, workers=workers)
             if bad:
                 shown = "; ".join(f"{b['path']} ({b['source']}): {b['reason']}" for b in bad[:5])
-                raise DataError(f"{len(bad)} {name} images cannot be decoded: {shown}. Replace them, or prepare "
-                                "with on_bad_image: skip to leave them out.")
-    test_note = "official test labels" if folder.test is not None else "no test labels (test = patient hold-out)"
+                raise DataError(f"{len(bad)} {name} images cannot be decoded: {shown}. Replace them"
+                                + ("." if any(is_outside(b["reason"]) for b in bad) else
+                                   ", or prepare with on_bad_image: skip to leave them out."))
+    test_note = ("a labelled test split (test.csv + groundtruth.csv)" if folder.test is not None
+                 else "no test labels (test = patient hold-out)")
+    marker = folder.root.parent / MARKER
+    if marker.is_file():  # made by `chexops synth`: say so, so its counts are never read as CheXpert's
+        made = json.loads(marker.read_text())
+        test_note += (f". These are synthetic CheXpert-format phantoms ({made.get('patients')} patients, "
+                      f"{made.get('image_size')} px, seed {made.get('seed')}), not radiographs")
     click.echo(f"{folder.root}: all {sum(len(f) for _, f in splits)} images present; {test_note}.")
     if decode:
         click.echo("every image decodes.")
@@ -63,15 +71,37 @@ def check(directory: Path, test_labels: Path | None, decode: bool, workers: int 
         click.echo(label_table(frame))
 
 
-def missing_images(root: Path, index: pd.DataFrame) -> np.ndarray:
-    """Positions of index rows whose image file does not exist (a stat per file; nothing is read)."""
+_MISSING, _EMPTY, _OUTSIDE = "are missing", "are empty (0 bytes)", "lead outside the folder (links)"
+_REMEDY = {
+    _MISSING: "Restore them or remove their CSV rows.",
+    _EMPTY: "Restore them or remove their CSV rows; on_bad_image: skip would leave them out of training.",
+    _OUTSIDE: "chexops reads nothing outside the dataset folder, even with on_bad_image: skip; replace each link "
+              "with the file or remove its CSV row.",
+}
+
+
+def unusable_images(root: Path, index: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Positions of index rows whose file is missing, empty, or reached through a link out of `root`, by problem
+    (only problems that occur). A stat per file and a link lookup per path component; no image is read."""
     import numpy as np
 
     # Paths were validated by read_chexpert (no '..', not absolute); the first component is the folder's name.
     rest = index["path"].str.split("/", n=1).str[1]
-    base = str(root) + os.sep
-    exists = np.fromiter((os.path.isfile(base + r) for r in rest), dtype=bool, count=len(rest))
-    return np.flatnonzero(~exists)
+    base, real_root = str(root) + os.sep, os.path.realpath(root) + os.sep
+    problems = np.zeros(len(rest), dtype=np.int8)  # 0 fine, then the position in _REMEDY
+    for i, r in enumerate(rest):
+        path = base + r
+        try:
+            size = os.stat(path).st_size
+        except OSError:
+            problems[i] = 1
+            continue
+        if not os.path.realpath(path).startswith(real_root):
+            problems[i] = 3
+        elif size == 0 or not os.path.isfile(path):
+            problems[i] = 2 if size == 0 else 1
+    return {problem: np.flatnonzero(problems == code) for code, problem in enumerate(_REMEDY, start=1)
+            if (problems == code).any()}
 
 
 def split_table(splits: list[tuple[str, pd.DataFrame]]) -> str:

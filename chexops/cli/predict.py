@@ -37,10 +37,13 @@ def predict_command(model_uri: str, inputs: tuple[str, ...], out: str, batch: in
     prediction = predict_files(model, found.paths, batch, skip_bad, progress=not quiet)
     for path, reason in prediction.skipped:
         click.echo(f"skipped {path}: {reason}", err=True)
+    for path, note in prediction.warnings:
+        click.echo(f"warning: {path}: {note}", err=True)
     if not prediction.paths:
         raise DataError(f"none of the {len(found.paths)} files could be read as an image; nothing was written.")
     studies, n_studies = write_outputs(Path(out), prediction)
     note = f"; ignored {found.ignored} files without an image suffix" if found.ignored else ""
     click.echo(f"wrote {len(prediction.paths)} images to {out}"
                + (f" and {n_studies} studies to {studies}" if studies else "")
-               + (f"; skipped {len(prediction.skipped)} unreadable files" if prediction.skipped else "") + note)
+               + (f"; skipped {len(prediction.skipped)} unreadable files" if prediction.skipped else "")
+               + (f"; {len(prediction.warnings)} warnings above" if prediction.warnings else "") + note)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from chexops.naming import RunKey
+from chexops.naming import DEFAULT_STRATEGY, RunKey
 
 if TYPE_CHECKING:
     from chexops.stages import StageContext
@@ -21,15 +21,22 @@ if TYPE_CHECKING:
 @click.command("train")
 @click.option("--family", required=True, help="Architecture family, e.g. densenet121 (see `chexops components`).")
 @click.option("--init", "initializer", default="random", show_default=True,
-              help="random, imagenet or checkpoint:PATH.")
+              help="random, imagenet, ssl (pretrains first when needed) or checkpoint:PATH.")
 @click.option("--truncate", default=0, show_default=True, type=click.IntRange(min=0), help="Final blocks to drop.")
-@click.option("--params", "params_path", default="params.yaml", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--strategy", default=DEFAULT_STRATEGY, show_default=True,
+              help="Truncation strategy, as `strategy:` in a grid.truncated entry.")
+@click.option("--fraction", default=1.0, show_default=True, type=click.FloatRange(0, 1, min_open=True),
+              help="Fraction of the labelled training patients to train on.")
+@click.option("--params", "params_path", default="params.yaml", show_default=True, type=click.Path(dir_okay=False),
+              help="The study's settings (data, train, tracking, grid); relative paths in it are read from the "
+                   "current folder.")
 @click.option("--lr", type=float, help="Override the tuned / configured learning rate.")
 @click.option("--restart", is_flag=True, help="Train anew instead of resuming a run left in the run folder.")
 @click.option("--no-register", is_flag=True, help="Stop after the test evaluation.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def train_command(family: str, initializer: str, truncate: int, params_path: str, lr: float | None, restart: bool,
-                  no_register: bool, quiet: bool) -> None:
+def train_command(family: str, initializer: str, truncate: int, strategy: str, fraction: float, params_path: str,
+                  lr: float | None,
+                  restart: bool, no_register: bool, quiet: bool) -> None:
     """Train one configuration under params.yaml, evaluate its ensemble, register it in MLflow."""
     from chexops.components.lock import check_lock
     from chexops.config import check_run, load_config, validate
@@ -38,8 +45,9 @@ def train_command(family: str, initializer: str, truncate: int, params_path: str
     config = validate(load_config(params_path))
     if lr is not None and not 0 < lr < float("inf"):
         raise click.BadParameter(f"must be a finite number > 0, got {lr}", param_hint="--lr")
-    key = RunKey(family, initializer, truncate)
-    check_run(key.family, key.initializer, key.depth)  # validated like a grid entry, before anything is written
+    key = RunKey(family, initializer, truncate, fraction, strategy)
+    # validated like a grid entry, before anything is written
+    check_run(key.family, key.initializer, key.depth, strategy=key.strategy)
     check_lock()
     ctx = StageContext(config, key, progress=not quiet, restart=restart, lr=lr)
     from chexops.train import distributed

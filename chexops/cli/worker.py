@@ -17,7 +17,9 @@ def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
 
 @click.command("worker")
 @click.option("--storage", "storage_url", required=True, envvar="CHEXOPS_WORKER_STORAGE",
-              help="Optuna RDB storage URL shared by all workers, e.g. postgresql+psycopg2://user@host/optuna.")
+              show_envvar=True,
+              help="Optuna RDB storage URL shared by all workers, e.g. postgresql+psycopg2://user@host/optuna; "
+                   "read from CHEXOPS_WORKER_STORAGE when not given.")
 @click.option("--study", "study_name", required=True, help="Study name: one per grid (created by the first worker).")
 @click.option("--params", "params_path", default="params.yaml", show_default=True, type=click.Path(dir_okay=False))
 @click.option("--heartbeat", default=30, show_default=True, type=click.IntRange(min=1),

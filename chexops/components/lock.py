@@ -42,13 +42,13 @@ def code_hash(module: str) -> str:
 
 def installed() -> list[dict[str, Any]]:
     """The outside plugins that load in this environment (CHEXOPS_LOAD_PLUGINS applies), sorted by name."""
-    from chexops.components.manager import plugin_manager
+    from chexops.components.manager import IN_TEST, plugin_manager
 
     pm, infos = plugin_manager()
     rows = []
     for info in sorted(infos.values(), key=lambda i: i.name):
-        if info.builtin:  # chexops' own code: a DVC folder dependency of every stage already
-            continue
+        if info.builtin or info.distribution == IN_TEST:  # chexops' own code (a DVC dependency already), or
+            continue  # a plugin object a test registered, which no installed code provides
         module = pm.get_plugin(info.name).__name__
         rows.append({"name": info.name, "distribution": info.distribution, "version": info.version,
                      "module": module, "code_sha256": code_hash(module)})

@@ -10,7 +10,8 @@ import functools
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from chexops.components.manager import PluginInfo, plugin_manager
+from chexops.components import checks
+from chexops.components.manager import PluginInfo, filter_description, hidden_plugins, plugin_manager
 from chexops.components.specs import FamilySpec, InitializerSpec, LabelPolicySpec, TruncationSpec
 from chexops.errors import DuplicateComponentError, PluginError, UnknownComponentError, did_you_mean
 
@@ -50,6 +51,7 @@ class _Register:
                 f"plugin {self.plugin.name!r} registered {spec!r} as a {noun}; "
                 f"register a chexops.{cls.__name__} instead."
             )
+        checks.check_structure(spec, noun, self.plugin)
         if spec.name in self.into:
             first = self.into[spec.name].plugin
             raise DuplicateComponentError(
@@ -86,10 +88,30 @@ class Registry:
             return entries[name]
         noun = KINDS[kind][2]
         plugins = ", ".join(f"{p.name} ({p.distribution} {p.version})" for p in self.plugins.values())
+        hidden = hidden_plugins()
+        hiding = (f" {filter_description()} keeps these installed plugins from loading: {', '.join(hidden)}; "
+                  "add the one you need to it, or unset it." if hidden else "")
         raise UnknownComponentError(
             f"unknown {noun} {name!r}.{did_you_mean(name, entries)} Available: {', '.join(entries) or 'none'}. "
-            f"Installed plugins: {plugins}."
+            f"Installed plugins: {plugins}.{hiding}"
         )
+
+    def check(self, kind: str, name: str) -> checks.CheckReport:
+        """The deep check of one registered component (builds networks on the meta device; imports torch)."""
+        self.entries(kind)  # an unknown kind is an error listing the kinds
+        entry = self.entry(kind, name)
+        spec, plugin = entry.spec, entry.plugin
+        if kind == "families":
+            return checks.check_family(spec, plugin, {e.name: e.spec for e in self.entries("truncations")})
+        if kind == "truncations":
+            return checks.check_truncation(spec, plugin, self.reference_family())
+        if kind == "initializers":
+            return checks.check_initializer(spec, plugin, self.reference_family())
+        return checks.check_label_policy(spec, plugin)
+
+    def reference_family(self) -> FamilySpec:
+        """The family strategies and initializers are checked on: a small built-in one."""
+        return self.family(checks.REFERENCE_FAMILY)
 
     def family(self, name: str) -> FamilySpec:
         return self.entry("families", name).spec

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # torch and numpy stay out of import time for the CLI's fast paths
@@ -46,7 +47,13 @@ class FamilySpec:
         """(mean, std) of the pinned tag's timm config: what its ImageNet weights were trained with."""
         import timm
 
-        cfg = timm.get_pretrained_cfg(self.pretrained_name)
+        from chexops.errors import PluginError
+
+        try:
+            cfg = timm.get_pretrained_cfg(self.pretrained_name)
+        except RuntimeError as exc:  # timm's "Invalid pretrained tag": a typo in the spec, not a chexops bug
+            raise PluginError(f"family {self.name!r}: timm does not know {self.pretrained_name!r} ({exc}); fix its "
+                              f"timm_name or tag (`chexops plugins --check` lists the valid tags).") from exc
         if cfg is None:
             return (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
         return tuple(cfg.mean), tuple(cfg.std)
@@ -62,6 +69,11 @@ class InitReport:
     loaded_keys: int = 0
     missing_keys: list[str] = field(default_factory=list)
     unexpected_keys: list[str] = field(default_factory=list)
+    # The input normalisation the weights were trained with ({"mean": [3], "std": [3]}); None: ImageNet's for a
+    # pretrained initializer, the training data's own otherwise.
+    normalization: dict[str, list[float]] | None = None
+    # Links to where the weights came from, tagged on the fine-tuned run (e.g. the pretraining run and file hash).
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -69,14 +81,21 @@ class InitializerSpec:
     """Fills a freshly created network with weights.
 
     `apply(model, family, argument, context)` returns an InitReport. `argument` is what follows the colon in
-    `checkpoint:PATH` (None when absent); `context` carries the seed and the weights folders to search.
+    `checkpoint:PATH` (None when absent); `context` carries `seed`, `weights_dir` (folders to search) and
+    `pretrain_dir` (where this initializer's pretraining step left its output for the family).
+
+    `pretrain(family, out_dir, context)`, when set, is a step the study runs once per (family, initializer)
+    before any fine-tune (the `pretrain` stage): it leaves its weights in `out_dir` and returns a summary dict.
+    `context` carries `config` (the validated params), `progress` (bool) and `log(metrics, step)`.
     """
 
     name: str
     apply: Callable[[nn.Module, FamilySpec, str | None, dict[str, Any]], InitReport]
     description: str = ""
-    pretrained: bool = False  # pretrained initializers normalise with the family's ImageNet mean/std
+    pretrained: bool = False  # compared with `random` in the analyses (the pretraining boost)
     needs_argument: bool = False
+    pretrain: Callable[[FamilySpec, Path, dict[str, Any]], dict[str, Any]] | None = None
+    label: str = ""  # what the pretraining is, for reports: "ImageNet (supervised)", "in-domain MoCo v2"
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from chexops.data.chexpert import INDEX_COLUMNS, read_index, resolve_image, write_index
+from chexops.data.images import to_gray8
 from chexops.data.labels import OBSERVATIONS
 from chexops.errors import ConfigError, DataError
 
@@ -85,7 +86,8 @@ def resize_crop(image: Image.Image, size: int) -> Image.Image:
 
 
 def load_image(path: Path, size: int | None, max_pixels: int | None = None) -> np.ndarray | None:
-    """The grayscale image at `path`, resized and cropped to `size` (None: decode only, to validate).
+    """The grayscale image at `path` (any PIL mode, see chexops.data.images), resized and cropped to `size`
+    (None: decode only, to validate).
 
     Raises BadImage for a missing, unreadable, corrupt or oversized file; size is checked before decoding.
     """
@@ -97,7 +99,7 @@ def load_image(path: Path, size: int | None, max_pixels: int | None = None) -> n
                 w, h = im.size
                 if w * h > limit:
                     raise BadImage(f"{w} x {h} pixels is over the {limit:,}-pixel limit; not decoded")
-                gray = im.convert("L")
+                gray = to_gray8(im)
     except FileNotFoundError:
         raise BadImage("file not found") from None
     except IsADirectoryError:
@@ -227,7 +229,10 @@ def _fill(
         for pos, arr, reason, a, b in results:
             if reason is not None:
                 where = f"{index['path'].iat[pos]} ({sources[pos]})"
-                if on_bad == "error" or reason.startswith(_OUTSIDE):
+                if reason.startswith(_OUTSIDE):  # never skipped: it is a hostile or broken folder, not a bad image
+                    raise DataError(f"{split} image {where}: {reason} Replace the link with the file, or remove "
+                                    "its row; on_bad_image='skip' does not skip paths leading outside the folder.")
+                if on_bad == "error":
                     raise DataError(f"{split} image {where}: {reason}. Fix or remove it, or prepare with "
                                     "on_bad_image='skip' to leave unreadable images out.")
                 skipped.append({"path": index["path"].iat[pos], "source": sources[pos], "reason": reason})
@@ -309,6 +314,11 @@ def load_split(cache_dir: Path, split: str, verify: bool = False) -> CachedSplit
                         f"x {size}px; run the prepare stage again.")
     labels = index[list(OBSERVATIONS)].to_numpy(dtype=np.float64)
     return CachedSplit(images, index, labels, info)
+
+
+def is_outside(reason: str) -> bool:
+    """Whether a bad image's reason is a path leading outside the dataset folder (never skippable)."""
+    return reason.startswith(_OUTSIDE)
 
 
 def find_bad_images(

@@ -103,10 +103,13 @@ def read_split_csv(root: Path, csv_path: Path) -> pd.DataFrame:
     parts = _extract(paths, _PATH_RE)
     _fail_rows(parts["patient"].isna(), raw["Path"], name, "Path",
                "does not look like .../patientN/studyN/viewN_frontal.jpg (or _lateral.jpg)")
-    _fail_rows(paths.duplicated(), raw["Path"], name, "Path", "is listed twice")
     out = pd.DataFrame(index=raw.index)
     # Re-root onto the folder's actual name so `path` is always relative to root's parent.
     out["path"] = root.name + "/" + parts["mid"] + parts["patient"] + "/" + parts["study"] + "/" + parts["file"]
+    # after re-rooting: rows naming one file under two different first folders are the same image twice
+    _fail_rows(out["path"].duplicated(), raw["Path"], name, "Path",
+               f"is listed twice (an earlier row names the same file once the first folder is read as {root.name}); "
+               "remove one of the rows")
     out["patient"] = parts["patient"]
     out["study"] = parts["patient"] + "/" + parts["study"]
     out["view"] = _views(raw["Frontal/Lateral"], parts["view"], name)

@@ -45,7 +45,9 @@ class BatchLoader:
         drop_last: bool = False,
         pin_memory: bool | None = None,
         prefetch: int = 2,
+        rows: np.ndarray | None = None,
     ) -> None:
+        """`rows`: train on these rows of `images` only (a label fraction); epochs permute them."""
         _check_arrays(images, targets, mask)
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}.")
@@ -63,21 +65,29 @@ class BatchLoader:
         self.drop_last = drop_last
         self.pin_memory = cuda if pin_memory is None else bool(pin_memory)
         self.prefetch = prefetch
+        self.rows = None if rows is None else np.sort(np.asarray(rows, dtype=np.int64))
+        if self.rows is not None and (len(self.rows) == 0 or self.rows[0] < 0 or self.rows[-1] >= len(images)):
+            raise ConfigError(f"rows must be a non-empty selection of the {len(images)} images.")
+
+    @property
+    def size(self) -> int:
+        """How many images an epoch covers."""
+        return len(self.images) if self.rows is None else len(self.rows)
 
     def __len__(self) -> int:
         return self.num_batches
 
     @property
     def num_batches(self) -> int:
-        n = len(self.images)
+        n = self.size
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def order(self, epoch: int) -> np.ndarray:
-        """The row order of `epoch`: a seeded permutation, or 0..N-1 without shuffling."""
-        n = len(self.images)
+        """The row order of `epoch`: a seeded permutation, or 0..N-1 without shuffling (of `rows` when given)."""
+        base = np.arange(len(self.images), dtype=np.int64) if self.rows is None else self.rows
         if not self.shuffle:
-            return np.arange(n, dtype=np.int64)
-        return np.random.default_rng([self.seed, epoch]).permutation(n).astype(np.int64)
+            return base
+        return base[np.random.default_rng([self.seed, epoch]).permutation(len(base))]
 
     def batches(self, epoch: int, start: int = 0) -> Iterator[Batch]:
         """The batches of `epoch` from batch index `start` on (resume: the same batches a full epoch yields)."""

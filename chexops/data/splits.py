@@ -82,6 +82,18 @@ def holdout_patients(train: pd.DataFrame, fraction: float, seed: int) -> tuple[p
     return train[~is_held], train[is_held]
 
 
+def label_fraction_rows(index: pd.DataFrame, fraction: float, seed: int) -> np.ndarray:
+    """Rows of the training index whose labels a `fraction` run may use: all images of a seeded choice of
+    ceil(fraction x patients) patients. One permutation per seed, so smaller fractions are subsets of larger
+    ones (as in MoCo-CXR's label-fraction experiments) and a patient's images are all in or all out."""
+    if not 0 < fraction <= 1:
+        raise DataError(f"a label fraction must be in (0, 1], got {fraction}.")
+    patients = np.sort(index["patient"].astype(str).unique())
+    order = np.random.default_rng([seed, len(patients)]).permutation(len(patients))
+    chosen = set(patients[order[: max(1, int(np.ceil(fraction * len(patients) - 1e-9)))]])
+    return np.flatnonzero(index["patient"].astype(str).isin(chosen).to_numpy())
+
+
 def check_disjoint(frames: dict[str, pd.DataFrame]) -> None:
     """DataError naming the first few patients found in two splits, with a CSV row for each."""
     names = list(frames)

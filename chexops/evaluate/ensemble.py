@@ -119,7 +119,8 @@ def load_ensemble(manifest: dict[str, Any], files: Sequence[Path], device: torch
             raise DataError(f"checkpoint {file} listed in the manifest is missing; retrain or restore the run.")
         # "random" gives the structure without reaching for pretrained weights, which serving never needs
         model, _ = build_model(manifest["family"], "random", truncate=int(manifest["depth"]),
-                               num_classes=int(manifest["num_classes"]))
+                               num_classes=int(manifest["num_classes"]),
+                               truncation=manifest.get("strategy"))  # manifests before strategies: drop-last-k
         try:
             model.load_state_dict(torch.load(file, map_location="cpu", weights_only=True), strict=True)
         except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as exc:

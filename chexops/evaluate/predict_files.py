@@ -24,6 +24,9 @@ from chexops.data.labels import OBSERVATIONS
 from chexops.errors import DataError, TrackingError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+# A side this short holds no diagnostic detail (radiographs are hundreds of pixels); such a file is predicted, as
+# any size is resized to the model's input, but flagged: it is more likely a thumbnail, an icon or a broken export.
+MIN_SIDE = 32
 _STUDY = re.compile(r"(?:^|/)(patient\d+)/(study\d+)/[^/]+$")
 
 
@@ -120,11 +123,13 @@ def load_model(model_uri: str, uri: str | None = None) -> Any:
 
 @dataclass
 class Prediction:
-    """Probabilities (N, 14) of the files in `paths`, and the files skipped with their reasons."""
+    """Probabilities (N, 14) of the files in `paths`, the files skipped with their reasons, and predicted files
+    that deserve a second look (e.g. a 1 x 1 image) with what is odd about them."""
 
     paths: list[Path]
     probs: np.ndarray
     skipped: list[tuple[Path, str]]
+    warnings: list[tuple[Path, str]] = field(default_factory=list)
 
 
 def predict_files(model: Any, paths: Sequence[Path], batch: int = 64, skip_bad: bool = False,
@@ -145,7 +150,20 @@ def predict_files(model: Any, paths: Sequence[Path], batch: int = 64, skip_bad: 
                     skipped.append((path, reason))
             bar.update(len(chunk))
     probs = np.stack(out).astype(np.float32) if out else np.zeros((0, len(OBSERVATIONS)), dtype=np.float32)
-    return Prediction(kept, probs, skipped)
+    warnings = [(p, note) for p in kept if (note := size_note(p)) is not None]
+    return Prediction(kept, probs, skipped, warnings)
+
+
+def size_note(path: Path) -> str | None:
+    """Why an image that decoded is suspect for its size (read from its header), or None."""
+    from PIL import Image
+
+    with Image.open(path) as im:  # decoded once already, inside the model; this reads the header only
+        w, h = im.size
+    if min(w, h) >= MIN_SIDE:
+        return None
+    return (f"only {w} x {h} pixels, upscaled to the model's input; a radiograph is hundreds of pixels on a side, "
+            "so check that this is the image you meant")
 
 
 def _batches(items: list[Path], size: int) -> Iterator[list[Path]]:

@@ -23,6 +23,7 @@ from chexops.data.labels import STUDY_TASKS
 from chexops.errors import ConfigError, DataError
 from chexops.evaluate.bootstrap import paired_bootstrap
 from chexops.evaluate.delong import delong_test
+from chexops.tracking.registry_lock import Lease, model_lock
 from chexops.tracking.runs import mlflow_errors, temporary_env
 from chexops.tracking.store import (
     PROMOTION_PREFIX,
@@ -166,9 +167,19 @@ def compare(candidate: pd.DataFrame, holder: pd.DataFrame, names: tuple[str, str
 def promote(client: Any, name: str, version: int | str, alias: str = DEFAULT_ALIAS, force: bool = False,
             user: str | None = None) -> Decision:
     """Give `alias` to `version` when it is significantly better than the holder (or nothing holds it, or
-    `force`); otherwise leave the alias. The decision is recorded on the version either way."""
+    `force`); otherwise leave the alias. The decision is recorded on the version either way.
+
+    The holder is read, compared against and replaced under the model's lock (chexops.tracking.registry_lock), so
+    of two promotions started together one decides and the other is refused with LockBusyError.
+    """
     _check_alias(alias)
     candidate = get_version(client, name, version)
+    with model_lock(client, name) as lease:
+        return _promote(client, name, candidate, alias, force, user, lease)
+
+
+def _promote(client: Any, name: str, candidate: Any, alias: str, force: bool, user: str | None, lease: Lease
+             ) -> Decision:
     number = int(candidate.version)
     model = get_model(client, name)
     holder = model.aliases.get(alias)
@@ -186,6 +197,7 @@ def promote(client: Any, name: str, version: int | str, alias: str = DEFAULT_ALI
     history = read_history(model, alias)
     if holder is not None and history[-1:] != [int(holder)]:  # moved outside chexops: the holder still held it
         history.append(int(holder))
+    lease.check(f"record the {decision} decision")
     if decision != "refused":
         with mlflow_errors(f"set alias {alias!r} of {name!r} to version {number}", client.tracking_uri):
             client.set_registered_model_alias(name, alias, str(number))
@@ -199,6 +211,12 @@ def promote(client: Any, name: str, version: int | str, alias: str = DEFAULT_ALI
 def rollback(client: Any, name: str, alias: str = DEFAULT_ALIAS, user: str | None = None) -> Decision:
     """Give `alias` back to the version that held it before the current holder, and record it on that version."""
     _check_alias(alias)
+    get_model(client, name)
+    with model_lock(client, name) as lease:
+        return _rollback(client, name, alias, user, lease)
+
+
+def _rollback(client: Any, name: str, alias: str, user: str | None, lease: Lease) -> Decision:
     model = get_model(client, name)
     holder = model.aliases.get(alias)
     if holder is None:
@@ -212,6 +230,7 @@ def rollback(client: Any, name: str, alias: str = DEFAULT_ALIAS, user: str | Non
         raise ConfigError(f"version {holder} is the first version of {name!r} to hold alias {alias!r}; there is "
                           "no earlier version to roll back to.")
     previous = get_version(client, name, history[-2])
+    lease.check("roll the alias back")
     with mlflow_errors(f"set alias {alias!r} of {name!r} to version {previous.version}", client.tracking_uri):
         client.set_registered_model_alias(name, alias, str(previous.version))
     history = history[:-1]

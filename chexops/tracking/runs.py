@@ -60,6 +60,13 @@ def mlflow_errors(action: str, uri: str) -> Iterator[None]:
         yield
     except (MlflowException, OSError) as exc:
         raise TrackingError(f"MLflow could not {action} (tracking URI {uri}): {exc}") from exc
+    except Exception as exc:
+        # a database error MLflow lets through (e.g. sqlite3.IntegrityError or "database is locked" when two
+        # processes write one SQLite store): the store's failure, said in one line, not a chexops bug
+        if type(exc).__module__.split(".")[0] not in ("sqlalchemy", "sqlite3", "psycopg2"):
+            raise
+        raise TrackingError(f"MLflow could not {action} (tracking URI {uri}): {type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else ''}. Run the command again.") from exc
 
 
 @contextmanager
@@ -104,6 +111,39 @@ def _check_sqlite(uri: str) -> None:
     if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise TrackingError(f"cannot open tracking store {uri}: {path} is not writable by this user. Fix its "
                             "permissions or point tracking.uri / MLFLOW_TRACKING_URI elsewhere.")
+    check_sqlite_file(uri)
+
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def check_sqlite_file(uri: str) -> None:
+    """An existing SQLite store file must be a database: SQLite would take an empty file for a new, empty store,
+    and MLflow then silently re-creates it, losing the record of every run that pointed into it."""
+    path = Path(uri[len("sqlite:///"):].partition("?")[0])
+    if str(path) in ("", ":memory:") or not path.is_file():
+        return
+    with open(path, "rb") as fh:
+        head = fh.read(len(_SQLITE_MAGIC))
+    if head == _SQLITE_MAGIC:
+        return
+    what = "is empty (0 bytes)" if not head else "is not an SQLite database"
+    raise TrackingError(f"tracking store {path} {what}, so it holds none of the study's runs and models; restore it "
+                        "from a backup, or delete it to start a new store (then train with --restart, since the "
+                        "run folders name runs of the lost store).")
+
+
+def open_hint(uri: str) -> str:
+    """What to do when the store at `uri` cannot be opened: a server may be down, a file cannot be."""
+    if uri.startswith("sqlite:"):
+        return ("The file is damaged or not an MLflow store: restore it from a backup, or point tracking.uri in "
+                "params.yaml / MLFLOW_TRACKING_URI at the study's store.")
+    return "Start the tracking server or fix tracking.uri in params.yaml / MLFLOW_TRACKING_URI."
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "no detail"
 
 
 def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -149,8 +189,8 @@ class Tracker:
                 client = MlflowClient(tracking_uri=uri)
                 found = client.get_experiment_by_name(experiment)
         except Exception as exc:  # any failure here means the store cannot be used at all
-            raise TrackingError(f"cannot open tracking store {uri}: {type(exc).__name__}: {exc}. Start the "
-                                "tracking server or fix tracking.uri in params.yaml / MLFLOW_TRACKING_URI.") from exc
+            raise TrackingError(f"cannot open tracking store {uri}: {type(exc).__name__}: "
+                                f"{_first_line(exc)}. {open_hint(uri)}") from exc
         if found is not None and found.lifecycle_stage == "deleted":
             raise TrackingError(f"experiment {experiment!r} in {uri} is deleted. Restore it with `mlflow "
                                 f"experiments restore --experiment-id {found.experiment_id}`, purge it with "
@@ -191,7 +231,17 @@ class Tracker:
         return run_id
 
     def _reopen(self, run_id: str, flat: dict[str, str]) -> dict[str, str]:
-        run = self.client.get_run(run_id)
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            raise TrackingError(f"run {run_id}, which the run folder records, is not in the tracking store {self.uri} "
+                                "(the store was replaced or the run deleted); train the configuration anew with "
+                                "`chexops train ... --restart`, or point tracking.uri at the store that holds it."
+                                ) from None
         if run.info.experiment_id != self.experiment_id:
             raise TrackingError(f"run {run_id} belongs to experiment {run.info.experiment_id}, not "
                                 f"{self.experiment_id}; resume it with the tracking.experiment it was started in.")
@@ -225,6 +275,13 @@ class Tracker:
                     self.client.log_batch(rid, metrics=pending[:METRICS_PER_BATCH])
                     del pending[:METRICS_PER_BATCH]  # only once sent: a failed flush can be retried
             self._pending.pop(rid, None)
+
+    def metric_at(self, run_id: str, key: str, step: int) -> float | None:
+        """The last value of metric `key` logged at `step` (None when there is none)."""
+        with mlflow_errors(f"read metric {key!r} of run {run_id}", self.uri):
+            history = self.client.get_metric_history(run_id, key)
+        at = [m for m in history if m.step == step]
+        return max(at, key=lambda m: m.timestamp).value if at else None
 
     def pending(self, run_id: str) -> int:
         """How many metric values wait for the next flush."""
@@ -289,7 +346,7 @@ class Tracker:
             log.warning(f"could not mark MLflow run {run_id} {status}: {exc}")
 
     def log_ensemble(self, run_id: str, manifest_path: Path, registered_name: str, metrics: Mapping[str, float],
-                     input_example: np.ndarray) -> int:
+                     input_example: np.ndarray | None = None) -> int:
         """Log the run's ensemble as its model `ensemble`, register a new version of `registered_name`, point
         the `candidate` alias at it and tag it with `metrics`; returns the version number."""
         from chexops.tracking.pyfunc import log_ensemble_model
@@ -344,6 +401,7 @@ def run_tags(report: Mapping[str, Any], device: str, precision: str, data_hash: 
         "chexops.group": str(report["group"]),
         "chexops.initializer": str(report["initializer"]),
         "chexops.truncation": str(report["truncation"]),
+        "chexops.truncation_strategy": str(report.get("truncation_strategy", "drop-last-k")),
         "mlflow.note.content": (f"{report['family']} ({report['group']}), {report['initializer']} init, "
                                 f"{report['truncation']}; {device} {precision}; data {data_hash[:12]}; "
                                 f"code {commit[:12]}{' (dirty)' if commit.endswith('-dirty') else ''}"),
@@ -352,6 +410,7 @@ def run_tags(report: Mapping[str, Any], device: str, precision: str, data_hash: 
         tags["mlflow.source.git.commit"] = commit
     if report.get("weights_source"):
         tags["chexops.weights_source"] = str(report["weights_source"])
+    tags.update({k: str(v) for k, v in (report.get("init_tags") or {}).items()})
     for key, value in (extra or {}).items():
         tags[key if key.startswith(("chexops.", "mlflow.")) else f"chexops.{key}"] = str(value)
     return tags

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from chexops.errors import ConfigError, TrackingError
-from chexops.tracking.runs import PROBE_ENV, mlflow_errors, resolve_uri, temporary_env
+from chexops.tracking.registry_lock import is_lock_model
+from chexops.tracking.runs import PROBE_ENV, check_sqlite_file, mlflow_errors, open_hint, resolve_uri, temporary_env
 
 PROMOTION_PREFIX = "chexops.promotion."
 HISTORY_PREFIX = "chexops.alias_history."
@@ -55,13 +56,15 @@ def open_client(uri: str) -> Any:
         if path != ":memory:" and not Path(path).is_file():
             raise TrackingError(f"no tracking store at {path} (tracking URI {uri}); run the study first, or point "
                                 "tracking.uri in params.yaml / MLFLOW_TRACKING_URI at the store that holds it.")
+        check_sqlite_file(uri)  # reading must never turn an emptied store into a new one
     try:
         with temporary_env(PROBE_ENV):
             client = MlflowClient(tracking_uri=uri, registry_uri=uri)
             client.search_registered_models(max_results=1)
     except Exception as exc:  # any failure here means the store cannot be used at all
-        raise TrackingError(f"cannot open tracking store {uri}: {type(exc).__name__}: {exc}. Start the tracking "
-                            "server or fix tracking.uri in params.yaml / MLFLOW_TRACKING_URI.") from exc
+        detail = (str(exc).strip().splitlines() or ["no detail"])[0]
+        raise TrackingError(f"cannot open tracking store {uri}: {type(exc).__name__}: {detail}. "
+                            f"{open_hint(uri)}") from exc
     return client
 
 
@@ -87,7 +90,8 @@ def get_model(client: Any, name: str) -> Any:
             raise TrackingError(f"MLflow could not read registered model {name!r}: {exc}") from exc
     from chexops.errors import did_you_mean
 
-    names = [m.name for m in _pages(lambda page_token: client.search_registered_models(page_token=page_token))]
+    names = [m.name for m in _pages(lambda page_token: client.search_registered_models(page_token=page_token))
+             if not is_lock_model(m.name)]
     raise TrackingError(f"no registered model {name!r} in {client.tracking_uri}." + did_you_mean(name, names)
                         + " See `chexops registry list` for the models there are.")
 
@@ -172,7 +176,8 @@ def describe_models(client: Any) -> list[dict[str, Any]]:
     run_names: dict[str, str | None] = {}
     out = []
     with mlflow_errors("list the registered models", client.tracking_uri):
-        models = list(_pages(lambda page_token: client.search_registered_models(page_token=page_token)))
+        models = [m for m in _pages(lambda page_token: client.search_registered_models(page_token=page_token))
+                  if not is_lock_model(m.name)]  # a promotion in progress (or killed) holds one
         for model in sorted(models, key=lambda m: m.name):
             aliases = {a: int(v) for a, v in sorted(model.aliases.items())}
             histories = {key[len(HISTORY_PREFIX):]: _json(value, list) for key, value in sorted(model.tags.items())

@@ -8,14 +8,34 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from chexops.naming import MANIFEST_FILE, RANKING_METRIC
+from chexops.errors import DataError
+from chexops.naming import MANIFEST_FILE, RANKING_METRIC, STATE_FILE, RunKey
+
+# What torch.load raises on a truncated, zero-byte or overwritten file, depending on where the damage is.
+LOAD_ERRORS = (EOFError, RuntimeError, OSError, ValueError, KeyError, pickle.UnpicklingError, zipfile.BadZipFile)
+_STATE_KEYS = ("fingerprint", "model", "optimizer", "keeper", "torch_rng", "progress")
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux shows it (os.umask can only set it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: Path, write: Any) -> None:
@@ -23,6 +43,9 @@ def atomic_write_bytes(path: Path, write: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp creates 0600; the file gets the mode open() would give it, so workers of other users on a
+        # shared filesystem can read the run, like every other file chexops writes
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
@@ -97,3 +120,51 @@ class TopKKeeper:
             if f"checkpoints/{path.name}" not in keep:
                 path.unlink()
         self.write_manifest()
+
+
+def _restart_hint(key: RunKey) -> str:
+    return (f"train it anew with `chexops train --family {key.family} --init {key.initializer} --truncate "
+            f"{key.depth} --restart` (or `dvc repro` after deleting the folder)")
+
+
+def read_state(run_dir: Path, key: RunKey) -> dict[str, Any] | None:
+    """The saved training state of `run_dir` (None when there is none), checked to be complete and readable."""
+    path = run_dir / STATE_FILE
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)  # our own file: it holds RNG state too
+    except LOAD_ERRORS as exc:
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'}"
+        raise DataError(f"the saved training state {path} is damaged ({path.stat().st_size} bytes; {reason}), so "
+                        f"the run cannot resume from it; {_restart_hint(key)}.") from None
+    missing = [k for k in _STATE_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise DataError(f"the saved training state {path} lacks {missing}; it was not written by this chexops, so "
+                        f"the run cannot resume from it; {_restart_hint(key)}.")
+    return state
+
+
+def verify_checkpoints(run_dir: Path, key: RunKey, kept: list[dict[str, Any]],
+                       expected: dict[str, torch.Tensor] | None = None) -> None:
+    """Every checkpoint a saved state keeps exists and loads (with `expected`'s keys and shapes, when given).
+
+    A resumed run's ensemble is these files plus what it trains next; one lost or damaged would otherwise surface
+    only in evaluate, after the whole remaining budget was trained and the run was marked finished.
+    """
+    for c in kept:
+        path = run_dir / c["file"]
+        if not path.is_file():
+            raise DataError(f"checkpoint {path}, one of the top-{len(kept)} the saved state of {key.name} keeps, is "
+                            f"missing, so the resumed ensemble would lack it; restore the file, or "
+                            f"{_restart_hint(key)}.")
+        try:
+            weights = torch.load(path, map_location="cpu", weights_only=True)
+        except LOAD_ERRORS as exc:
+            raise DataError(f"checkpoint {path}, one of the top-{len(kept)} the saved state of {key.name} keeps, is "
+                            f"damaged ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                            f"restore the file, or {_restart_hint(key)}.") from None
+        if expected is not None and (not isinstance(weights, dict) or set(weights) != set(expected) or any(
+                tuple(weights[k].shape) != tuple(v.shape) for k, v in expected.items())):
+            raise DataError(f"checkpoint {path} does not hold weights of {key.name}'s network; restore the file, "
+                            f"or {_restart_hint(key)}.")

@@ -23,13 +23,14 @@ from chexops.components.registry import get_registry
 from chexops.config import Config
 from chexops.data.cache import CachedSplit, load_split
 from chexops.data.loader import BatchLoader, to_model_input
+from chexops.data.splits import label_fraction_rows
 from chexops.errors import ConfigError
 from chexops.evaluate.inference import binary_truth, predict_probs
 from chexops.evaluate.metrics import evaluate, study_level
 from chexops.models.build import build_model
-from chexops.naming import BEST_RANKING_METRIC, STATE_FILE, TRAIN_SUMMARY_FILE, RunKey
+from chexops.naming import BEST_RANKING_METRIC, PRETRAIN_FILE, STATE_FILE, TRAIN_SUMMARY_FILE, RunKey
 from chexops.train import distributed
-from chexops.train.checkpoints import TopKKeeper, atomic_save
+from chexops.train.checkpoints import TopKKeeper, atomic_save, read_state, verify_checkpoints
 from chexops.train.distributed import ShardBatch, ShardedLoader
 from chexops.train.runtime import Runtime, select_runtime
 
@@ -66,7 +67,11 @@ def load_cached(config: Config, split: str) -> CachedSplit:
 
 
 def normalization(config: Config, report: dict[str, Any], train: CachedSplit, pretrained: bool) -> tuple[list, list]:
-    """ImageNet mean/std of the family's tag for pretrained weights; the training cache's own for random init."""
+    """What the initial weights were trained with: the initializer's own statement (e.g. an in-domain backbone's
+    cache statistics), else ImageNet mean/std of the family's tag for pretrained weights, else the training
+    cache's own statistics (random init)."""
+    if report.get("init_normalization"):
+        return report["init_normalization"]["mean"], report["init_normalization"]["std"]
     if pretrained:
         return report["normalization"]["mean"], report["normalization"]["std"]
     return [float(train.info["mean"])] * 3, [float(train.info["std"])] * 3
@@ -75,8 +80,14 @@ def normalization(config: Config, report: dict[str, Any], train: CachedSplit, pr
 def _fingerprint(config: Config, key: RunKey, lr: float, max_examples: int | None, train: CachedSplit) -> str:
     """What must match for a saved state to be resumed rather than restarted."""
     parts = [key.name, config.train, config.data.label_policy, config.model, lr, max_examples,
-             train.info.get("sha256")]
+             train.info.get("sha256"), _initial_weights(config, key)]
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+
+
+def _initial_weights(config: Config, key: RunKey) -> str | None:
+    """The hash of the pretrain stage's backbone the run starts from (None without one): new weights, new run."""
+    record = key.pretrain_dir(config.train.runs_dir) / PRETRAIN_FILE
+    return json.loads(record.read_text()).get("sha256") if record.is_file() else None
 
 
 class Validator:
@@ -105,17 +116,23 @@ def _check_budget(config: Config, n_train: int) -> None:
         )
 
 
-def _resume(run_dir: Path, key: RunKey, fingerprint: str, model, optimizer, keeper: TopKKeeper) -> Progress | None:
-    path = run_dir / STATE_FILE
-    if not path.is_file():
-        return None
-    state = torch.load(path, map_location="cpu", weights_only=False)  # our own file: it holds RNG state too
+def _check_state(state: dict[str, Any], run_dir: Path, key: RunKey, fingerprint: str, model: torch.nn.Module
+                 ) -> None:
+    """A saved state is resumable: same settings, and every checkpoint it keeps is there and fits the model."""
     if state["fingerprint"] != fingerprint:
         raise ConfigError(
             f"{run_dir} holds a run with other settings (params.yaml, lr, data or budget changed); train anew with "
             f"`chexops train --family {key.family} --init {key.initializer} --truncate {key.depth} --restart`, "
             "or delete the folder."
         )
+    verify_checkpoints(run_dir, key, state["keeper"], model.state_dict())
+
+
+def _resume(run_dir: Path, key: RunKey, fingerprint: str, model, optimizer, keeper: TopKKeeper) -> Progress | None:
+    state = read_state(run_dir, key)
+    if state is None:
+        return None
+    _check_state(state, run_dir, key, fingerprint, model)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     if distributed.is_main():  # restoring prunes checkpoint files: one process does it
@@ -126,11 +143,10 @@ def _resume(run_dir: Path, key: RunKey, fingerprint: str, model, optimizer, keep
 
 def saved_state_complete(config: Config, key: RunKey, run_dir: Path, lr: float) -> bool:
     """Whether `run_dir` holds a run of exactly these settings that has trained its whole budget."""
-    path = run_dir / STATE_FILE
-    if not path.is_file():
+    state = read_state(run_dir, key)
+    if state is None:
         return False
     train = load_cached(config, "train")
-    state = torch.load(path, map_location="cpu", weights_only=False)  # our own file
     fingerprint = _fingerprint(config, key, lr, config.train.max_examples, train)
     return state["fingerprint"] == fingerprint and bool(state["progress"]["done"])
 
@@ -180,10 +196,10 @@ class Trainer:
         self.runtime = select_runtime(t.device, t.precision)
         self.dist = distributed.context()
         self.train_split, valid = load_cached(config, "train"), load_cached(config, "valid")
-        _check_budget(config, len(self.train_split.images))
         init_spec, _ = get_registry().initializer(key.initializer)
         model, report = build_model(key.family, key.initializer, key.depth, config.model.num_classes,
-                                    seed=t.seed, weights_dir=config.model.weights_dir)
+                                    seed=t.seed, weights_dir=config.model.weights_dir, truncation=key.strategy,
+                                    pretrain_dir=key.pretrain_dir(t.runs_dir))
         self.report = report.to_dict()
         self.mean, self.std = normalization(config, self.report, self.train_split, init_spec.pretrained)
         mem = torch.channels_last if self.runtime.channels_last else torch.contiguous_format
@@ -194,23 +210,45 @@ class Trainer:
         # self.model stays unwrapped: checkpoints, state and validation use it; the step runs self.net
         self.net = distributed.wrap(self.model, self.dist) if self.dist else self.model
         targets, mask = _train_targets(config, self.train_split)
-        self.loader = BatchLoader(self.train_split.images, targets, mask, t.batch_size, shuffle=True, seed=t.seed)
+        # the labelled subset of a label-fraction run (pretraining saw every image; this run sees these labels)
+        rows = (None if key.fraction == 1.0 else
+                label_fraction_rows(self.train_split.index, key.fraction, config.study.seed))
+        self.loader = BatchLoader(self.train_split.images, targets, mask, t.batch_size, shuffle=True, seed=t.seed,
+                                  rows=rows)
+        labelled = self.loader.size
         if self.dist:
             self.loader = ShardedLoader(self.loader, self.dist)
         self.validate = Validator(valid, self.runtime, self.mean, self.std, t.eval_batch_size)
-        budget = t.epochs * len(self.train_split.images)
+        _check_budget(config, labelled)
+        budget = t.epochs * labelled
         self.budget = min(budget, max_examples) if max_examples else budget
         self.keeper = TopKKeeper(run_dir, t.top_k, self._metadata(lr))
         self.fingerprint = _fingerprint(config, key, lr, max_examples, self.train_split)
+        # Training seconds before this process: a resumed run's caller sets them (they live in MLflow, not in
+        # the run folder, whose files must not change with the wall clock), so the run's time covers all of it.
+        self.seconds_before = 0.0
+        self.resume_examples = self._check_resumable() if distributed.is_main() else 0
+
+    def _check_resumable(self) -> int:
+        """Examples the run folder's saved state has trained (0: none), checked before anything is logged."""
+        state = read_state(self.run_dir, self.key)
+        if state is None:
+            return 0
+        _check_state(state, self.run_dir, self.key, self.fingerprint, self.model)
+        return int(state["progress"]["examples"])
+
+    def seconds(self, start: float) -> float:
+        """Training seconds of the whole run so far, this process having started at perf_counter() `start`."""
+        return self.seconds_before + time.perf_counter() - start
 
     def _metadata(self, lr: float) -> dict[str, Any]:
         return {"run": self.key.name, "family": self.key.family, "initializer": self.key.initializer,
-                "depth": self.key.depth, "num_classes": self.config.model.num_classes,
+                "depth": self.key.depth, "strategy": self.key.strategy, "num_classes": self.config.model.num_classes,
                 "image_size": int(self.train_split.images.shape[1]), "lr": lr,
                 "normalization": {"mean": self.mean, "std": self.std}, "report": self.report}
 
     def fit(self) -> TrainResult:
-        start = time.perf_counter()
+        start = self.started = time.perf_counter()
         torch.manual_seed(self.config.train.seed)
         distributed.barrier(self.dist)  # rank 0 may have just cleared a --restart's state: all ranks read alike
         p = _resume(self.run_dir, self.key, self.fingerprint, self.model, self.optimizer, self.keeper)
@@ -223,8 +261,7 @@ class Trainer:
         best = self.keeper.kept[0].score if self.keeper.kept else float("nan")
         if distributed.is_main():
             self.keeper.write_manifest(examples=p.examples, steps=p.step, **{BEST_RANKING_METRIC: best})
-        return TrainResult(self.run_dir, best, p.examples, p.step, time.perf_counter() - start, self.report,
-                           self.runtime)
+        return TrainResult(self.run_dir, best, p.examples, p.step, self.seconds(start), self.report, self.runtime)
 
     def _epoch(self, p: Progress, bar: tqdm) -> None:
         loss_acc = torch.zeros((), device=self.runtime.device)
@@ -265,7 +302,9 @@ class Trainer:
         kept = self.keeper.consider(self.model, p.step, p.examples, p.epoch, score, metrics)
         bar.set_postfix(val_auroc=f"{score:.3f}", kept=len(self.keeper.kept), refresh=False)
         if self.log:
-            self.log(metrics | {"epoch": float(p.epoch), "checkpoint_kept": float(kept)}, p.examples)
+            # train_seconds at each saved state is what a resumed run adds its own time to (see seconds_before)
+            self.log(metrics | {"epoch": float(p.epoch), "checkpoint_kept": float(kept),
+                                "train_seconds": self.seconds(self.started)}, p.examples)
         _save_state(self.run_dir, self.fingerprint, self.model, self.optimizer, self.keeper, p)
         if self.on_eval:
             self.on_eval(score, p.examples)

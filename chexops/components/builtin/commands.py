@@ -13,6 +13,7 @@ COMMANDS = (
     ("chexops.cli.components", "components_command"),
     ("chexops.cli.components", "build_command"),
     ("chexops.cli.components", "weights_group"),
+    ("chexops.cli.scaffold", "plugin_group"),
     ("chexops.cli.data", "synth_command"),
     ("chexops.cli.data", "data_group"),
     ("chexops.cli.train", "train_command"),

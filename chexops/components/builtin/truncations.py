@@ -58,6 +58,12 @@ def _drop_last_k(model: Any, family: FamilySpec, depth: int) -> tuple[Any, int]:
             f"{family.name} allows dropping 1 to {family.max_drop} blocks (its blocks: "
             f"{', '.join(family.blocks)}); got {depth}. Use a depth in that range, or 0 for the whole network."
         )
+    # Every block, not only the last one kept: a misspelled block would otherwise pass at the depths that skip it.
+    modules = dict(model.named_modules())
+    missing = [b for b in family.blocks if b not in modules]
+    if missing:
+        raise BuildError(f"{family.name}: blocks {', '.join(missing)} are not modules of {family.timm_name}; fix the "
+                         f"family's blocks (`chexops plugins --check` shows the names).")
     last_kept = family.blocks[-1 - depth]
     layers: OrderedDict[str, Any] = OrderedDict()
     for name, module in _execution_order(model, family.blocks):

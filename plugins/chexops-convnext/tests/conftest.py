@@ -1,4 +1,5 @@
-"""Install this plugin for real (pip, into a temporary target) so its tests go through the entry point."""
+"""Install this plugin for real (pip, into a temporary target) so its tests go through the entry point, as they
+would after `pip install -e .`; `chexops_plugins` (from chexops.testing) then loads only it."""
 
 from __future__ import annotations
 
@@ -19,12 +20,7 @@ def plugin_site(tmp_path_factory) -> Path:
     return target
 
 
-@pytest.fixture(autouse=True)
-def convnext_loaded(plugin_site, monkeypatch):
-    from chexops import components as plugins
-
+@pytest.fixture
+def convnext(plugin_site, monkeypatch, chexops_plugins):
     monkeypatch.syspath_prepend(str(plugin_site))
-    monkeypatch.setenv("CHEXOPS_LOAD_PLUGINS", "chexops-convnext")
-    plugins.reset()
-    yield
-    plugins.reset()
+    return chexops_plugins("chexops-convnext")

@@ -1,0 +1,6 @@
+"""DVC stage pretrain: one (family, initializer) -> runs/pretrain/<family>__<init>/ (the backbone its fine-tunes
+start from, e.g. ssl: MoCo v2 on the training images; a pass-through record for initializers without one)."""
+
+from _common import run_stage
+
+run_stage("pretrain", __doc__)
