@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from chexops.errors import ConfigError, did_you_mean
-from chexops.naming import DEFAULT_STRATEGY
+from chexops.naming import DEFAULT_STRATEGY, SELECT_METRICS
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,9 @@ class TrainConfig:
     eval_batch_size: int = 256
     seed: int = 0
     runs_dir: str = "runs"
+    # which validation mean ranks the checkpoints (and scores tuning trials): the 5 competition tasks, as the
+    # lab's CheXpert code, or the study's 6 (mean_auroc_6)
+    select_metric: str = "mean_auroc_5"
 
 
 @dataclass(frozen=True)
@@ -279,6 +282,8 @@ def validate(config: Config) -> Config:
     _check(t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}.")
     _check(t.eval_every >= 1, f"train.eval_every must be >= 1 example, got {t.eval_every}.")
     _check(t.top_k >= 1, f"train.top_k must be >= 1, got {t.top_k}.")
+    _check(t.select_metric in SELECT_METRICS, f"train.select_metric must be one of {', '.join(SELECT_METRICS)}, "
+           f"got {t.select_metric!r}; mean_auroc_5 (the competition tasks) is the lab's choice.")
     _check(t.max_examples is None or t.max_examples >= 1, "train.max_examples must be >= 1 or null.")
     _check(t.precision in ("auto", "fp32", "bf16"), f"train.precision must be auto, fp32 or bf16, got {t.precision!r}.")
     _check(

@@ -26,10 +26,18 @@ SPLITS_FILE = "splits.json"  # in data.index_dir
 CACHE_FILE = "cache.json"  # in data.cache_dir
 PLUGINS_LOCK = "plugins.lock.json"  # the installed plugins every stage depends on, at the repository root
 
-# Checkpoints are ranked, and Optuna trials scored, by this validation metric; a run's best value of it is
-# recorded under BEST_RANKING_METRIC (manifest.json, train.json, the tune record).
-RANKING_METRIC = "val_mean_auroc_6"
+# Checkpoints are ranked, and Optuna trials scored, by a validation mean chosen with `train.select_metric`
+# (the lab's code: the 5 competition tasks). Each checkpoint's value of it is RANKING_METRIC in the manifest, a
+# run's best is BEST_RANKING_METRIC (manifest.json, train.json, the tune record), and which mean it is, is
+# recorded beside them as `select_metric` (e.g. "val_mean_auroc_5").
+SELECT_METRICS = ("mean_auroc_5", "mean_auroc_6")
+RANKING_METRIC = "val_score"
 BEST_RANKING_METRIC = f"best_{RANKING_METRIC}"
+
+
+def select_metric_key(select_metric: str) -> str:
+    """`mean_auroc_5` -> `val_mean_auroc_5`: the validation metric that ranks checkpoints."""
+    return f"val_{select_metric}"
 
 
 # Files of the pretrain stage (runs/pretrain/<family>__<initializer>/).

@@ -71,7 +71,7 @@ def dataset_root(config: Config) -> Path:
 def ingest(ctx: StageContext) -> dict[str, Any]:
     """Read (or first generate) the dataset, split it, and write `data.index_dir`/{train,valid,test}.csv."""
     from chexops.data.chexpert import read_chexpert, write_index
-    from chexops.data.splits import make_splits
+    from chexops.data.splits import composition, make_splits
 
     config = ctx.config
     naming.SYNTHETIC_DIR.mkdir(parents=True, exist_ok=True)
@@ -88,11 +88,11 @@ def ingest(ctx: StageContext) -> dict[str, Any]:
     splits = make_splits(folder, config.data.frontal_only, config.data.holdout_fraction, config.study.seed)
     index_dir = Path(config.data.index_dir)
     index_dir.mkdir(parents=True, exist_ok=True)
-    summary: dict[str, Any] = {"root": str(root), "source": config.data.source, "test_source": splits.test_source}
+    summary: dict[str, Any] = {"root": str(root), "source": config.data.source, "test_source": splits.test_source,
+                               "frontal_only": config.data.frontal_only}
     for name, frame in splits.items():
         write_index(frame, index_dir / f"{name}.csv")
-        summary[name] = {"images": len(frame), "patients": int(frame["patient"].nunique()),
-                         "studies": int(frame["study"].nunique())}
+        summary[name] = composition(frame) | {"dropped_no_frontal": splits.dropped_studies.get(name, 0)}
     (index_dir / naming.SPLITS_FILE).write_text(json.dumps(summary, indent=2))
     return summary
 
@@ -112,9 +112,14 @@ def prepare(ctx: StageContext) -> dict[str, Any]:
     timings: dict[str, float] = {}
     digest = hashlib.sha256()
     for name in naming.SPLITS:
-        info = prepare_split(read_index(index_dir / f"{name}.csv"), root, cache_dir, name, config.data.image_size,
+        index = read_index(index_dir / f"{name}.csv")
+        info = prepare_split(index, root, cache_dir, name, config.data.image_size,
                              config.data.on_bad_image, config.data.workers, ctx.progress)
-        record["splits"][name] = {"images": info.count, "skipped": len(info.skipped)}
+        # what the split lost on the way, and why: evaluation is per study, so a lost study must be reported
+        lost = index["study"].nunique() - read_index(info.csv_path)["study"].nunique()
+        record["splits"][name] = {"images": info.count, "skipped": len(info.skipped), "studies_unreadable": int(lost),
+                                  "studies_no_frontal": splits_info.get(name, {}).get("dropped_no_frontal", 0),
+                                  "frontal_only": splits_info.get("frontal_only", True)}
         timings[name] = round(info.images_per_second, 1)
         digest.update(json.dumps(info.sha256, sort_keys=True).encode())
     record["data_hash"] = digest.hexdigest()[:16]
@@ -195,6 +200,31 @@ def run_params(config: Config, key: RunKey, lr: float) -> dict[str, Any]:
 def describe_data(config: Config) -> str:
     """'synthetic CheXpert-format phantoms, 64 px; test: synthetic patient hold-out (...)': for tags and reports."""
     return naming.data_description(config.data.source, config.data.image_size, recorded_test_source(config))
+
+
+def test_split_composition(config: Config, index: Any) -> dict[str, Any]:
+    """The evaluated test split: where it came from, what it holds, and every study it lost on the way and why."""
+    from chexops.data.splits import composition
+
+    recorded = (cache_record(config) or {}).get("splits", {}).get("test", {})
+    dropped = []
+    if recorded.get("studies_no_frontal"):
+        dropped.append({"studies": recorded["studies_no_frontal"],
+                        "why": "no frontal image (data.frontal_only is true: the models see frontal views only)"})
+    if recorded.get("studies_unreadable"):
+        dropped.append({"studies": recorded["studies_unreadable"],
+                        "why": "no readable image (data.on_bad_image is skip; the cache lists the files)"})
+    return {"source": naming.describe_test_split(config.data.source, recorded_test_source(config)),
+            **composition(index), "images_unreadable": int(recorded.get("skipped", 0)), "dropped": dropped}
+
+
+def composition_text(split: dict[str, Any]) -> str:
+    """'60 studies of 30 patients, 60 frontal + 0 lateral images; dropped 2 studies: no frontal image (...)'."""
+    v = split["views"]
+    text = (f"{split['studies']} studies of {split['patients']} patients, {v['frontal']} frontal + {v['lateral']} "
+            f"lateral images")
+    lost = "; ".join(f"{d['studies']} studies: {d['why']}" for d in split["dropped"])
+    return text + (f"; dropped {lost}" if lost else "; no study dropped")
 
 
 def pretrain(ctx: StageContext) -> dict[str, Any]:
@@ -324,7 +354,8 @@ def train(ctx: StageContext) -> dict[str, Any]:
                     {"chexops.test_source": naming.describe_test_split(config.data.source,
                                                                            recorded_test_source(config)),
                      "chexops.data": describe_data(config),
-                     "chexops.label_fraction": key.fraction})
+                     "chexops.label_fraction": key.fraction,
+                     "chexops.select_metric": naming.select_metric_key(config.train.select_metric)})
     run_id = tracker.start_run(key.name, tags, run_params(config, key, lr), run_id=run_record(run_dir).get("run_id"))
     _save_run_record(run_dir, run_id=run_id, run=key.name)
     if trainer.resume_examples:
@@ -340,7 +371,8 @@ def train(ctx: StageContext) -> dict[str, Any]:
     tracker.log_artifact(run_id, run_dir / naming.MANIFEST_FILE)
     tracker.end_run(run_id)
     record = {"run": key.name, "examples": result.examples, "steps": result.steps,
-              naming.BEST_RANKING_METRIC: result.best_val}
+              naming.BEST_RANKING_METRIC: result.best_val,
+              "select_metric": naming.select_metric_key(config.train.select_metric)}
     (run_dir / naming.TRAIN_SUMMARY_FILE).write_text(json.dumps(record, indent=2))
     return record | {"run_id": run_id, "seconds": round(result.seconds, 1),
                      "examples_per_second": round(speed, 1) if speed else None,
@@ -352,6 +384,7 @@ def evaluate(ctx: StageContext) -> dict[str, Any]:
     from chexops.components.registry import get_registry
     from chexops.data.cache import load_split
     from chexops.evaluate.ensemble import read_manifest
+    from chexops.evaluate.metrics import headline_text
     from chexops.evaluate.scoring import evaluate_ensemble, write_eval
 
     config, key = ctx.config, ctx.run
@@ -362,10 +395,12 @@ def evaluate(ctx: StageContext) -> dict[str, Any]:
     payload = evaluate_ensemble(run_dir, out_dir, test.images, test.index, e.bootstrap, e.ci, e.seed)
     report = manifest["report"]
     init_spec, _ = get_registry().initializer(key.initializer)
+    family = get_registry().family(key.family)
     payload = {"run": key.name, "family": key.family, "group": report["group"], "initializer": key.initializer,
-               "truncation": report["truncation"],
+               "test_split": test_split_composition(config, test.index), "truncation": report["truncation"],
                "truncation_strategy": key.strategy, "depth": key.depth, "parameters": report["parameters"],
                "imagenet_top1": report["imagenet_top1"], "timm_tag": report["timm_tag"],
+               "reference_top1": family.reference_top1, "reference_top1_source": family.reference_top1_source,
                "test_source": recorded_test_source(config), "data": describe_data(config),
                "label_fraction": key.fraction, "initializer_pretrained": init_spec.pretrained,
                "initializer_label": init_spec.label or key.initializer, "mlflow_run_id": run_id} | payload
@@ -373,13 +408,16 @@ def evaluate(ctx: StageContext) -> dict[str, Any]:
     tracker = ctx.open_tracker()
     tracker.start_run(key.name, {}, {}, run_id=run_id)
     with tracker.run_guard(run_id):
-        best = payload["best_single"]
-        metrics = payload["metrics"] | {"test_best_single_mean_auroc_6": best["test_mean_auroc_6"]}
+        best, headline, boot = payload["best_single"], payload["headline"], payload["bootstrap"]
+        metrics = payload["metrics"] | {
+            "test_best_single_" + headline["metric"].removeprefix("test_"): best["test_mean_auroc"],
+            "test_usable_replicates": boot["usable_replicates"][headline["metric"].removeprefix("test_")]}
         # an undefined AUROC (one class in the test split) is reported in eval.json, not logged as NaN
         tracker.log_metrics(run_id, {k: v for k, v in metrics.items() if v == v}, manifest.get("examples", 0))
-        m = payload["metrics"]
-        tracker.set_tags(run_id, {"chexops.test_auroc_6": f"{m['test_mean_auroc_6']:.3f} "
-                                  f"[{m['test_mean_auroc_6_ci_low']:.3f}, {m['test_mean_auroc_6_ci_high']:.3f}]"})
+        tracker.set_tags(run_id, {"chexops.test_auroc_6": headline_text(payload["metrics"]),
+                                  "chexops.undefined_tasks": ", ".join(payload["undefined_tasks"]) or "none",
+                                  "chexops.bootstrap_unit": boot["unit"],
+                                  "chexops.test_split": composition_text(payload["test_split"])})
         tracker.flush(run_id)
         for name in ("roc.png", "predictions.csv", naming.EVAL_FILE):
             tracker.log_artifact(run_id, out_dir / name)

@@ -38,6 +38,7 @@ from typing import Any
 
 from chexops.config import Config, grid_runs
 from chexops.errors import ChexopsError, ConfigError
+from chexops.evaluate.metrics import headline_key, headline_text
 from chexops.naming import BEST_RANKING_METRIC, RunKey
 from chexops.stages import StageContext, open_tracker, require_prepared, run_configuration
 
@@ -265,15 +266,15 @@ def _run_claimed(grid: Grid, trial_id: int, keys: dict[str, RunKey], config: Con
             _tell(study, trial, state=optuna.trial.TrialState.FAIL)
             log.error(f"[worker] {name} failed: {type(exc).__name__}: {exc}")
             return name, False
-        result = {"mlflow_run_id": outcome["mlflow_run_id"],
-                  "test_mean_auroc_6": outcome["metrics"]["test_mean_auroc_6"]}
+        key_6 = headline_key(outcome["metrics"])
+        result = {"mlflow_run_id": outcome["mlflow_run_id"], key_6: outcome["metrics"][key_6]}
         if "registered_version" in outcome:
             result["registered_version"] = outcome["registered_version"]
         for attr, value in result.items():
             trial.set_user_attr(attr, value)
         # the trial's value is the validation score the checkpoints were ranked by: the test set chooses nothing
         _tell(study, trial, values=outcome[BEST_RANKING_METRIC])
-        log.info(f"[worker] {name}: test mean AUROC {result['test_mean_auroc_6']:.3f}")
+        log.info(f"[worker] {name}: test mean AUROC {headline_text(outcome['metrics'])}")
         return name, True
 
 

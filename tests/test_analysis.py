@@ -70,7 +70,7 @@ def write_run(root: Path, family: str, init: str, sep: float, depth: int = 0, pa
     doc = {"run": run, "family": family, "group": group or g, "initializer": init, "truncation": trunc,
            "depth": depth, "parameters": params or n_params, "imagenet_top1": top1 if top1 is not None else t1,
            "timm_tag": f"{family}.test", "test_source": "synthetic", "n_test_studies": N_STUDIES,
-           "metrics": metrics, "best_single": {"test_mean_auroc_6": metrics["test_mean_auroc_6"] - 0.01},
+           "metrics": metrics, "best_single": {"test_mean_auroc": metrics["test_mean_auroc_6"] - 0.01},
            "mlflow_run_id": "0" * 32}
     (folder / "eval.json").write_text(json.dumps(doc))
     cols = {"study": studies or [f"study{i:04d}" for i in range(N_STUDIES)]}
@@ -232,20 +232,29 @@ def test_size_differences_largest_minus_smallest_per_group(study) -> None:
     assert len(sizes) == 4 and (sizes["status"] == MEASURED).all()
 
 
-def test_truncation_efficiency_hand_computed(study) -> None:
-    res = truncation_table(study, B)
+def test_truncation_summary_counts_only_runs_without_a_significant_drop(tmp_path: Path, study_dirs) -> None:
+    # drop-1: identical predictions at 1/2 the parameters; drop-2: clearly worse at 1/4; drop-3: identical at 1/8.
+    # Over the runs without a significant drop the ratios are 2 and 8: mean 5, median 5; the worse run (4x) is out,
+    # and the deepest truncation without a significant drop is 3 blocks (deeper than the one that lost AUROC).
+    three = write_run(tmp_path / "more", "alpha", "imagenet", SEP["imagenet"]["alpha"], depth=3, params=125_000)
+    res = truncation_table(load_runs([*study_dirs, three]), B)
     t = res.table.set_index("blocks_dropped")
-    one = t.loc[1]
-    # identical predictions at half the parameters: same AUROC, exactly twice the AUROC per parameter
-    assert (one["delta"], one["ci_low"], one["ci_high"], one["p"]) == (0.0, 0.0, 0.0, 1.0)
-    assert one["efficiency_gain"] == 2.0 and not one["significant_drop"]
-    two = t.loc[2]
-    full_auc = study.runs.loc["alpha/imagenet/full", "auroc_6"]
-    trunc_auc = study.runs.loc["alpha/imagenet/drop-last-2", "auroc_6"]
-    assert two["efficiency_gain"] == pytest.approx((trunc_auc / 0.25) / (full_auc / 1.0), rel=1e-12)
-    assert two["delta"] < 0 and two["significant_drop"]
-    assert res.summary["mean_efficiency_gain"] == pytest.approx((2.0 + two["efficiency_gain"]) / 2, rel=1e-12)
-    assert res.summary["n_significant_drops"] == 1 and res.summary["n_measured"] == 2
+    assert (t.loc[1, "delta"], t.loc[1, "ci_low"], t.loc[1, "ci_high"], t.loc[1, "p"]) == (0.0, 0.0, 0.0, 1.0)
+    assert list(t["parameter_ratio"]) == [2.0, 4.0, 8.0]
+    assert list(t["significant_drop"]) == [False, True, False] and t.loc[2, "delta"] < 0
+    s = res.summary
+    assert (s["mean_parameter_ratio"], s["median_parameter_ratio"]) == (5.0, 5.0)
+    assert (s["n_measured"], s["n_significant_drops"], s["n_without_significant_drop"]) == (3, 1, 2)
+    deepest = res.deepest.set_index(["family", "initializer"]).loc[("alpha", "imagenet")]
+    assert (deepest["deepest_without_significant_drop"], deepest["parameter_ratio"]) == (3, 8.0)
+
+
+def test_truncation_summary_is_not_measured_when_every_truncation_lost(tmp_path: Path) -> None:
+    dirs = [write_run(tmp_path, "alpha", "imagenet", 1.6), write_run(tmp_path, "alpha", "imagenet", 0.2, depth=1,
+                                                                      params=500_000)]
+    res = truncation_table(load_runs(dirs), B)
+    assert res.summary["status"].startswith("not measured: all 1 truncated runs lost AUROC significantly")
+    assert res.deepest.iloc[0]["deepest_without_significant_drop"] == 0
 
 
 def test_chance_difference_is_not_a_significant_drop(tmp_path: Path) -> None:

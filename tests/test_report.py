@@ -80,7 +80,9 @@ def test_metrics_json_is_finite_and_holds_the_headlines(full_report) -> None:
     assert m["n_runs"] == 10 and set(m["runs"]) >= {"alpha/random/full", "alpha/imagenet/drop-last-2"}
     assert m["spearman"]["top1_vs_auroc/random"]["rho"] == 1.0
     assert m["boost"]["mean"] == pytest.approx(boost["boost"].mean(), abs=1e-12) and m["boost"]["mean_ci_low"] > 0
-    assert m["truncation"]["mean_efficiency_gain"] == pytest.approx(trunc["efficiency_gain"].mean(), abs=1e-12)
+    # drop-1 (2x fewer parameters, no drop) is the only run without a significant drop; drop-2 (4x) lost AUROC
+    assert list(trunc["parameter_ratio"]) == [2.0, 4.0] and list(trunc["significant_drop"]) == [False, True]
+    assert m["truncation"]["mean_parameter_ratio_without_significant_drop"] == 2.0
     assert m["truncation"]["n_significant_drops"] == 1
     assert set(m["size_differences"]) == {"G1/random", "G1/imagenet", "G2/random", "G2/imagenet"}
 
@@ -102,8 +104,10 @@ def test_study_md_ties_it_together(full_report) -> None:
     for name in FIGURES:
         assert f"](figures/{name}.png)" in md and (out / "figures" / f"{name}.png").is_file()
     assert "Nothing: every analysis had its inputs." in md
-    eff = pd.read_csv(paths["truncation"])["efficiency_gain"].mean()
-    assert f"Mean parameter-efficiency gain {eff:.2f}x over 2 truncated runs; 1 with a significant" in md
+    assert ("Summary: **2.00x** fewer parameters on average (median 2.00x) over the 1 of 2 truncated runs without a "
+            "significant AUROC drop; 1 dropped significantly") in md
+    assert "Definition: parameter ratio = full model's parameters / truncated model's parameters" in md
+    assert "| alpha | imagenet | 2 | 1 | 2.00x |" in md  # the deepest truncation without a significant drop
 
 
 def test_missing_inputs_are_listed_not_crashed_on(tmp_path: Path) -> None:

@@ -227,8 +227,9 @@ def figure_truncation(study: Study, trunc: TruncationResult) -> Figure | str:
         par_ax.plot(sub["depth"], sub["parameters"] / 1e6, "o-", color=c, label=label)
     all_depths = pd.concat([sub["depth"] for _, sub in series])
     depths = list(range(int(all_depths.min()), int(all_depths.max()) + 1))
-    gain = trunc.summary.get("mean_efficiency_gain")
-    gain_text = f"mean parameter-efficiency gain {gain:.2f}x" if gain is not None else trunc.summary["status"]
+    gain = trunc.summary.get("mean_parameter_ratio")
+    gain_text = (f"{gain:.2f}x fewer parameters on average without a significant drop" if gain is not None
+                 else trunc.summary["status"])
     auc_ax.set_title(f"AUROC after removing final blocks\n({gain_text})", fontsize=10)
     auc_ax.set_ylabel(_AUROC_LABEL)
     par_ax.set_title("Parameters after removing final blocks", fontsize=10)

@@ -18,6 +18,7 @@ import pandas as pd
 from chexops.analysis.figures import write_figures
 from chexops.analysis.tables import (
     MEASURED,
+    TRUNCATION_SUMMARY_DEFINITION,
     BoostResult,
     Study,
     TruncationResult,
@@ -127,9 +128,12 @@ def metrics_dict(study: Study, sp: pd.DataFrame, boosts: list[BoostResult], trun
         "boosts": {b.comparison.name.replace(" ", ""): _boost_metrics(b) for b in boosts},
         "size_differences": {f"{r.group}/{r.initializer}": r.difference for r in sizes.itertuples()},
         "truncation": {
-            "mean_efficiency_gain": trunc.summary.get("mean_efficiency_gain"),
+            "mean_parameter_ratio_without_significant_drop": trunc.summary.get("mean_parameter_ratio"),
+            "median_parameter_ratio_without_significant_drop": trunc.summary.get("median_parameter_ratio"),
             "n_significant_drops": trunc.summary.get("n_significant_drops"),
-            "per_run": {r.run: {"delta": r.delta, "efficiency_gain": r.efficiency_gain} for r in tt.itertuples()},
+            "n_without_significant_drop": trunc.summary.get("n_without_significant_drop"),
+            "per_run": {r.run: {"delta": r.delta, "parameter_ratio": r.parameter_ratio,
+                                "significant_drop": r.significant_drop} for r in tt.itertuples()},
         },
     })
 
@@ -155,29 +159,61 @@ def _md_header(study: Study, n_resamples: int, seed: int) -> list[str]:
     synthetic = ("These are **synthetic** phantoms in CheXpert's file format, made so the pipeline runs anywhere: "
                  "the numbers show what the study measures, not how models do on chest radiographs. "
                  if study.synthetic else "")
+    unit = study.resampling(n_resamples, seed).unit
+    resampled = ("whole patients (a cluster bootstrap: a patient with several test studies is drawn with all of "
+                 "them)" if unit == "patient" else "the test studies (no patient has two)")
+    warning = ([f"> **Warning:** the headline is the {study.headline}; it is not comparable with a 6-task mean.", ""]
+               if len(study.headline_tasks) < 6 else [])
     return [
         f"# {study.name}: CheXtransfer analysis",
         "",
+        *warning,
         f"- Data: **{study.data}**; {len(study.studies)} test studies (study-level predictions shared by every "
         f"run). {synthetic}".rstrip(),
         f"- Runs: {len(runs)} ({int((runs['depth'] == 0).sum())} full, {int((runs['depth'] > 0).sum())} truncated); "
         "initializers: "
         + "; ".join(f"{i} ({initializer_label(study, i)})" for i in sorted(runs["initializer"].unique())) + ".",
-        f"- Metric: mean test AUROC over the 6 study tasks (5 competition tasks also shown); 95% CIs and p-values "
-        f"from {n_resamples} bootstrap resamples of the test studies (seed {seed}), paired where two runs are "
-        "compared.",
+        f"- Metric: {study.headline} (AUROC-6; the 5 competition tasks also shown), per study: each checkpoint's "
+        "maximum over the study's views, then the checkpoints' mean. 95% CIs from "
+        f"{n_resamples} bootstrap resamples of {resampled}, seed {seed}.",
+        "- p-values: a mean over tasks (every comparison in this report) is tested with the paired bootstrap (two "
+        "runs scored on the same resamples; p = twice the smaller share of replicate differences on either side "
+        "of 0); a single task's AUROC comparison (`chexops promote`) with DeLong's test.",
         f"- Paper values are reference constants from {PAPER_CITATION}, not computed here.",
         "",
+        *_md_test_split(study),
     ]
+
+
+def _md_test_split(study: Study) -> list[str]:
+    """What the test split holds and what it lost, as the evaluate stage recorded it (one record per study)."""
+    records = {r for r in study.runs["test_split"] if r and r != "{}"}
+    if len(records) != 1:
+        why = "runs record different test splits" if records else "runs evaluated before the split was recorded"
+        return ["## Test split", "", f"Composition not shown: {why}; re-run their evaluate stages.", ""]
+    split = json.loads(records.pop())
+    v = split["views"]
+    rows = [["source", split["source"]], ["studies", split["studies"]], ["patients", split["patients"]],
+            ["patients with several studies", f"{split['patients_with_several_studies']} (up to "
+             f"{split['max_studies_per_patient']} studies each)"],
+            ["images", f"{split['images']} ({v['frontal']} frontal, {v['lateral']} lateral)"],
+            ["unreadable images skipped", split["images_unreadable"]]]
+    rows += [[f"studies dropped", f"{d['studies']}: {d['why']}"] for d in split["dropped"]] or [
+        ["studies dropped", "none"]]
+    return ["## Test split", "", *_md_table(rows, ["", "value"]), ""]
 
 
 def _md_main(main: pd.DataFrame) -> list[str]:
     rows = [[r["run"], r["group"], r["initializer"], r["depth"], _f(r["label_fraction"], "g"),
-             _f(r["parameters"] / 1e6, ".2f"),
-             _f(r["imagenet_top1"], ".2f"), r["auroc_6_ci"], r["auroc_5_ci"]] for _, r in main.iterrows()]
-    header = ["run", "group", "init", "blocks dropped", "labels", "params (M)", "ImageNet top-1", "AUROC-6 [95% CI]",
-              "AUROC-5 [95% CI]"]
-    return ["## Main table", "", *_md_table(rows, header), ""]
+             _f(r["parameters"] / 1e6, ".2f"), _f(r["imagenet_top1"], ".2f"), _f(r["reference_top1"], ".2f"),
+             r["auroc_6_ci"], r["auroc_5_ci"]] for _, r in main.iterrows()]
+    header = ["run", "group", "init", "blocks dropped", "labels", "params (M)", "top-1 (timm tag)",
+              "top-1 (paper's weights)", "AUROC-6 [95% CI]", "AUROC-5 [95% CI]"]
+    sources = sorted({s for s in main["reference_top1_source"] if s})
+    return ["## Main table", "", *_md_table(rows, header), "",
+            "ImageNet top-1: the Spearman correlations use timm's values for the pinned tags (the weights chexops "
+            "loads); the paper's weights came from " + (", ".join(sources) or "sources not recorded") + ", whose "
+            "documented top-1 is shown beside them: where the two differ, so do the correlation inputs.", ""]
 
 
 def _md_best_worst(study: Study) -> tuple[list[str], list[str]]:
@@ -259,21 +295,31 @@ def _md_label_fractions(study: Study, fractions: pd.DataFrame) -> list[str]:
             *_md_table(rows, ["init", "label fraction", "family", "AUROC-6 [95% CI]"]), ""]
 
 
+def _ratio(v: Any) -> str:
+    return _f(v, ".2f") + ("x" if v is not None and np.isfinite(float(v)) else "")
+
+
 def _md_truncation(trunc: TruncationResult) -> list[str]:
-    rows = [[r["run"], _f(r["blocks_dropped"], ".0f"), _f(r["parameters"] / 1e6, ".2f"), _f(r["auroc"]),
-             _f(r["full_auroc"]), _status(r, format_ci(r["delta"], r["ci_low"], r["ci_high"], "+.3f")), _p(r["p"]),
-             _f(r["efficiency_gain"], ".2f") + ("x" if np.isfinite(float(r["efficiency_gain"])) else "")]
+    rows = [[r["run"], _f(r["blocks_dropped"], ".0f"), _f(r["parameters"] / 1e6, ".2f"), _ratio(r["parameter_ratio"]),
+             _f(r["auroc"]), _f(r["full_auroc"]),
+             _status(r, format_ci(r["delta"], r["ci_low"], r["ci_high"], "+.3f")), _p(r["p"]),
+             ("yes" if r["significant_drop"] else "no") if r["status"] == MEASURED else "-"]
             for _, r in trunc.table.iterrows()]
-    header = ["run", "blocks dropped", "params (M)", "AUROC", "full AUROC", "difference [95% CI]", "p",
-              "efficiency gain"]
+    header = ["run", "blocks dropped", "params (M)", "parameter ratio", "AUROC", "full AUROC",
+              "difference [95% CI]", "p", "significant drop"]
+    deepest = [[r["family"], r["initializer"], r["truncations"], r["deepest_without_significant_drop"],
+                _ratio(r["parameter_ratio"]) if r["run"] else "-"] for _, r in trunc.deepest.iterrows()]
     s = trunc.summary
-    summary = (f"Mean parameter-efficiency gain {s['mean_efficiency_gain']:.2f}x over {s['n_measured']} truncated "
-               f"runs; {s['n_significant_drops']} with a significant AUROC drop (95% CI below 0)"
+    summary = (f"**{s['mean_parameter_ratio']:.2f}x** fewer parameters on average (median "
+               f"{s['median_parameter_ratio']:.2f}x) over the {s['n_without_significant_drop']} of {s['n_measured']} "
+               f"truncated runs without a significant AUROC drop; {s['n_significant_drops']} dropped significantly"
                if s["status"] == MEASURED else f"Truncation summary {s['status']}")
-    return ["## Truncation (final blocks removed)", "",
-            "Efficiency gain = (AUROC per million parameters) / (the full model's AUROC per million parameters).",
-            "", *_md_table(rows, header), "",
-            f"{summary}. Paper: {PAPER_TRUNCATION_GAIN:.2f}x on average, {PAPER_TRUNCATION_DROP}.", ""]
+    lines = ["## Truncation (final blocks removed)", "", *_md_table(rows, header), ""]
+    if deepest:
+        lines += ["Deepest truncation without a significant drop:", "",
+                  *_md_table(deepest, ["family", "init", "truncations", "blocks dropped", "parameter ratio"]), ""]
+    return [*lines, f"Summary: {summary}. Paper: {PAPER_TRUNCATION_GAIN:.2f}x on average, {PAPER_TRUNCATION_DROP}.",
+            "", f"Definition: {s.get('definition', TRUNCATION_SUMMARY_DEFINITION)}.", ""]
 
 
 def _not_measured(sp: pd.DataFrame, boosts: list[BoostResult], trunc: TruncationResult) -> list[str]:
@@ -291,7 +337,7 @@ def _not_measured(sp: pd.DataFrame, boosts: list[BoostResult], trunc: Truncation
                 if r["group"] else "largest - smallest within a group")
     out += take(trunc.table, lambda r: f"truncation {r['run']}".rstrip())
     if trunc.summary["status"] != MEASURED:
-        out.append(f"mean truncation efficiency gain: {trunc.summary['status']}")
+        out.append(f"mean truncation parameter ratio without a significant drop: {trunc.summary['status']}")
     return out
 
 
@@ -316,6 +362,7 @@ def write_report(study: Study, out_dir: Path, n_resamples: int = 1000, seed: int
     fractions = label_fraction_table(study, n_resamples, seed)
     tables = {"main_table": main, "spearman": sp, "boost": pd.concat([b.per_family for b in boosts]),
               "size_differences": boosts[0].size_differences, "truncation": trunc.table,
+              "truncation_deepest": trunc.deepest,
               "label_fractions": fractions}
     paths: dict[str, Path] = {}
     for name, df in tables.items():

@@ -20,14 +20,14 @@ from scipy import stats
 
 from chexops.data.labels import OBSERVATIONS, STUDY_TASKS, task_index
 from chexops.errors import DataError
-from chexops.evaluate.bootstrap import auroc_replicates, bootstrap_indices, bootstrap_p_value, paired_bootstrap
-from chexops.evaluate.metrics import evaluate
+from chexops.evaluate.bootstrap import Resampling, auroc_replicates, bootstrap_p_value, paired_bootstrap
+from chexops.evaluate.metrics import evaluate, headline_key
 
 MEASURED = "measured"
 _Y = [f"y_{o}" for o in OBSERVATIONS]
 _P = [f"p_{o}" for o in OBSERVATIONS]
 _EVAL_KEYS = ("run", "family", "group", "initializer", "truncation", "depth", "parameters", "metrics")
-_MEANS = {"auroc_6": "test_mean_auroc_6", "auroc_5": "test_mean_auroc_5"}
+_MEANS = {"auroc_6": "mean_auroc_6", "auroc_5": "mean_auroc_5"}
 # eval.json and predictions.csv come from one evaluate call; a larger gap means they are from different runs.
 _CONSISTENCY_TOL = 1e-6
 
@@ -40,7 +40,8 @@ def not_measured(why: str) -> str:
 class Study:
     """All runs of one study: `runs` (one row per run, indexed by run name) and the aligned test predictions.
 
-    `truth` is (n_studies, 14) in OBSERVATIONS order; `probs[run]` has the same shape and row order.
+    `truth` is (n_studies, 14) in OBSERVATIONS order; `probs[run]` has the same shape and row order;
+    `patients[i]` is the patient of studies[i] (the bootstrap resamples a patient's studies together).
     `notes` holds anything odd found while loading that the report should show (never silently dropped).
     """
 
@@ -50,6 +51,25 @@ class Study:
     truth: np.ndarray
     probs: Mapping[str, np.ndarray]
     notes: tuple[str, ...] = field(default=())
+    patients: tuple[str, ...] | None = None
+
+    def resampling(self, n_resamples: int, seed: int) -> Resampling:
+        """The test-set bootstrap every analysis shares: whole patients when a patient has several studies."""
+        return Resampling.of(len(self.studies), n_resamples, seed, self.patients)
+
+    @property
+    def headline_tasks(self) -> tuple[str, ...]:
+        """The study tasks the headline mean covers (all six unless one has a single class in the test truth)."""
+        return tuple(t for t in STUDY_TASKS if len(np.unique(self.truth[:, OBSERVATIONS.index(t)])) == 2)
+
+    @property
+    def headline(self) -> str:
+        """What the AUROC-6 column is: 'mean AUROC over the 6 study tasks', or over fewer, saying which not."""
+        missing = [t for t in STUDY_TASKS if t not in self.headline_tasks]
+        if not missing:
+            return "mean AUROC over the 6 study tasks"
+        return (f"mean AUROC over {len(self.headline_tasks)} of the 6 study tasks ({', '.join(missing)} undefined: "
+                "one class only in the test studies)")
 
     @property
     def full(self) -> pd.DataFrame:
@@ -79,12 +99,14 @@ def _read_eval(path: Path) -> dict[str, Any]:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{path} is not valid JSON ({exc}); rerun the evaluate stage for this run.") from exc
-    missing = [k for k in _EVAL_KEYS if k not in data] + [
-        f"metrics.{k}" for k in ("test_mean_auroc_6",) if k not in data.get("metrics", {})
-    ]
+    missing = [k for k in _EVAL_KEYS if k not in data]
     if missing:
         raise DataError(f"{path} lacks {missing}; it was not written by the evaluate stage, rerun it.")
     metrics = data["metrics"]
+    try:
+        keys = {short: headline_key(metrics, "test", mean) for short, mean in _MEANS.items()}
+    except DataError:
+        raise DataError(f"{path} holds no test mean AUROC; it was not written by the evaluate stage, rerun it.") from None
     row: dict[str, Any] = {k: data[k] for k in _EVAL_KEYS[:-1]}
     row["depth"], row["parameters"] = int(row["depth"]), int(row["parameters"])
     row.update(
@@ -92,7 +114,11 @@ def _read_eval(path: Path) -> dict[str, Any]:
         timm_tag=data.get("timm_tag"),
         test_source=data.get("test_source", "unknown"),
         n_test_studies=data.get("n_test_studies"),
-        best_single_auroc_6=_num((data.get("best_single") or {}).get("test_mean_auroc_6")),
+        best_single_auroc_6=_num((data.get("best_single") or {}).get("test_mean_auroc")),
+        reference_top1=_num(data.get("reference_top1")),
+        reference_top1_source=data.get("reference_top1_source") or "",
+        bootstrap_unit=(data.get("bootstrap") or {}).get("unit", "study"),
+        test_split=json.dumps(data.get("test_split") or {}, sort_keys=True),
         label_fraction=float(data.get("label_fraction", 1.0)),
         initializer_pretrained=bool(data.get("initializer_pretrained", data["initializer"] != "random")),
         initializer_label=data.get("initializer_label") or data["initializer"],
@@ -100,7 +126,7 @@ def _read_eval(path: Path) -> dict[str, Any]:
         mlflow_run_id=data.get("mlflow_run_id"),
         path=str(path.parent),
     )
-    for short, key in _MEANS.items():
+    for short, key in keys.items():
         for suffix in ("", "_ci_low", "_ci_high"):
             row[short + suffix] = _num(metrics.get(key + suffix))
     return row
@@ -116,6 +142,8 @@ def _read_predictions(path: Path) -> pd.DataFrame:
             f"{path} lacks columns {missing[:4]}{' ...' if len(missing) > 4 else ''}; expected `study`, then "
             "y_<Observation> and p_<Observation> for the 14 CheXpert observations."
         )
+    if "patient" not in df.columns:  # predictions from before patients were recorded: each study its own patient
+        df["patient"] = df["study"]
     dup = df["study"][df["study"].duplicated()]
     if not dup.empty:
         raise DataError(f"{path} repeats studies {dup.unique()[:3].tolist()}; predictions must be one row per study.")
@@ -124,10 +152,11 @@ def _read_predictions(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: y_ columns must be 0 or 1 (study-level test truth), found {np.unique(y)[:5]}.")
     if not (np.isfinite(p).all() and (p >= 0).all() and (p <= 1).all()):
         raise DataError(f"{path}: p_ columns must be probabilities in [0, 1] with no missing values.")
-    return df.set_index("study")[[*_Y, *_P]]
+    return df.set_index("study")[["patient", *_Y, *_P]]
 
 
-def _align(frames: Mapping[str, pd.DataFrame]) -> tuple[tuple[str, ...], np.ndarray, dict[str, np.ndarray]]:
+def _align(frames: Mapping[str, pd.DataFrame]
+           ) -> tuple[tuple[str, ...], np.ndarray, dict[str, np.ndarray], tuple[str, ...]]:
     """One study order for every run; a different test set or different truth is an error naming both runs."""
     (ref_run, ref), *rest = frames.items()
     order = ref.index
@@ -146,7 +175,8 @@ def _align(frames: Mapping[str, pd.DataFrame]) -> tuple[tuple[str, ...], np.ndar
                 f"runs {ref_run!r} and {run!r} disagree on the test labels of {int(bad.sum())} studies "
                 f"(e.g. {order[bad][:3].tolist()}); they were evaluated against different ground truth."
             )
-    return tuple(order), truth, {run: df.loc[order, _P].to_numpy(dtype=float) for run, df in frames.items()}
+    patients = tuple(ref.loc[order, "patient"].astype(str))
+    return tuple(order), truth, {run: df.loc[order, _P].to_numpy(dtype=float) for run, df in frames.items()}, patients
 
 
 def _consistency_notes(runs: pd.DataFrame, truth: np.ndarray, probs: Mapping[str, np.ndarray]) -> list[str]:
@@ -177,12 +207,14 @@ def load_runs(run_dirs: Iterable[Path], name: str = "study") -> Study:
                 f"runs in {dup['path'].tolist()} share one {what}; the analysis needs exactly one run per "
                 "configuration. Remove the stale folder."
             )
-    studies, truth, probs = _align({r["run"]: _read_predictions(Path(r["path"]) / "predictions.csv") for r in rows})
+    studies, truth, probs, patients = _align(
+        {r["run"]: _read_predictions(Path(r["path"]) / "predictions.csv") for r in rows})
     notes = _consistency_notes(runs, truth, probs)
     sources = sorted(runs["test_source"].astype(str).unique())
     if len(sources) > 1:
         notes.append(f"runs name different test sources {sources} although they share the same test studies.")
-    return Study(name=name, runs=runs, studies=studies, truth=truth, probs=probs, notes=tuple(notes))
+    return Study(name=name, runs=runs, studies=studies, truth=truth, probs=probs, notes=tuple(notes),
+                 patients=patients)
 
 
 def format_ci(point: float, low: float, high: float, spec: str = ".3f") -> str:
@@ -199,7 +231,7 @@ def main_table(study: Study) -> pd.DataFrame:
     r = study.runs.sort_values(["depth", "label_fraction", "group", "parameters", "family", "initializer"],
                                ascending=[True, False, True, True, True, True])
     out = r[["run", "family", "group", "initializer", "truncation", "depth", "label_fraction", "parameters",
-             "imagenet_top1"]].copy()
+             "imagenet_top1", "reference_top1", "reference_top1_source"]].copy()
     for short in _MEANS:
         for suffix in ("", "_ci_low", "_ci_high"):
             out[short + suffix] = r[short + suffix]
@@ -311,7 +343,8 @@ def spearman(study: Study) -> pd.DataFrame:
 
 def _paired(study: Study, run_a: str, run_b: str, n_resamples: int, seed: int) -> dict[str, float]:
     """AUROC(a) - AUROC(b), 6-task mean, with the paired-bootstrap CI and p on the shared test studies."""
-    d = paired_bootstrap(study.truth, study.probs[run_a], study.probs[run_b], n_resamples, seed).mean
+    d = paired_bootstrap(study.truth, study.probs[run_a], study.probs[run_b], n_resamples, seed,
+                         groups=study.patients).mean
     return {"delta": d.delta, "ci_low": d.ci_low, "ci_high": d.ci_high, "p": d.p_value}
 
 
@@ -330,7 +363,7 @@ def _mean_delta(study: Study, pairs: list[tuple[str, str]], n_resamples: int, se
     """Mean over pairs of AUROC(a) - AUROC(b), bootstrapped on the resamples paired_bootstrap uses (same seed),
     so the interval keeps the correlation between families measured on the same studies."""
     y = study.truth[:, task_index(STUDY_TASKS)]
-    idx = bootstrap_indices(y.shape[0], n_resamples, seed)
+    idx = study.resampling(n_resamples, seed)
     full = np.arange(y.shape[0])[None, :]
     points, reps = [], []
     for a, b in pairs:
@@ -407,12 +440,24 @@ def size_differences(study: Study, n_resamples: int = 1000, seed: int = 0) -> pd
     return pd.DataFrame(rows).reindex(columns=cols)
 
 
+# The study's truncation summary, as the paper states it ("3.25x more parameter-efficient on average with no
+# statistically significant AUC drop"): over the truncated runs whose paired 95% CI of the AUROC change does not lie
+# below zero, the mean (and median) of full-model parameters / truncated parameters. Runs that lost AUROC
+# significantly are left out: a 1540x smaller network that has stopped working is no efficiency gain.
+TRUNCATION_SUMMARY_DEFINITION = (
+    "parameter ratio = full model's parameters / truncated model's parameters; a drop is significant when the "
+    "paired-bootstrap 95% CI of the AUROC change lies below 0; the summary is the mean (and median) ratio over the "
+    "truncated runs without a significant drop, as the paper's 3.25x")
+
+
 @dataclass(frozen=True)
 class TruncationResult:
-    """One row per truncated run against its full model, and the averages over the measured rows."""
+    """One row per truncated run against its full model, the deepest truncation without a significant drop per
+    family and initializer, and the summary over the runs without one (see TRUNCATION_SUMMARY_DEFINITION)."""
 
     table: pd.DataFrame
     summary: dict[str, Any]
+    deepest: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def _truncation_row(study: Study, r: pd.Series, n_resamples: int, seed: int) -> dict[str, Any]:
@@ -424,37 +469,56 @@ def _truncation_row(study: Study, r: pd.Series, n_resamples: int, seed: int) -> 
         return {**rec, "status": not_measured(f"no full {r['family']}/{r['initializer']} run")}
     f = match.iloc[0]
     d = _paired(study, r["run"], f["run"], n_resamples, seed)
-    # AUROC per million parameters, relative to the full model's: how many times more efficient it became.
-    efficiency = (r["auroc_6"] / (r["parameters"] / 1e6)) / (f["auroc_6"] / (f["parameters"] / 1e6))
     return {**rec, "full_run": f["run"], "full_parameters": f["parameters"], "full_auroc": f["auroc_6"],
-            "delta": d["delta"], "ci_low": d["ci_low"], "ci_high": d["ci_high"], "p": d["p"],
-            "significant_drop": bool(d["ci_high"] < 0), "efficiency_gain": efficiency, "status": MEASURED}
+            "parameter_ratio": f["parameters"] / r["parameters"], "delta": d["delta"], "ci_low": d["ci_low"],
+            "ci_high": d["ci_high"], "p": d["p"], "significant_drop": bool(d["ci_high"] < 0), "status": MEASURED}
+
+
+def _deepest(done: pd.DataFrame) -> pd.DataFrame:
+    """Per family and initializer: the most blocks dropped without a significant drop (0: every truncation lost)."""
+    rows = []
+    for (family, init), sub in done.groupby(["family", "initializer"], sort=True):
+        ok = sub[~sub["significant_drop"].astype(bool)].sort_values("blocks_dropped")
+        best = ok.iloc[-1] if not ok.empty else None
+        rows.append({"family": family, "initializer": init, "truncations": len(sub),
+                     "deepest_without_significant_drop": int(best["blocks_dropped"]) if best is not None else 0,
+                     "run": best["run"] if best is not None else "",
+                     "parameter_ratio": float(best["parameter_ratio"]) if best is not None else 1.0})
+    return pd.DataFrame(rows, columns=["family", "initializer", "truncations", "deepest_without_significant_drop",
+                                       "run", "parameter_ratio"])
 
 
 def truncation_table(study: Study, n_resamples: int = 1000, seed: int = 0) -> TruncationResult:
-    """Each truncated run vs the full model of its family+initializer: AUROC difference with paired CI and p,
-    parameter efficiency (AUROC per M params relative to the full model's), and the average gain."""
+    """Each truncated run vs the full model of its family+initializer: parameter ratio, AUROC change with its paired
+    CI and p; the deepest truncation without a significant drop per family; and the summary over the runs without
+    a significant drop (TRUNCATION_SUMMARY_DEFINITION)."""
     trunc = study.runs[study.runs["depth"] > 0].sort_values(["family", "initializer", "depth"])
     rows = [_truncation_row(study, r, n_resamples, seed) for _, r in trunc.iterrows()]
     if not rows:
         rows.append({"run": "", "status": not_measured("no truncated runs")})
     cols = ["run", "family", "initializer", "blocks_dropped", "parameters", "auroc", "full_run", "full_parameters",
-            "full_auroc", "delta", "ci_low", "ci_high", "p", "significant_drop", "efficiency_gain", "status"]
+            "full_auroc", "parameter_ratio", "delta", "ci_low", "ci_high", "p", "significant_drop", "status"]
     table = pd.DataFrame(rows).reindex(columns=cols)
     done = table[table["status"] == MEASURED]
     if done.empty:
         why = "no truncated runs" if trunc.empty else "no truncated run has its full model"
         return TruncationResult(table, {"n_measured": 0, "status": not_measured(why)})
-    summary = {"n_measured": len(done), "mean_efficiency_gain": float(done["efficiency_gain"].mean()),
-               "n_significant_drops": int(done["significant_drop"].sum()), "status": MEASURED}
-    return TruncationResult(table, summary)
+    kept = done[~done["significant_drop"].astype(bool)]
+    summary: dict[str, Any] = {"n_measured": len(done), "n_significant_drops": int(done["significant_drop"].sum()),
+                               "n_without_significant_drop": len(kept), "definition": TRUNCATION_SUMMARY_DEFINITION}
+    if kept.empty:
+        summary["status"] = not_measured(f"all {len(done)} truncated runs lost AUROC significantly")
+    else:
+        summary.update(mean_parameter_ratio=float(kept["parameter_ratio"].mean()),
+                       median_parameter_ratio=float(kept["parameter_ratio"].median()), status=MEASURED)
+    return TruncationResult(table, summary, _deepest(done))
 
 
 def _mean_auroc(study: Study, runs: list[str], n_resamples: int, seed: int) -> dict[str, float]:
     """Mean over `runs` of their 6-task AUROC, with a percentile CI from resampling the test studies (the same
     resamples for every run, so the interval keeps their correlation)."""
     y = study.truth[:, task_index(STUDY_TASKS)]
-    idx = bootstrap_indices(y.shape[0], n_resamples, seed)
+    idx = study.resampling(n_resamples, seed)
     full = np.arange(y.shape[0])[None, :]
     point = np.mean([np.nanmean(auroc_replicates(y, study.probs[r][:, task_index(STUDY_TASKS)], full)[0])
                      for r in runs])

@@ -102,6 +102,8 @@ def _family_row(spec: Any) -> dict[str, Any]:
         "timm_tag": spec.pretrained_name,
         "group": spec.group,
         "imagenet_top1": spec.imagenet_top1,
+        "reference_top1": spec.reference_top1,
+        "reference_top1_source": spec.reference_top1_source,
         "parameters": parameters,
         "max_drop": spec.max_drop,
         "droppable_blocks": list(spec.blocks[len(spec.blocks) - spec.max_drop:]) if spec.max_drop else [],

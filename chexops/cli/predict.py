@@ -21,7 +21,8 @@ def predict_command(model_uri: str, inputs: tuple[str, ...], out: str, batch: in
     """Predict the 14 observations for INPUTS (image files, folders, CheXpert CSVs) with MODEL_URI.
 
     MODEL_URI is any MLflow model URI of a chexops ensemble, e.g. models:/NAME@champion. When paths show
-    patientN/studyN folders, a second CSV <out stem>_studies.csv holds the maximum over each study's views.
+    patientN/studyN folders, a second CSV <out stem>_studies.csv holds one row per study, combined as the evaluate
+    stage does (each checkpoint's maximum over the study's views, then their mean).
     """
     from chexops.errors import DataError
     from chexops.evaluate.predict_files import collect_inputs, load_model, predict_files, write_outputs
@@ -41,7 +42,7 @@ def predict_command(model_uri: str, inputs: tuple[str, ...], out: str, batch: in
         click.echo(f"warning: {path}: {note}", err=True)
     if not prediction.paths:
         raise DataError(f"none of the {len(found.paths)} files could be read as an image; nothing was written.")
-    studies, n_studies = write_outputs(Path(out), prediction)
+    studies, n_studies = write_outputs(Path(out), prediction, model)
     note = f"; ignored {found.ignored} files without an image suffix" if found.ignored else ""
     click.echo(f"wrote {len(prediction.paths)} images to {out}"
                + (f" and {n_studies} studies to {studies}" if studies else "")

@@ -76,6 +76,7 @@ def _follow_rank(ctx: StageContext) -> None:
 
 def _train_main(ctx: StageContext, no_register: bool, under_torchrun: bool) -> None:
     from chexops import naming
+    from chexops.evaluate.metrics import headline_text
     from chexops.stages import cache_record, ingest, prepare, run_configuration
 
     config = ctx.config
@@ -88,8 +89,7 @@ def _train_main(ctx: StageContext, no_register: bool, under_torchrun: bool) -> N
         prepare(ctx)
     result = run_configuration(ctx, register_model=not no_register)
     m = result["metrics"]
-    auroc = (f"test mean AUROC (6 tasks) {m['test_mean_auroc_6']:.3f} "
-             f"[{m['test_mean_auroc_6_ci_low']:.3f}, {m['test_mean_auroc_6_ci_high']:.3f}]")
+    auroc = f"test mean AUROC (study tasks) {headline_text(m)}"
     if result["up_to_date"]:
         click.echo(f"{ctx.run.name} is up to date: trained, evaluated and registered as "
                    f"{naming.registered_model_name(config.experiment, ctx.run.name)} version "
@@ -97,8 +97,9 @@ def _train_main(ctx: StageContext, no_register: bool, under_torchrun: bool) -> N
         return
     t = result["train"]
     click.echo(f"trained {ctx.run.name}: {t['examples']} examples in {t['seconds']} s, "
-               f"best validation mean AUROC {result[naming.BEST_RANKING_METRIC]:.3f}")
-    click.echo(f"{auroc}; best single checkpoint {result['best_single']['test_mean_auroc_6']:.3f}")
+               f"best {ctx.config.train.select_metric.replace('_', ' ')} on validation "
+               f"{result[naming.BEST_RANKING_METRIC]:.3f}")
+    click.echo(f"{auroc}; best single checkpoint {result['best_single']['test_mean_auroc']:.3f}")
     if "registered_version" in result:
         click.echo(f"registered {naming.registered_model_name(config.experiment, ctx.run.name)} version "
                    f"{result['registered_version']} (alias candidate)")

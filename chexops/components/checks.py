@@ -67,9 +67,12 @@ def _check_family_structure(spec: FamilySpec, need: Callable[[bool, str, str], N
     need(not spec.tag.startswith(".") and "." not in spec.timm_name,
          f"timm_name {spec.timm_name!r} / tag {spec.tag!r} look like timm's combined 'model.tag' name",
          "put the model in timm_name and only the part after the dot in tag")
-    top1 = spec.imagenet_top1
-    need(top1 is None or (isinstance(top1, int | float) and not isinstance(top1, bool) and 0 < top1 <= 100),
-         f"imagenet_top1 is {top1!r}", "give the tag's ImageNet top-1 accuracy in percent (0-100), or None")
+    for attr in ("imagenet_top1", "reference_top1"):
+        top1 = getattr(spec, attr)
+        need(top1 is None or (isinstance(top1, int | float) and not isinstance(top1, bool) and 0 < top1 <= 100),
+             f"{attr} is {top1!r}", "give an ImageNet top-1 accuracy in percent (0-100), or None")
+    need(spec.reference_top1 is None or bool(spec.reference_top1_source),
+         "reference_top1 is given without reference_top1_source", "say whose weights the reference top-1 is of")
     need(isinstance(spec.blocks, tuple) and len(spec.blocks) > 0
          and all(isinstance(b, str) and b.strip() for b in spec.blocks),
          f"blocks is {spec.blocks!r}", "give a tuple of module names, e.g. ('layer1', 'layer2', 'layer3', 'layer4')")

@@ -36,6 +36,10 @@ class FamilySpec:
     min_size: int = 32  # smallest input in pixels the network accepts (Inception's valid convolutions need more)
     # Builds the untrained network with the default 1000-class head; None means timm.create_model(timm_name).
     create: Callable[[FamilySpec], nn.Module] | None = None
+    # The ImageNet top-1 of the weights a reference study used (e.g. the paper's torchvision checkpoints), shown
+    # beside `imagenet_top1` so a reader sees where the correlation inputs differ from that study's; None: unknown.
+    reference_top1: float | None = None
+    reference_top1_source: str = ""
 
     @property
     def pretrained_name(self) -> str:

@@ -7,6 +7,7 @@ otherwise whole patients are held out of train with a seeded shuffle, so no pati
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -62,6 +63,17 @@ def make_splits(
             )
         parts.append(frame.reset_index(drop=True))
     return Splits(parts[0], parts[1], parts[2], source, dropped)
+
+
+def composition(index: pd.DataFrame) -> dict[str, Any]:
+    """What a split holds: images, studies, patients, views, and how many patients have several studies (whose
+    studies the bootstrap then resamples together)."""
+    per_patient = index.groupby("patient")["study"].nunique()
+    views = index["view"].value_counts()
+    return {"images": len(index), "studies": int(index["study"].nunique()), "patients": int(len(per_patient)),
+            "views": {v: int(views.get(v, 0)) for v in ("frontal", "lateral")},
+            "patients_with_several_studies": int((per_patient > 1).sum()),
+            "max_studies_per_patient": int(per_patient.max()) if len(per_patient) else 0}
 
 
 def holdout_patients(train: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -4,20 +4,27 @@ A resample is represented by its count vector (how often each sample was drawn),
 AUROC is one weighted Mann-Whitney sum (`metrics.weighted_auroc`) evaluated for all resamples together.
 The same indices serve every task, so per-replicate means over tasks keep the tasks' correlation, and in
 `paired_bootstrap` the same indices serve both models.
+
+When a patient has more than one test study, the studies are not independent: resampling them one by one gives
+intervals that are too narrow. `Resampling` then draws whole patients (a cluster bootstrap): each replicate draws
+as many patients as the test set holds, with replacement, and counts every study of a drawn patient.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from chexops.data.labels import OBSERVATIONS, STUDY_TASKS
 from chexops.errors import ConfigError, DataError
 from chexops.evaluate.metrics import (
     MEAN_TASKS,
     check_matrix,
+    mean_name,
     metric_key,
     resolve_columns,
     weighted_auroc,
@@ -34,6 +41,59 @@ def bootstrap_indices(n: int, n_resamples: int = 1000, seed: int = 0) -> np.ndar
     if int(n_resamples) < 1:
         raise ConfigError(f"n_resamples must be a positive integer, got {n_resamples}; the study uses 1000.")
     return np.random.default_rng(seed).integers(0, int(n), size=(int(n_resamples), int(n)))
+
+
+@dataclass(frozen=True)
+class Resampling:
+    """How a test set of `n` samples is resampled: whole clusters (patients) or, without them, single samples.
+
+    `clusters` gives each sample's cluster code 0..G-1; None when every sample is its own cluster, which keeps
+    the plain study bootstrap (and its numbers) exactly.
+    """
+
+    n: int
+    n_resamples: int
+    seed: int
+    clusters: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, n: int, n_resamples: int = 1000, seed: int = 0, groups: Any = None) -> Resampling:
+        """Resample clusters of `groups` (one id per sample, e.g. the patient) when one holds several samples."""
+        if int(n) < 1:
+            raise DataError(f"cannot bootstrap {n} samples; the evaluation set is empty.")
+        if int(n_resamples) < 1:
+            raise ConfigError(f"n_resamples must be a positive integer, got {n_resamples}; the study uses 1000.")
+        codes = None
+        if groups is not None:
+            ids = np.asarray(groups, dtype=object)
+            if ids.shape != (int(n),):
+                raise DataError(f"groups must give one id per sample ({n}), got shape {ids.shape}.")
+            codes, uniques = pd.factorize(ids)
+            if (codes < 0).any():
+                raise DataError(f"group ids are missing at rows {np.flatnonzero(codes < 0)[:5].tolist()}.")
+            codes = codes if len(uniques) < int(n) else None
+        return cls(int(n), int(n_resamples), int(seed), codes)
+
+    @property
+    def unit(self) -> str:
+        return "study" if self.clusters is None else "patient"
+
+    @property
+    def n_clusters(self) -> int:
+        return self.n if self.clusters is None else int(self.clusters.max()) + 1
+
+    def count_blocks(self) -> Iterator[tuple[slice, np.ndarray]]:
+        """(rows, counts) blocks: counts[b, i] = how often sample i is in resample b (memory-bounded blocks)."""
+        step = max(1, _BLOCK_ENTRIES // max(self.n, self.n_clusters))
+        if self.clusters is None:
+            idx = bootstrap_indices(self.n, self.n_resamples, self.seed)
+            for start in range(0, self.n_resamples, step):
+                yield slice(start, start + step), _counts(idx[start:start + step], self.n)
+            return
+        g = self.n_clusters
+        draws = np.random.default_rng(self.seed).integers(0, g, size=(self.n_resamples, g))
+        for start in range(0, self.n_resamples, step):
+            yield slice(start, start + step), _counts(draws[start:start + step], g)[:, self.clusters]
 
 
 def _counts(idx: np.ndarray, n: int) -> np.ndarray:
@@ -53,17 +113,30 @@ def _check_idx(idx: np.ndarray, n: int) -> np.ndarray:
     return idx
 
 
-def auroc_replicates(y_true: np.ndarray, y_score: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """(B, K) AUROC of each column of (n, K) labels/scores on each resample in `idx` (B, n); NaN = 1 class."""
-    y, s = check_matrix(y_true, y_score)
-    idx = _check_idx(idx, y.shape[0])
-    out = np.empty((idx.shape[0], y.shape[1]))
-    step = max(1, _BLOCK_ENTRIES // max(1, y.shape[0]))
-    # Blocks of resamples bound memory; within a block, all resamples and tasks share one count matrix.
+def _index_blocks(idx: np.ndarray, n: int) -> Iterator[tuple[slice, np.ndarray]]:
+    step = max(1, _BLOCK_ENTRIES // max(1, n))
     for start in range(0, idx.shape[0], step):
-        counts = _counts(idx[start : start + step], y.shape[0])
+        yield slice(start, start + step), _counts(idx[start:start + step], n)
+
+
+def auroc_replicates(y_true: np.ndarray, y_score: np.ndarray, idx: np.ndarray | Resampling) -> np.ndarray:
+    """(B, K) AUROC of each column of (n, K) labels/scores on each resample; NaN = 1 class.
+
+    `idx` is a (B, n) index array or a `Resampling` (which may draw whole patients).
+    """
+    y, s = check_matrix(y_true, y_score)
+    if isinstance(idx, Resampling):
+        if idx.n != y.shape[0]:
+            raise DataError(f"the resampling is for {idx.n} samples, the arrays hold {y.shape[0]}.")
+        rows, blocks = idx.n_resamples, idx.count_blocks()
+    else:
+        idx = _check_idx(idx, y.shape[0])
+        rows, blocks = idx.shape[0], _index_blocks(idx, y.shape[0])
+    out = np.empty((rows, y.shape[1]))
+    # Blocks of resamples bound memory; within a block, all resamples and tasks share one count matrix.
+    for block, counts in blocks:
         for k in range(y.shape[1]):
-            out[start : start + step, k] = weighted_auroc(y[:, k], s[:, k], counts)
+            out[block, k] = weighted_auroc(y[:, k], s[:, k], counts)
     return out
 
 
@@ -104,11 +177,23 @@ class BootstrapResult:
     n_resamples: int
     ci: float
     seed: int
+    unit: str = "study"  # what a resample draws: "study", or "patient" (all of a drawn patient's studies)
+
+    def means(self) -> dict[str, Estimate]:
+        """Each mean under its honest name: 'mean_auroc_6', or 'mean_auroc_5of6' when a task is undefined."""
+        return {mean_name(name, self.mean_undefined[name]): getattr(self, name)
+                for name in MEAN_TASKS if getattr(self, name) is not None}
+
+    def usable_replicates(self) -> dict[str, int]:
+        """How many of the resamples gave a defined value, per metric key (fewer than n_resamples: a resample
+        lost every positive or negative of a task)."""
+        out = {metric_key(t): e.n_valid for t, e in self.per_task.items()}
+        return out | {k: e.n_valid for k, e in self.means().items()}
 
     def to_flat_dict(self, prefix: str = "test") -> dict[str, float]:
         """e.g. test_auroc_Edema, test_auroc_Edema_ci_low, test_auroc_Edema_ci_high, test_mean_auroc_6, ..."""
         items = [(metric_key(t), e) for t, e in self.per_task.items()]
-        items += [(name, getattr(self, name)) for name in MEAN_TASKS if getattr(self, name) is not None]
+        items += list(self.means().items())
         head = f"{prefix}_" if prefix else ""
         out: dict[str, float] = {}
         for key, e in items:
@@ -167,17 +252,20 @@ def bootstrap_ci(
     ci: float = 0.95,
     seed: int = 0,
     tasks: Sequence[str] = STUDY_TASKS,
+    groups: Sequence[Any] | None = None,
 ) -> BootstrapResult:
     """Percentile bootstrap CIs for each task's AUROC and for mean_auroc_6 / mean_auroc_5.
 
     Arrays are (n, 14) in OBSERVATIONS order or (n, len(tasks)) in `tasks` order. All tasks use the same
     resamples, so a mean's replicate is the mean of that resample's task AUROCs. Interval: the (1-ci)/2 and
     (1+ci)/2 percentiles (linear interpolation) of the defined replicates; NaN replicates are ignored.
+    `groups` (e.g. each study's patient) makes a resample draw whole groups when one holds several samples.
     """
     ci = _check_ci(ci)
     names, y, s = _prepare(y_true, y_score, tasks)
+    resampling = Resampling.of(y.shape[0], n_resamples, seed, groups)
     point = auroc_replicates(y, s, np.arange(y.shape[0])[None, :])[0]
-    reps = auroc_replicates(y, s, bootstrap_indices(y.shape[0], n_resamples, seed))
+    reps = auroc_replicates(y, s, resampling)
     defined = ~np.isnan(point)
     per_task = {t: Estimate(float(point[j]), *_percentiles(reps[:, j], ci)) for j, t in enumerate(names)}
     means: dict[str, Estimate | None] = {}
@@ -199,6 +287,7 @@ def bootstrap_ci(
         n_resamples=int(n_resamples),
         ci=ci,
         seed=int(seed),
+        unit=resampling.unit,
     )
 
 
@@ -223,6 +312,7 @@ class PairedBootstrapResult:
     n_resamples: int
     ci: float
     seed: int
+    unit: str = "study"
 
     def to_flat_dict(self, prefix: str = "delta") -> dict[str, float]:
         """e.g. delta_mean_auroc, delta_mean_auroc_ci_low, ..._ci_high, ..._p, delta_auroc_Edema, ..."""
@@ -262,13 +352,17 @@ def paired_bootstrap(
     seed: int = 0,
     tasks: Sequence[str] = STUDY_TASKS,
     ci: float = 0.95,
+    groups: Sequence[Any] | None = None,
 ) -> PairedBootstrapResult:
     """Paired bootstrap of AUROC(a) - AUROC(b), per task and for the mean over `tasks`, on shared resamples.
 
     Each replicate draws one set of studies and scores both models on it, so the difference keeps the models'
     correlation. The CI is the percentile interval of the replicate differences; the p-value is
     `bootstrap_p_value` (two-sided, H0: no difference). Tasks whose full-set labels have one class are left
-    out of the mean; replicates where a remaining task lost a class are ignored.
+    out of the mean; replicates where a remaining task lost a class are ignored. `groups` as in bootstrap_ci.
+
+    The p-values: the mean's is the study's rule for a mean of tasks; for one task the study reads DeLong's
+    test (`chexops.evaluate.delong`), and per-task bootstrap p-values here are kept for the record only.
     """
     ci = _check_ci(ci)
     y, a = check_matrix(y_true, score_a)
@@ -278,7 +372,7 @@ def paired_bootstrap(
     cols = resolve_columns(y.shape[1], tasks)
     sel = [cols[t] for t in tasks]
     y, a, b = y[:, sel], a[:, sel], b[:, sel]
-    idx = bootstrap_indices(y.shape[0], n_resamples, seed)
+    idx = Resampling.of(y.shape[0], n_resamples, seed, groups)
     full = np.arange(y.shape[0])[None, :]
     point = auroc_replicates(y, a, full)[0] - auroc_replicates(y, b, full)[0]
     reps = auroc_replicates(y, a, idx) - auroc_replicates(y, b, idx)
@@ -291,4 +385,5 @@ def paired_bootstrap(
         n_resamples=int(n_resamples),
         ci=ci,
         seed=int(seed),
+        unit=idx.unit,
     )

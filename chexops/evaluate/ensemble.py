@@ -2,7 +2,9 @@
 
 `predict_manifest` (what the training/evaluate code calls for test predictions) and
 `chexops.tracking.pyfunc.EnsembleModel.predict` (the MLflow pyfunc) both run `predict_images` ->
-`Ensemble.predict`, so a registry version predicts exactly what was evaluated. No mlflow here: the training
+`Ensemble.predict`, so a registry version predicts exactly what was evaluated. At study level, evaluation, the
+pyfunc (a DataFrame with `path` and `study` columns) and `chexops predict` all combine views and members with
+`Ensemble.combine_studies`: each member's maximum over a study's views, then the members' mean (the lab's order). No mlflow here: the training
 core and the device machine import this module without it.
 
 Input contract of the logged model (its signature): a uint8 tensor (N, H, W), grayscale, any H and W. MLflow's
@@ -33,6 +35,7 @@ from chexops.data.cache import BadImage, load_image, resize_crop
 from chexops.data.labels import OBSERVATIONS
 from chexops.errors import DataError
 from chexops.evaluate.inference import predict_probs
+from chexops.evaluate.metrics import study_level
 from chexops.models.build import build_model
 
 CHUNK = 64
@@ -67,6 +70,17 @@ class Ensemble:
     def predict(self, images: np.ndarray) -> np.ndarray:
         """uint8 (N, image_size, image_size) -> (N, 14) float32: the mean of the members' sigmoid outputs."""
         return self.combine(self.member_probs(images))
+
+    @staticmethod
+    def combine_studies(member_probs: np.ndarray, study_ids: Sequence[str]) -> tuple[list[str], np.ndarray]:
+        """(members, N, 14) image outputs -> study ids and (studies, 14) float32, in the lab's order: each member's
+        maximum over a study's views first, then the members' mean. (The mean first, then the maximum, differs
+        whenever a study has two views.) Evaluation, `chexops predict` and the served model all call this."""
+        if len(member_probs) == 0:
+            raise DataError("an ensemble needs at least one member to predict studies.")
+        ids, _ = study_level(member_probs[0], study_ids)
+        per_member = np.stack([study_level(p, study_ids)[1] for p in member_probs])
+        return ids, np.mean(per_member, axis=0).astype(np.float32)
 
 
 @contextmanager
@@ -147,6 +161,22 @@ def predict_images(ensemble: Ensemble, model_input: Any) -> np.ndarray:
     """Probabilities for arrays or paths, decoded and predicted CHUNK images at a time."""
     out = [ensemble.predict(chunk) for chunk in _chunks(model_input, ensemble.image_size)]
     return np.concatenate(out) if out else np.zeros((0, len(OBSERVATIONS)), dtype=np.float32)
+
+
+def predict_frame(ensemble: Ensemble, model_input: Any) -> pd.DataFrame:
+    """What the served model returns: a row of 14 probabilities per image or, for a DataFrame with `path` and
+    `study` columns, a row per study (a leading `study` column) combined by `Ensemble.combine_studies`."""
+    if not (isinstance(model_input, pd.DataFrame) and "study" in model_input.columns):
+        return pd.DataFrame(predict_images(ensemble, model_input), columns=list(OBSERVATIONS))
+    if model_input["study"].isna().any():
+        raise DataError("the `study` column has empty entries; give every image its study id (e.g. patient1/study1).")
+    chunks = [ensemble.member_probs(chunk) for chunk in _chunks(model_input, ensemble.image_size)]
+    members = (np.concatenate(chunks, axis=1) if chunks else
+               np.zeros((len(ensemble.models), 0, len(OBSERVATIONS)), dtype=np.float32))
+    ids, probs = ensemble.combine_studies(members, model_input["study"].astype(str).tolist())
+    frame = pd.DataFrame(probs, columns=list(OBSERVATIONS))
+    frame.insert(0, "study", ids)
+    return frame
 
 
 def _chunks(model_input: Any, size: int) -> Iterator[np.ndarray]:

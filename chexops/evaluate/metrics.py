@@ -6,8 +6,10 @@ can never disagree about ties or degenerate cases. Pure numpy/pandas: importable
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -157,6 +159,38 @@ def nan_aware_mean(values: Mapping[str, float], tasks: Sequence[str]) -> tuple[f
     return (float(defined.mean()) if defined.size else float("nan")), undefined
 
 
+def mean_name(name: str, undefined: Sequence[str]) -> str:
+    """A mean's key as it may be read: 'mean_auroc_6' over all six tasks, 'mean_auroc_5of6' when one task was
+    undefined (one class in the labels). A mean over fewer tasks never carries the full mean's name."""
+    total = len(MEAN_TASKS[name])
+    return name if not undefined else f"{name.rsplit('_', 1)[0]}_{total - len(undefined)}of{total}"
+
+
+HEADLINE = "mean_auroc_6"
+
+
+def headline_key(metrics: Mapping[str, Any], prefix: str = "test", mean: str = HEADLINE) -> str:
+    """The key of the study's headline mean in a flat metrics dict: `<prefix>_mean_auroc_6`, or its honest
+    partial name (`<prefix>_mean_auroc_5of6`) when a study task was undefined. `mean` picks another mean."""
+    full = f"{prefix}_{mean}"
+    if full in metrics:
+        return full
+    partial = [k for k in metrics if re.fullmatch(rf"{prefix}_mean_auroc_\d+of{len(MEAN_TASKS[mean])}", k)]
+    if not partial:
+        raise DataError(f"no {full} (or partial mean over fewer study tasks) among the metrics "
+                        f"{sorted(metrics)[:6]}...; rerun the evaluate stage.")
+    return partial[0]
+
+
+def headline_text(metrics: Mapping[str, Any], prefix: str = "test") -> str:
+    """'0.812 [0.790, 0.833]' for the 6-task mean, or '0.801 [...] over 5 of 6 tasks' for a partial one."""
+    key = headline_key(metrics, prefix)
+    low, high = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
+    ci = f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None else ""
+    partial = re.fullmatch(r".*_(\d+)of6", key)
+    return f"{metrics[key]:.3f}{ci}" + (f" over {partial.group(1)} of 6 tasks" if partial else "")
+
+
 def metric_key(task: str) -> str:
     """MLflow-friendly key for one task's AUROC: spaces become underscores."""
     return "auroc_" + task.replace(" ", "_")
@@ -183,7 +217,7 @@ class EvalResult:
         for name in MEAN_TASKS:
             value = getattr(self, name)
             if value is not None:
-                out[head + name] = float(value)
+                out[head + mean_name(name, self.mean_undefined[name])] = float(value)
         return out
 
 

@@ -197,8 +197,9 @@ def _predict_batch(model: Any, paths: list[Path], skip_bad: bool) -> Iterator[_R
             yield path, None, str(exc).removeprefix(f"image {path}: ").rstrip(".")
 
 
-def write_outputs(out: Path, prediction: Prediction) -> tuple[Path | None, int]:
-    """`out`: path + 14 probabilities per image; `<stem>_studies.csv`: max over each recognised study's views.
+def write_outputs(out: Path, prediction: Prediction, model: Any) -> tuple[Path | None, int]:
+    """`out`: path + 14 probabilities per image; `<stem>_studies.csv`: one row per recognised study, combined as
+    evaluation combines them (each member's maximum over the study's views, then the members' mean).
 
     Returns the studies file (None when no path shows patientN/studyN) and how many studies it holds.
     """
@@ -213,10 +214,9 @@ def write_outputs(out: Path, prediction: Prediction) -> tuple[Path | None, int]:
     if not known:
         study_path.unlink(missing_ok=True)  # one left by an earlier run would look like this run's
         return None, 0
-    from chexops.evaluate.metrics import study_level
-
-    ids, probs = study_level(prediction.probs[known], [studies[i] for i in known])
-    per_study = pd.DataFrame(probs.astype(np.float32), columns=list(OBSERVATIONS))  # the model's own precision
-    per_study.insert(0, "study", ids)
+    # the served model's study route (Ensemble.combine_studies) needs each member's view outputs, which the
+    # per-image probabilities above no longer hold: the known images are decoded once more for it
+    frame = pd.DataFrame({"path": [str(prediction.paths[i]) for i in known], "study": [studies[i] for i in known]})
+    per_study = model.unwrap_python_model().predict(None, frame)
     per_study.to_csv(study_path, index=False)
-    return study_path, len(ids)
+    return study_path, len(per_study)

@@ -18,7 +18,7 @@ from chexops.data.labels import OBSERVATIONS, STUDY_TASKS
 from chexops.evaluate.bootstrap import bootstrap_ci
 from chexops.evaluate.ensemble import checkpoint_paths, load_ensemble, read_manifest
 from chexops.evaluate.inference import binary_truth
-from chexops.evaluate.metrics import evaluate, study_level
+from chexops.evaluate.metrics import evaluate, headline_key, study_level
 from chexops.naming import MANIFEST_FILE, RANKING_METRIC
 
 
@@ -52,9 +52,12 @@ def roc_figure(truth: np.ndarray, probs: np.ndarray, title: str, path: Path) -> 
     plt.close(fig)
 
 
-def predictions_frame(studies: list[str], truth: np.ndarray, probs: np.ndarray) -> pd.DataFrame:
-    """Study-level predictions: `study`, `y_<Observation>` (0/1) and `p_<Observation>`."""
+def predictions_frame(studies: list[str], truth: np.ndarray, probs: np.ndarray,
+                      patients: list[str] | None = None) -> pd.DataFrame:
+    """Study-level predictions: `study`, `patient`, `y_<Observation>` (0/1) and `p_<Observation>`."""
     frame = pd.DataFrame({"study": studies})
+    if patients is not None:
+        frame["patient"] = patients
     for j, obs in enumerate(OBSERVATIONS):
         frame[f"y_{obs}"] = truth[:, j].astype(int)
     for j, obs in enumerate(OBSERVATIONS):
@@ -72,24 +75,42 @@ def evaluate_ensemble(run_dir: Path, out_dir: Path, test_images: np.ndarray, tes
     manifest = read_manifest(manifest_path)
     ensemble = load_ensemble(manifest, checkpoint_paths(manifest_path, manifest), device)
     each = ensemble.member_probs(test_images)
-    mean = ensemble.combine(each)  # what ensemble.predict returns, without running the members twice
     study_ids = test_index["study"].astype(str).tolist()
     studies, truth = study_level(binary_truth(test_index[list(OBSERVATIONS)].to_numpy(float)), study_ids)
     truth = truth.astype(np.int8)
-    _, study_probs = study_level(mean, study_ids)
-    result = bootstrap_ci(truth, study_probs, n_resamples=n_resamples, ci=ci, seed=seed, tasks=OBSERVATIONS)
+    _, study_probs = ensemble.combine_studies(each, study_ids)
+    patients = study_patients(test_index, studies)
+    # the cluster bootstrap: a patient's studies are resampled together when a patient has several
+    result = bootstrap_ci(truth, study_probs, n_resamples=n_resamples, ci=ci, seed=seed, tasks=OBSERVATIONS,
+                          groups=patients)
     singles = [evaluate(truth, study_level(p, study_ids)[1]).mean_auroc_6 for p in each]
-    predictions_frame(studies, truth, study_probs).to_csv(out_dir / "predictions.csv", index=False)
+    predictions_frame(studies, truth, study_probs, patients).to_csv(out_dir / "predictions.csv", index=False)
     roc_figure(truth, study_probs, f"{manifest['run']}: ensemble of {len(each)} checkpoints, test split",
                out_dir / "roc.png")
     best_val = int(np.argmax([c[RANKING_METRIC] for c in manifest["checkpoints"]]))
+    metrics = {k: v for k, v in result.to_flat_dict(prefix="test").items() if v is not None}
+    headline = headline_key(metrics)
+    study_tasks_undefined = list(result.mean_undefined.get("mean_auroc_6", ()))
     return {
-        "metrics": {k: v for k, v in result.to_flat_dict(prefix="test").items() if v is not None},
+        "metrics": metrics,
         "n_test_studies": len(studies),
-        "best_single": {"test_mean_auroc_6": singles[best_val], "checkpoint": manifest["checkpoints"][best_val]["file"],
-                        "best_test_mean_auroc_6_of_any_checkpoint": float(np.nanmax(singles))},
-        "checkpoint_test_mean_auroc_6": singles,
+        "headline": {"metric": headline, "tasks": [t for t in STUDY_TASKS if t not in study_tasks_undefined],
+                     "undefined": study_tasks_undefined},
+        "undefined_tasks": list(result.undefined),
+        "bootstrap": {"resamples": result.n_resamples, "seed": result.seed, "ci": result.ci, "unit": result.unit,
+                      "usable_replicates": result.usable_replicates()},
+        "best_single": {"test_mean_auroc": singles[best_val], "checkpoint": manifest["checkpoints"][best_val]["file"],
+                        "best_test_mean_auroc_of_any_checkpoint": float(np.nanmax(singles)),
+                        "tasks": "as the headline mean"},
+        "checkpoint_test_mean_auroc": singles,
     }
+
+
+def study_patients(index: pd.DataFrame, studies: list[str]) -> list[str]:
+    """The patient of each study, in `studies` order (the index has one patient per study)."""
+    first = index.drop_duplicates("study")
+    owner = pd.Series(first["patient"].astype(str).to_numpy(), index=first["study"].astype(str).to_numpy())
+    return owner.loc[studies].tolist()
 
 
 def _json_safe(value: Any) -> Any:

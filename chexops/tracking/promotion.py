@@ -43,7 +43,8 @@ _QUIET = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}  # a one-file downloa
 
 @dataclass(frozen=True)
 class TaskComparison:
-    """One task: bootstrap difference (candidate - holder) with CI and p, and DeLong's p (NaN: not testable)."""
+    """One task: bootstrap difference (candidate - holder) with its CI, the bootstrap p kept for the record only, and
+    DeLong's p, which is the one the study reads for a single task (NaN: not testable)."""
 
     delta: float
     ci_low: float
@@ -150,7 +151,8 @@ def compare(candidate: pd.DataFrame, holder: pd.DataFrame, names: tuple[str, str
                         f"({differ.size} studies, e.g. {candidate.index[differ[0]]!r}); they used different "
                         "test labels or label policies and cannot be compared. Re-evaluate both on one test set.")
     a, b = candidate[p_cols].to_numpy(dtype=float), holder[p_cols].to_numpy(dtype=float)
-    result = paired_bootstrap(y, a, b, n_resamples=N_RESAMPLES, seed=SEED, tasks=STUDY_TASKS)
+    groups = candidate["patient"].astype(str).tolist() if "patient" in candidate.columns else None
+    result = paired_bootstrap(y, a, b, n_resamples=N_RESAMPLES, seed=SEED, tasks=STUDY_TASKS, groups=groups)
     tasks = {}
     for j, task in enumerate(STUDY_TASKS):
         d = result.per_task[task]
@@ -282,11 +284,13 @@ def explain(d: Decision) -> list[str]:
     c = d.comparison
     if c is not None:
         lines.append(f"mean AUROC over 6 tasks, version {d.version} - version {d.against}, on {c.n_studies} test "
-                     f"studies: {c.delta:+.4f} [95% CI {c.ci_low:+.4f}, {c.ci_high:+.4f}], bootstrap p={c.p:.4g}")
-        lines.append(f"  {'task':<20} {'delta':>8} {'95% CI':>19} {'boot p':>8} {'DeLong p':>9}")
+                     f"studies: {c.delta:+.4f} [95% CI {c.ci_low:+.4f}, {c.ci_high:+.4f}], paired bootstrap "
+                     f"p={c.p:.4g} (this decides)")
+        lines.append(f"  {'task':<20} {'delta':>8} {'95% CI (bootstrap)':>19} {'DeLong p':>9}")
         for task, t in c.tasks.items():
             ci = f"[{t.ci_low:+.4f}, {t.ci_high:+.4f}]"
-            lines.append(f"  {task:<20} {t.delta:>+8.4f} {ci:>19} {t.p:>8.4g} {t.delong_p:>9.4g}")
+            lines.append(f"  {task:<20} {t.delta:>+8.4f} {ci:>19} {t.delong_p:>9.4g}")
+        lines.append("  p-values: a mean over tasks by the paired bootstrap, a single task by DeLong's test.")
     lines.append(f"history of {d.alias!r}: {' -> '.join(f'v{v}' for v in d.history) or '(none)'}")
     return lines
 

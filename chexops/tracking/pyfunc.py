@@ -15,7 +15,7 @@ import pandas as pd
 
 from chexops.data.labels import OBSERVATIONS
 from chexops.errors import DataError
-from chexops.evaluate.ensemble import checkpoint_paths, load_ensemble, predict_images, read_manifest
+from chexops.evaluate.ensemble import checkpoint_paths, load_ensemble, predict_frame, read_manifest
 
 try:  # importable without mlflow (the pyfunc base class is then a plain object)
     from mlflow.pyfunc import PythonModel as _PythonModel
@@ -41,7 +41,7 @@ class EnsembleModel(_PythonModel):
     # annotated as the signature's form: MLflow infers no schema from an ndarray hint, so the explicit one holds
     def predict(self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None) -> pd.DataFrame:
         """Ensemble probabilities, one column per CheXpert observation (input forms: see the module doc)."""
-        return pd.DataFrame(predict_images(self.ensemble, model_input), columns=list(OBSERVATIONS))
+        return predict_frame(self.ensemble, model_input)
 
 
 def model_signature() -> Any:

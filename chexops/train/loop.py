@@ -28,7 +28,14 @@ from chexops.errors import ConfigError
 from chexops.evaluate.inference import binary_truth, predict_probs
 from chexops.evaluate.metrics import evaluate, study_level
 from chexops.models.build import build_model
-from chexops.naming import BEST_RANKING_METRIC, PRETRAIN_FILE, STATE_FILE, TRAIN_SUMMARY_FILE, RunKey
+from chexops.naming import (
+    BEST_RANKING_METRIC,
+    PRETRAIN_FILE,
+    STATE_FILE,
+    TRAIN_SUMMARY_FILE,
+    RunKey,
+    select_metric_key,
+)
 from chexops.train import distributed
 from chexops.train.checkpoints import TopKKeeper, atomic_save, read_state, verify_checkpoints
 from chexops.train.distributed import ShardBatch, ShardedLoader
@@ -91,10 +98,12 @@ def _initial_weights(config: Config, key: RunKey) -> str | None:
 
 
 class Validator:
-    """Study-level validation AUROC (max over a study's views), as the checkpoints are ranked by."""
+    """Study-level validation AUROC (max over a study's views); the checkpoints are ranked by `select_metric`."""
 
-    def __init__(self, valid: CachedSplit, runtime: Runtime, mean: list, std: list, batch_size: int) -> None:
+    def __init__(self, valid: CachedSplit, runtime: Runtime, mean: list, std: list, batch_size: int,
+                 select_metric: str = "mean_auroc_5") -> None:
         self.valid, self.runtime, self.mean, self.std, self.batch_size = valid, runtime, mean, std, batch_size
+        self.select_metric = select_metric
         self.studies = valid.index["study"].astype(str).tolist()
         _, self.truth = study_level(binary_truth(valid.labels).astype(np.float32), self.studies)
 
@@ -105,7 +114,7 @@ class Validator:
         _, study_probs = study_level(probs, self.studies)
         result = evaluate(self.truth.astype(np.int8), study_probs)
         metrics = {f"val_{k}": v for k, v in result.to_flat_dict().items() if v == v}
-        return result.mean_auroc_6, metrics
+        return getattr(result, self.select_metric), metrics
 
 
 def _check_budget(config: Config, n_train: int) -> None:
@@ -218,7 +227,7 @@ class Trainer:
         labelled = self.loader.size
         if self.dist:
             self.loader = ShardedLoader(self.loader, self.dist)
-        self.validate = Validator(valid, self.runtime, self.mean, self.std, t.eval_batch_size)
+        self.validate = Validator(valid, self.runtime, self.mean, self.std, t.eval_batch_size, t.select_metric)
         _check_budget(config, labelled)
         budget = t.epochs * labelled
         self.budget = min(budget, max_examples) if max_examples else budget
@@ -245,7 +254,8 @@ class Trainer:
         return {"run": self.key.name, "family": self.key.family, "initializer": self.key.initializer,
                 "depth": self.key.depth, "strategy": self.key.strategy, "num_classes": self.config.model.num_classes,
                 "image_size": int(self.train_split.images.shape[1]), "lr": lr,
-                "normalization": {"mean": self.mean, "std": self.std}, "report": self.report}
+                "normalization": {"mean": self.mean, "std": self.std}, "report": self.report,
+                "select_metric": select_metric_key(self.config.train.select_metric)}
 
     def fit(self) -> TrainResult:
         start = self.started = time.perf_counter()
@@ -323,6 +333,7 @@ def train_run(config: Config, key: RunKey, *, lr: float | None = None, max_examp
         return result
     (run_dir / TRAIN_SUMMARY_FILE).write_text(json.dumps(
         {"run": key.name, "examples": result.examples, "steps": result.steps,
-         BEST_RANKING_METRIC: result.best_val, "device": str(result.runtime.device),
+         BEST_RANKING_METRIC: result.best_val, "select_metric": select_metric_key(config.train.select_metric),
+         "device": str(result.runtime.device),
          "precision": result.runtime.precision}, indent=2))
     return result

@@ -38,6 +38,21 @@ _TABLE: tuple[tuple[str, str, str, str, float, tuple[str, ...], int], ...] = (
     ("mobilenetv3", "mobilenetv3_large_100", "ra_in1k", "MobileNet", 75.784, _STAGES, 32),
 )
 
+# The ImageNet top-1 of the weights CheXtransfer's code loaded: torchvision's IMAGENET1K_V1 checkpoints (as
+# torchvision's weight metadata documents them) and, for InceptionV4, which torchvision lacks, Cadene's
+# pretrainedmodels port of the TensorFlow weights. timm re-evaluated its tv_in1k copies with its own
+# preprocessing, hence the small differences from the values above.
+_TORCHVISION = "torchvision IMAGENET1K_V1"
+_REFERENCE_TOP1: dict[str, tuple[float, str]] = {
+    "densenet121": (74.434, _TORCHVISION), "densenet169": (75.600, _TORCHVISION),
+    "densenet201": (76.896, _TORCHVISION), "resnet18": (69.758, _TORCHVISION), "resnet34": (73.314, _TORCHVISION),
+    "resnet50": (76.130, _TORCHVISION), "resnet101": (77.374, _TORCHVISION), "inception_v3": (77.294, _TORCHVISION),
+    "inception_v4": (80.062, "Cadene pretrainedmodels (TensorFlow port)"), "mnasnet": (73.456, _TORCHVISION),
+    "efficientnet_b0": (77.692, _TORCHVISION), "efficientnet_b1": (78.642, _TORCHVISION),
+    "efficientnet_b2": (80.608, _TORCHVISION), "efficientnet_b3": (82.008, _TORCHVISION),
+    "mobilenetv2": (71.878, _TORCHVISION), "mobilenetv3": (74.042, _TORCHVISION),
+}
+
 FAMILIES: tuple[FamilySpec, ...] = tuple(
     FamilySpec(
         name=name,
@@ -49,6 +64,8 @@ FAMILIES: tuple[FamilySpec, ...] = tuple(
         max_drop=len(blocks) - 1,
         description=f"{group}: timm {timm_name}.{tag}",
         min_size=min_size,
+        reference_top1=_REFERENCE_TOP1[name][0],
+        reference_top1_source=_REFERENCE_TOP1[name][1],
     )
     for name, timm_name, tag, group, top1, blocks, min_size in _TABLE
 )
