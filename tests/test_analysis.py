@@ -26,6 +26,7 @@ from chexops.analysis.tables import (
 from chexops.data.labels import OBSERVATIONS
 from chexops.errors import DataError
 from chexops.evaluate.bootstrap import bootstrap_ci
+from chexops.evaluate.metrics import headline_key
 
 N_STUDIES = 200
 B = 200  # bootstrap resamples in tests: enough for CIs that clearly exclude 0, fast
@@ -53,12 +54,16 @@ def truth_and_noise(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 def write_run(root: Path, family: str, init: str, sep: float, depth: int = 0, params: int | None = None,
               top1: float | None = None, group: str | None = None, seed: int = 0,
-              studies: list[str] | None = None, order: np.ndarray | None = None, jitter: float = 0.0) -> Path:
+              studies: list[str] | None = None, order: np.ndarray | None = None, jitter: float = 0.0,
+              single_class: tuple[str, ...] = (), eval_fields: dict | None = None) -> Path:
     """One run folder exactly as the evaluate stage leaves it; eval.json metrics computed from the predictions.
 
-    `jitter` adds run-specific noise, so two runs of equal `sep` differ by chance only.
+    `jitter` adds run-specific noise, so two runs of equal `sep` differ by chance only; `single_class` tasks have
+    only negative test studies; `eval_fields` adds eval.json fields.
     """
     y, noise = truth_and_noise(seed)
+    for task in single_class:
+        y[:, OBSERVATIONS.index(task)] = 0
     extra = jitter * np.random.default_rng(99).normal(size=y.shape)
     p = 1.0 / (1.0 + np.exp(-(sep * (2 * y - 1) + noise + extra)))
     g, t1, n_params = FAMILIES.get(family, ("Other", None, 1_000_000))
@@ -70,8 +75,8 @@ def write_run(root: Path, family: str, init: str, sep: float, depth: int = 0, pa
     doc = {"run": run, "family": family, "group": group or g, "initializer": init, "truncation": trunc,
            "depth": depth, "parameters": params or n_params, "imagenet_top1": top1 if top1 is not None else t1,
            "timm_tag": f"{family}.test", "test_source": "synthetic", "n_test_studies": N_STUDIES,
-           "metrics": metrics, "best_single": {"test_mean_auroc": metrics["test_mean_auroc_6"] - 0.01},
-           "mlflow_run_id": "0" * 32}
+           "metrics": metrics, "best_single": {"test_mean_auroc": metrics[headline_key(metrics)] - 0.01},
+           "mlflow_run_id": "0" * 32, **(eval_fields or {})}
     (folder / "eval.json").write_text(json.dumps(doc))
     cols = {"study": studies or [f"study{i:04d}" for i in range(N_STUDIES)]}
     for k, o in enumerate(OBSERVATIONS):

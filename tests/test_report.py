@@ -20,6 +20,7 @@ from chexops.analysis.figures import (
 )
 from chexops.analysis.report import write_report
 from chexops.analysis.tables import Study, load_runs, pretraining_boost, spearman, truncation_table
+from chexops.data.labels import STUDY_TASKS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FIGURES = ("auroc_vs_top1", "auroc_vs_params", "boost_vs_params", "truncation")
@@ -188,3 +189,25 @@ def test_figures_without_inputs_give_reasons(tmp_path: Path) -> None:
     assert figure_truncation(study, truncation_table(study, B)) == "not measured: no truncated runs"
     panels = figure_auroc_vs_top1(study, spearman(study)).axes
     assert [t.get_text() for t in panels[1].texts] == ["not measured: no full imagenet runs"]
+
+
+def test_study_md_warns_when_the_headline_mean_covers_fewer_tasks(tmp_path: Path) -> None:
+    split = {"source": "synthetic patient hold-out (0.1 of train patients, seed0)", "images": 230, "studies": 200,
+             "patients": 150, "views": {"frontal": 230, "lateral": 0}, "patients_with_several_studies": 30,
+             "max_studies_per_patient": 3, "images_unreadable": 0,
+             "dropped": [{"studies": 4, "why": "no frontal image (data.frontal_only is true)"}]}
+    extra = {"test_split": split, "reference_top1": 71.5, "reference_top1_source": "torchvision IMAGENET1K_V1"}
+    dirs = [write_run(tmp_path / "runs", f, "random", 0.3, single_class=("Cardiomegaly",), eval_fields=extra)
+            for f in ("alpha", "beta")]
+    study = load_runs(dirs)
+    assert study.headline_tasks == tuple(t for t in STUDY_TASKS if t != "Cardiomegaly")
+    md = write_report(study, tmp_path / "reports", n_resamples=B)["study_md"].read_text()
+    assert ("> **Warning:** the headline is the mean AUROC over 5 of the 6 study tasks (Cardiomegaly undefined: "
+            "one class only in the test studies)") in md
+    # the test split as recorded, with what it lost and why
+    assert "| studies dropped | 4: no frontal image (data.frontal_only is true) |" in md
+    assert "| patients with several studies | 30 (up to 3 studies each) |" in md
+    # the reference top-1 beside timm's, and the p-value rule
+    assert "top-1 (timm tag) | top-1 (paper's weights)" in md and "| 70.00 | 71.50 |" in md
+    assert "the paper's weights came from torchvision IMAGENET1K_V1" in md
+    assert "a single task's AUROC comparison (`chexops promote`) with DeLong's test" in md

@@ -37,7 +37,7 @@ def make_manifest(root: Path, seeds: tuple[int, ...] = (1, 2), size: int = SIZE)
         (run / file).parent.mkdir(parents=True, exist_ok=True)
         torch.save(model.state_dict(), run / file)
         checkpoints.append({"file": file, "step": (i + 1) * 64, "examples": (i + 1) * 1024, "epoch": 0,
-                            "val_mean_auroc_6": 0.7 - i / 100, "metrics": {}})
+                            "val_score": 0.7 - i / 100, "metrics": {}})
     manifest = {"run": "resnet18/random/drop-3", "family": "resnet18", "initializer": "random", "depth": 3,
                 "num_classes": 14, "image_size": size, "normalization": {"mean": MEAN, "std": STD},
                 "checkpoints": checkpoints, "report": report.to_dict()}
