@@ -211,3 +211,38 @@ def test_study_md_warns_when_the_headline_mean_covers_fewer_tasks(tmp_path: Path
     assert "top-1 (timm tag) | top-1 (paper's weights)" in md and "| 70.00 | 71.50 |" in md
     assert "the paper's weights came from torchvision IMAGENET1K_V1" in md
     assert "a single task's AUROC comparison (`chexops promote`) with DeLong's test" in md
+
+
+@pytest.mark.slow  # builds the 22 networks to count their parameters
+def test_the_paper_profiles_truncations_render_the_papers_summary(tmp_path: Path) -> None:
+    """The paper profile's 18 truncations with their real parameter counts (the pinned timm models, built here), on
+    synthetic predictions: up to 2 blocks dropped the predictions equal the full model's, beyond that they are
+    clearly worse. The summary is the mean parameter ratio over the truncations without a significant drop, the
+    paper's definition, not the mean over all 18 (which the tiny drop-6 networks would push into the hundreds)."""
+    from chexops.config import grid_runs, load_config
+    from chexops.models.build import build_model
+
+    config = load_config(Path(__file__).parents[1] / "pipelines" / "profiles" / "paper.yaml")
+    truncated = [(f, i, d) for f, i, d, _, _ in grid_runs(config) if d > 0]
+    assert len(truncated) == 18
+    params = {(f, d): build_model(f, "random", d, 14)[1].parameters
+              for f in {f for f, _, _ in truncated} for d in [0] + [d for g, _, d in truncated if g == f]}
+    dirs = [write_run(tmp_path, f, "imagenet", 1.6, params=params[(f, 0)]) for f in {f for f, _, _ in truncated}]
+    dirs += [write_run(tmp_path, f, i, 1.6 if d <= 2 else 0.2, depth=d, params=params[(f, d)])
+             for f, i, d in truncated]
+    paths = write_report(load_runs(dirs), tmp_path / "reports", n_resamples=B)
+    table = pd.read_csv(paths["truncation"])
+    kept = table[table["blocks_dropped"] <= 2]
+    assert not kept["significant_drop"].any() and table[table["blocks_dropped"] > 2]["significant_drop"].all()
+    expected = np.mean([params[(f, 0)] / params[(f, d)] for f, _, d in truncated if d <= 2])
+    m = _strict_json(paths["metrics"])["truncation"]
+    assert m["mean_parameter_ratio_without_significant_drop"] == pytest.approx(expected, rel=1e-12)
+    assert m["n_without_significant_drop"] == 8 and m["n_significant_drops"] == 10
+    everything = np.mean([params[(f, 0)] / params[(f, d)] for f, _, d in truncated])
+    assert everything > 100 > expected  # the old all-runs mean would have read like this
+    md = paths["study_md"].read_text()
+    assert f"Summary: **{expected:.2f}x** fewer parameters on average" in md
+    assert "Paper: 3.25x on average, no statistically significant AUC drop." in md
+    assert "Definition: parameter ratio = full model's parameters / truncated model's parameters" in md
+    for family in ("densenet121", "mnasnet", "resnet18", "efficientnet_b0"):
+        assert f"| {family} | imagenet | " in md and " | 2 | " in md.split(f"| {family} | imagenet | ", 1)[1][:30]

@@ -297,7 +297,8 @@ def _check_optuna(storage: str, killed_run: str, root: Path) -> None:
         payload = json.loads((key.eval_dir(root / "runs") / "eval.json").read_text())
         trained = json.loads((key.train_dir(root / "runs") / "train.json").read_text())
         # the trial's value is what chose the checkpoints (validation); the test AUROC is only recorded beside it
-        assert t.value == pytest.approx(trained["best_val_mean_auroc_6"]) and 0 <= t.value <= 1
+        assert t.value == pytest.approx(trained["best_val_score"]) and 0 <= t.value <= 1
+        assert trained["select_metric"] == "val_mean_auroc_5"
         assert t.user_attrs["test_mean_auroc_6"] == pytest.approx(payload["metrics"]["test_mean_auroc_6"])
         assert t.user_attrs["run"] == key.name and t.user_attrs["mlflow_run_id"] == payload["mlflow_run_id"]
 
