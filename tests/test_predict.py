@@ -105,7 +105,7 @@ def test_champion_predictions_for_image_files_equal_the_ensembles_own(
     assert not (tmp_path / "preds_studies.csv").exists()  # no patientN/studyN in these paths
 
 
-def test_a_folder_streams_in_batches_and_studies_take_the_max_over_views(
+def test_a_folder_streams_in_batches_and_studies_combine_views_as_evaluation_does(
         store: Registered, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     data = tmp_path / "data"
     files = [save(data / "patient00001/study1/view1_frontal.png", pixels(1)),
@@ -126,8 +126,13 @@ def test_a_folder_streams_in_batches_and_studies_take_the_max_over_views(
     np.testing.assert_allclose(probs(got), want, atol=1e-6)
     studies = pd.read_csv(tmp_path / "out/p_studies.csv")
     assert studies["study"].tolist() == ["patient00001/study1", "patient00002/study1", "patient00002/study2"]
-    np.testing.assert_allclose(probs(studies), np.stack([want[:2].max(0), want[2], want[3]]), atol=1e-6)
-    assert (want[0] != want[1]).any()  # the max really combines two different views
+    # the lab's order, as the evaluate stage: each checkpoint's maximum over the study's views, then their mean
+    manifest = serving.read_manifest(store.manifest)
+    ensemble = serving.load_ensemble(manifest, serving.checkpoint_paths(store.manifest, manifest))
+    members = ensemble.member_probs(np.stack([load_image(f, 32) for f in files]))
+    lab = np.stack([members[:, :2].max(axis=1).mean(0), members[:, 2].mean(0), members[:, 3].mean(0)])
+    np.testing.assert_allclose(probs(studies), lab, atol=1e-6)
+    assert (want[0] != want[1]).any()  # two different views really are combined
 
 
 def write_chexpert_csv(root: Path, rel_paths: list[str]) -> Path:
