@@ -21,6 +21,7 @@ from chexops.config import config_from_dict
 from chexops.data.loader import BatchLoader
 from chexops.errors import ConfigError
 from chexops.evaluate.ensemble import read_manifest
+from chexops.evaluate.metrics import headline_key
 from chexops.naming import RunKey
 from chexops.train import distributed, loop
 from chexops.train.distributed import DistContext, GlobalBatchNorm, ShardedLoader, sync_batchnorm
@@ -240,8 +241,8 @@ def test_torchrun_chexops_train(prepared, reference, tmp_path):
     experiment = client.get_experiment_by_name("ddp")
     runs = client.search_runs([experiment.experiment_id])
     assert [(r.info.run_name, r.info.status) for r in runs] == [(KEY.name, "FINISHED")]
-    history = client.get_metric_history(runs[0].info.run_id, "val_mean_auroc_6")
+    history = client.get_metric_history(runs[0].info.run_id, headline_key(runs[0].data.metrics, "val"))
     assert len({m.step for m in history}) == len(history)  # each evaluation logged once, not once per rank
-    assert "test_mean_auroc_6" in runs[0].data.metrics
+    assert headline_key(runs[0].data.metrics) in runs[0].data.metrics
     record = json.loads(KEY.registry_file(tmp_path / "runs").read_text())
     assert record["run_id"] == runs[0].info.run_id and record["version"] == 1

@@ -8,6 +8,7 @@ import pytest
 from mlflow import MlflowClient
 from test_train import KEY, make_config, prepared  # noqa: F401 - the module-scoped dataset fixture
 
+from chexops.evaluate.metrics import headline_key
 from chexops.stages import StageContext, evaluate, register, train
 from chexops.tracking.runs import Tracker
 from chexops.train import loop
@@ -31,12 +32,12 @@ def test_run_is_trained_evaluated_registered_and_recorded(prepared, tmp_path, tr
     assert all(run.data.tags.get(t) for t in TAGS), {t: run.data.tags.get(t) for t in TAGS}
     assert run.data.tags["chexops.timm_tag"] == "resnet18.tv_in1k"
     assert run.data.params["train.lr"] == "0.001" and run.data.params["run.family"] == "resnet18"
-    history = client.get_metric_history(run.info.run_id, "val_mean_auroc_6")
+    history = client.get_metric_history(run.info.run_id, headline_key(run.data.metrics, "val"))
     assert len(history) >= 4 and [m.step for m in history] == sorted(m.step for m in history)
     assert history[-1].step == summary["examples"]  # logged against examples seen
     assert client.get_metric_history(run.info.run_id, "train_loss")
-    m = run.data.metrics
-    assert m["test_mean_auroc_6_ci_low"] <= m["test_mean_auroc_6"] <= m["test_mean_auroc_6_ci_high"]
+    m, key = run.data.metrics, headline_key(run.data.metrics)
+    assert m[f"{key}_ci_low"] <= m[key] <= m[f"{key}_ci_high"]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"roc.png", "predictions.csv", "eval.json", "manifest.json"} <= artifacts
     version = client.get_model_version_by_alias(record["registered_model"], "candidate")

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from chexops.config import config_from_dict, validate
-from chexops.errors import ConfigError
 from chexops.data.labels import OBSERVATIONS
+from chexops.errors import ConfigError
 from chexops.evaluate.ensemble import checkpoint_paths, load_ensemble, predict_frame, read_manifest
 from chexops.evaluate.scoring import evaluate_ensemble
 from chexops.naming import RunKey

@@ -198,7 +198,7 @@ def _md_test_split(study: Study) -> list[str]:
              f"{split['max_studies_per_patient']} studies each)"],
             ["images", f"{split['images']} ({v['frontal']} frontal, {v['lateral']} lateral)"],
             ["unreadable images skipped", split["images_unreadable"]]]
-    rows += [[f"studies dropped", f"{d['studies']}: {d['why']}"] for d in split["dropped"]] or [
+    rows += [["studies dropped", f"{d['studies']}: {d['why']}"] for d in split["dropped"]] or [
         ["studies dropped", "none"]]
     return ["## Test split", "", *_md_table(rows, ["", "value"]), ""]
 

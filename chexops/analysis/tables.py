@@ -106,7 +106,8 @@ def _read_eval(path: Path) -> dict[str, Any]:
     try:
         keys = {short: headline_key(metrics, "test", mean) for short, mean in _MEANS.items()}
     except DataError:
-        raise DataError(f"{path} holds no test mean AUROC; it was not written by the evaluate stage, rerun it.") from None
+        raise DataError(f"{path} holds no test mean AUROC; it was not written by the evaluate stage, rerun "
+                        "it.") from None
     row: dict[str, Any] = {k: data[k] for k in _EVAL_KEYS[:-1]}
     row["depth"], row["parameters"] = int(row["depth"]), int(row["parameters"])
     row.update(

@@ -4,8 +4,8 @@
 `chexops.tracking.pyfunc.EnsembleModel.predict` (the MLflow pyfunc) both run `predict_images` ->
 `Ensemble.predict`, so a registry version predicts exactly what was evaluated. At study level, evaluation, the
 pyfunc (a DataFrame with `path` and `study` columns) and `chexops predict` all combine views and members with
-`Ensemble.combine_studies`: each member's maximum over a study's views, then the members' mean (the lab's order). No mlflow here: the training
-core and the device machine import this module without it.
+`Ensemble.combine_studies`: each member's maximum over a study's views, then the members' mean (the lab's
+order). No mlflow here: the training core and the device machine import this module without it.
 
 Input contract of the logged model (its signature): a uint8 tensor (N, H, W), grayscale, any H and W. MLflow's
 schema enforcement checks rank and dtype of that form, and `mlflow models serve` accepts it as
