@@ -299,8 +299,8 @@ def _check_optuna(storage: str, killed_run: str, root: Path) -> None:
         # the trial's value is what chose the checkpoints (validation); the test AUROC is only recorded beside it
         assert t.value == pytest.approx(trained["best_val_score"]) and 0 <= t.value <= 1
         assert trained["select_metric"] == "val_mean_auroc_5"
-        key = payload["headline"]["metric"]  # the tiny test split may leave a study task undefined
-        assert t.user_attrs[key] == pytest.approx(payload["metrics"][key])
+        headline = payload["headline"]["metric"]  # the tiny test split may leave a study task undefined
+        assert t.user_attrs[headline] == pytest.approx(payload["metrics"][headline])
         assert t.user_attrs["run"] == key.name and t.user_attrs["mlflow_run_id"] == payload["mlflow_run_id"]
 
 

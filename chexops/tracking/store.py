@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from chexops.errors import ConfigError, TrackingError
+from chexops.errors import ConfigError, DataError, TrackingError
 from chexops.tracking.registry_lock import is_lock_model
 from chexops.tracking.runs import PROBE_ENV, check_sqlite_file, mlflow_errors, open_hint, resolve_uri, temporary_env
 
@@ -195,7 +195,13 @@ def _describe_version(client: Any, version: Any, aliases: dict[str, int], run_na
             run_names[run_id] = client.get_run(run_id).info.run_name
         except Exception:  # a deleted run must not hide the rest of the registry
             run_names[run_id] = None
-    auroc, low, high = (_number(version.tags.get(k)) for k in AUROC_TAGS)
+    from chexops.evaluate.metrics import headline_key  # numpy and pandas: not for every registry call
+
+    try:  # the 6-task mean, or its honest partial name when a study task had one class on the test split
+        key = headline_key(version.tags)
+    except DataError:
+        key = AUROC_TAGS[0]
+    auroc, low, high = (_number(version.tags.get(k)) for k in (key, f"{key}_ci_low", f"{key}_ci_high"))
     number = int(version.version)
     return {"version": number, "aliases": sorted(a for a, v in aliases.items() if v == number),
             "test_mean_auroc_6": auroc, "ci_low": low, "ci_high": high, "run_id": run_id,
