@@ -175,16 +175,26 @@ def test_registered_model_names_are_valid_for_mlflow() -> None:
 
 
 def test_log_ensemble_registers_a_candidate_that_predicts_like_the_manifest(
-        tracker: Tracker, store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tracker: Tracker, store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capfd: pytest.CaptureFixture[str]) -> None:
     manifest = make_manifest(tmp_path)
     name = naming.registered_model_name("study", "resnet18/random/drop-3")
     uri_before = mlflow.get_tracking_uri()
     run_id = tracker.start_run("resnet18/random/drop-3", {}, {"train": {"lr": 0.1}})
     example = np.full((1, 20, 24), 7, dtype=np.uint8)
-    version = tracker.log_ensemble(run_id, manifest, name, {"test_mean_auroc_6": 0.71, "test_ci_low": 0.6}, example)
+    model_name = naming.logged_model_name("resnet18/random/drop-3")
+    capfd.readouterr()
+    version = tracker.log_ensemble(run_id, manifest, name, {"test_mean_auroc_6": 0.71, "test_ci_low": 0.6},
+                                   example, model_name=model_name, description="resnet18, random init, drop-3")
     assert version == 1
+    # models-from-code: the registry holds code and checkpoints, no CloudPickle of the model object (MLflow warns
+    # on stderr when it pickles one); and no artifact progress bars when stderr is not a terminal
+    printed = capfd.readouterr().err
+    assert "CloudPickle" not in printed and "Downloading artifacts" not in printed, printed
+    assert tracker.client.get_model_version(name, "1").description == "resnet18, random init, drop-3"
+    assert tracker.client.get_registered_model(name).description == "resnet18, random init, drop-3"
     assert mlflow.get_tracking_uri() == uri_before  # the store was only borrowed for the call
-    again = tracker.log_ensemble(run_id, manifest, name, {"test_mean_auroc_6": 0.72}, example)
+    again = tracker.log_ensemble(run_id, manifest, name, {"test_mean_auroc_6": 0.72}, example, model_name=model_name)
     assert again == 2
     candidate = tracker.client.get_model_version_by_alias(name, "candidate")
     assert str(candidate.version) == "2" and candidate.run_id == run_id
@@ -192,7 +202,7 @@ def test_log_ensemble_registers_a_candidate_that_predicts_like_the_manifest(
     assert candidate.source.startswith("models:/")
     logged = tracker.client.get_logged_model(candidate.source.removeprefix("models:/"))
     assert logged.model_id in {o.model_id for o in tracker.client.get_run(run_id).outputs.model_outputs}
-    assert logged.experiment_id == tracker.experiment_id and logged.name == "ensemble"
+    assert logged.experiment_id == tracker.experiment_id and logged.name == "resnet18-random-drop-3"
     assert logged.artifact_location.startswith((tmp_path / "mlartifacts" / "study").as_uri())
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store)

@@ -74,7 +74,8 @@ def _model_kwargs(manifest_path: Path, input_example: np.ndarray | None) -> dict
         raise DataError(f"checkpoints listed in {manifest_path} are missing: {missing}; retrain the configuration.")
     size = int(manifest["image_size"])
     return {
-        "python_model": EnsembleModel(),
+        # models-from-code: MLflow stores this file, not a CloudPickle of the object (no pickle to go stale)
+        "python_model": str(Path(__file__).with_name("ensemble_code.py")),
         "artifacts": {MANIFEST_KEY: str(manifest_path), **{checkpoint_key(i): str(f) for i, f in enumerate(files)}},
         "signature": model_signature(),
         # a small image is a valid example: any H x W is resized, and it keeps the example files small

@@ -31,7 +31,8 @@ MAX_PARAM_LENGTH = 6000
 MAX_TAG_LENGTH = 8000
 ERROR_TAG = "error"
 CANDIDATE_ALIAS = "candidate"
-ENSEMBLE_MODEL = "ensemble"
+PARENT_TAG = "mlflow.parentRunId"  # MLflow's own: the UI nests a run under the run it names
+STUDY_RUN_TAG = "chexops.study_run"  # on the study's parent run: the study name, how any stage finds it
 PROBE_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
 _REMOTE_SCHEMES = ("http", "https", "databricks", "databricks-uc", "uc")
 _STATUSES = ("FINISHED", "FAILED", "KILLED")
@@ -254,6 +255,60 @@ class Tracker:
         self.client.update_run(run_id, status="RUNNING")
         return logged
 
+    def study_run(self, name: str, study: str, tags: Mapping[str, str]) -> str:
+        """The id of the study's parent run (tag STUDY_RUN_TAG = `study`), created FINISHED when missing.
+
+        Stages run as separate processes in any order (and workers in parallel), so whichever needs it first
+        creates it; of two created at once the oldest is kept and the other deleted, so every child names one.
+        """
+        with mlflow_errors(f"find or create the study run {name!r}", self.uri):
+            found = self._study_runs(study)
+            if not found:
+                run_id = self.client.create_run(self.experiment_id, run_name=name,
+                                                tags={STUDY_RUN_TAG: study, **tags}).info.run_id
+                self.client.set_terminated(run_id, status="FINISHED")
+                found = self._study_runs(study)
+                for extra in found[1:]:
+                    if extra.info.run_id == run_id:
+                        self.client.delete_run(run_id)
+        return found[0].info.run_id
+
+    def _study_runs(self, study: str) -> list[Any]:
+        quoted = study.replace("'", "\\'")
+        runs = self.client.search_runs([self.experiment_id], f"tags.`{STUDY_RUN_TAG}` = '{quoted}'",
+                                       max_results=1000)
+        return sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
+
+    def log_datasets(self, run_id: str, datasets: list[Mapping[str, Any]]) -> None:
+        """Record the data a run read as MLflow dataset inputs (the UI's Dataset column): each a mapping with
+        name, digest, source, context (train / valid / test) and profile (split sizes)."""
+        import json
+
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        inputs = [DatasetInput(Dataset(name=d["name"], digest=d["digest"], source_type="local",
+                                       source=json.dumps({"uri": d["source"]}), profile=json.dumps(d["profile"])),
+                               tags=[InputTag("mlflow.data.context", d["context"])]) for d in datasets]
+        with mlflow_errors(f"log the dataset inputs of run {run_id}", self.uri):
+            self.client.log_inputs(run_id, datasets=inputs)
+
+    @contextmanager
+    def system_metrics(self, run_id: str) -> Iterator[None]:
+        """MLflow's CPU, memory (and GPU) metrics of this process while the block runs, when psutil is there."""
+        try:
+            import psutil  # noqa: F401 - MLflow's monitor needs it
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+        except ImportError:
+            yield
+            return
+        monitor = SystemMetricsMonitor(run_id, sampling_interval=5, samples_before_logging=1,
+                                       resume_logging=True, tracking_uri=self.uri)
+        monitor.start()
+        try:
+            yield
+        finally:
+            monitor.finish()
+
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
         """Buffer metrics at `step` (examples seen); `flush` sends them."""
         from mlflow.entities import Metric
@@ -345,23 +400,36 @@ class Tracker:
         except Exception as exc:  # the original error matters more than a failure to record it
             log.warning(f"could not mark MLflow run {run_id} {status}: {exc}")
 
-    def log_ensemble(self, run_id: str, manifest_path: Path, registered_name: str, metrics: Mapping[str, float],
-                     input_example: np.ndarray | None = None) -> int:
-        """Log the run's ensemble as its model `ensemble`, register a new version of `registered_name`, point
-        the `candidate` alias at it and tag it with `metrics`; returns the version number."""
+    def log_ensemble(self, run_id: str, manifest_path: Path, registered_name: str, tags: Mapping[str, Any],
+                     input_example: np.ndarray | None = None, model_name: str = "ensemble",
+                     description: str | None = None) -> int:
+        """Log the run's ensemble as its model `model_name`, register a new version of `registered_name`, point
+        the `candidate` alias at it, tag it with `tags` and describe it (model and version) with `description`;
+        returns the version number."""
         from chexops.tracking.pyfunc import log_ensemble_model
 
         self.flush(run_id)
         with mlflow_errors(f"log and register the ensemble of run {run_id} as {registered_name!r}", self.uri):
-            with global_tracking_uri(self.uri):
-                info = log_ensemble_model(Path(manifest_path), ENSEMBLE_MODEL, input_example,
+            # artifact copies print a progress bar per file; in a log (not a terminal) they are noise
+            quiet = {} if _interactive() else {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+            with global_tracking_uri(self.uri), temporary_env(quiet):
+                info = log_ensemble_model(Path(manifest_path), model_name, input_example,
                                           registered_model_name=registered_name, run_id=run_id)
             version = str(info.registered_model_version)
             self.client.set_registered_model_alias(registered_name, CANDIDATE_ALIAS, version)
-            for key, value in metrics.items():
+            for key, value in tags.items():
                 self.client.set_model_version_tag(registered_name, version, key,
                                                   _fit(str(value), MAX_TAG_LENGTH))
+            if description:
+                self.client.update_model_version(registered_name, version, description=description)
+                self.client.update_registered_model(registered_name, description=description)
         return int(version)
+
+
+def _interactive() -> bool:
+    import sys
+
+    return sys.stderr.isatty()
 
 
 def git_commit(cwd: str | Path | None = None) -> str:
