@@ -116,6 +116,10 @@ class RunKey:
     def eval_dir(self, runs_dir: str | Path) -> Path:
         return Path(runs_dir) / "eval" / self.slug
 
+    def metrics_file(self, runs_dir: str | Path) -> Path:
+        """The run's test AUROC-6 with its CI for `dvc metrics show` (one row per run)."""
+        return Path(runs_dir) / "metrics" / f"{self.slug}.json"
+
     def registry_file(self, runs_dir: str | Path) -> Path:
         return Path(runs_dir) / "registry" / f"{self.slug}.json"
 
@@ -156,6 +160,9 @@ def _test_source(recorded: str) -> str:
         _, fraction, seed = recorded.split(":")
         return f"patient hold-out ({fraction} of train patients, {seed})"
     return recorded
+
+
+SUMMARY_METRICS_FILE = "summary.json"  # in analysis.reports_dir: the study's headline numbers for `dvc metrics`
 
 
 def summary_run_name(study: str) -> str:

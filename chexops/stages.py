@@ -444,6 +444,7 @@ def evaluate(ctx: StageContext) -> dict[str, Any]:
                "label_fraction": key.fraction, "initializer_pretrained": init_spec.pretrained,
                "initializer_label": init_spec.label or key.initializer, "mlflow_run_id": run_id} | payload
     write_eval(out_dir, payload)
+    write_run_metrics(key.metrics_file(ctx.runs_dir), payload)
     tracker = ctx.open_tracker()
     tracker.start_run(key.name, {}, {}, run_id=run_id)
     with tracker.run_guard(run_id):
@@ -460,6 +461,20 @@ def evaluate(ctx: StageContext) -> dict[str, Any]:
             tracker.log_artifact(run_id, out_dir / name)
     tracker.end_run(run_id)
     return payload
+
+
+def write_run_metrics(path: Path, payload: dict[str, Any]) -> None:
+    """A few columns per run for `dvc metrics show` / `dvc exp show`: the test AUROC-6, its CI, the size."""
+    m = payload["metrics"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"test_auroc_6": _round(m["test_mean_auroc_6"]),
+                                "ci_low": _round(m["test_mean_auroc_6_ci_low"]),
+                                "ci_high": _round(m["test_mean_auroc_6_ci_high"]),
+                                "params_M": round(payload["parameters"] / 1e6, 2)}, indent=2))
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None or value != value else round(float(value), 4)
 
 
 def _require_run_id(run_dir: Path) -> str:
@@ -582,8 +597,10 @@ def analyze(ctx: StageContext) -> dict[str, Any]:
     run_id = study_run(config, tracker)
     tracker.start_run(naming.summary_run_name(config.study.name), {}, {}, run_id=run_id)
     with tracker.run_guard(run_id):
-        metrics = json.loads(Path(outputs["metrics"]).read_text())
-        tracker.log_metrics(run_id, study_metrics(metrics), len(keys))
+        summary = study_metrics(json.loads(Path(outputs["metrics"]).read_text()))
+        (Path(a.reports_dir) / naming.SUMMARY_METRICS_FILE).write_text(
+            json.dumps({k: _round(v) for k, v in summary.items()}, indent=2))
+        tracker.log_metrics(run_id, summary, len(keys))
         tracker.log_dict(run_id, config.to_dict() | {"runs": [k.name for k in keys]}, "params.json")
         for path in outputs.values():
             if Path(path).is_file():

@@ -196,10 +196,18 @@ class Tracker:
             raise TrackingError(f"experiment {experiment!r} in {uri} is deleted. Restore it with `mlflow "
                                 f"experiments restore --experiment-id {found.experiment_id}`, purge it with "
                                 "`mlflow gc`, or set tracking.experiment to another name.")
+        from chexops.tracking.relocate import expected_location
+
+        # local stores keep artifacts beside the database; a server decides for itself where they go
+        location = expected_location(artifacts, experiment) if local else None
         if found is None:
-            # local stores keep artifacts beside the database; a server decides for itself where they go
-            location = (Path(artifacts).absolute() / experiment).as_uri() if local else None
             found = cls._create_experiment(client, uri, experiment, location)
+        elif location and found.artifact_location.startswith("file:") and found.artifact_location != location:
+            # MLflow records absolute paths: a copied or moved project would read and write the old folder
+            raise TrackingError(f"experiment {experiment!r} in {uri} keeps its artifacts in "
+                                f"{found.artifact_location}, not in this project's {location} (the project was "
+                                "copied or moved, or tracking.artifacts changed). Run `chexops registry relocate` "
+                                "to point the store here (copy the artifact folder first if it is not here).")
         return cls(client, uri, found.experiment_id)
 
     @staticmethod
