@@ -166,10 +166,14 @@ def open_tracker(config: Config) -> Any:
             "(e.g. densenet121/imagenet/drop-1); filter with tags.chexops.group, tags.chexops.initializer, "
             "tags.chexops.truncation; compare test_mean_auroc_6 (95% CI in *_ci_low/_ci_high); "
             f"`{naming.summary_run_name(config.study.name)}` holds the analysis report.")
-    note += (f" The saved view `{STUDY_VIEW}` (runs page, `?viewStateShareKey={STUDY_VIEW}`) shows run, family, "
-             "initializer, truncation, parameters (M), ImageNet top-1 and test AUROC-6 with its CI.")
-    wanted = {"mlflow.note.content": note, EXPERIMENT_KIND_TAG: EXPERIMENT_KIND,
-              VIEW_TAG_PREFIX + STUDY_VIEW: json.dumps(study_view_state())}
+    note += (f" Open it on the study's columns with `#/experiments/{tracker.experiment_id}/runs?{STUDY_VIEW_QUERY}` "
+             "(run, family, initializer, truncation, parameters (M), ImageNet top-1, test AUROC-6 with its CI).")
+    set_experiment_tags(tracker, {"mlflow.note.content": note, EXPERIMENT_KIND_TAG: EXPERIMENT_KIND,
+                                  VIEW_TAG_PREFIX + STUDY_VIEW: json.dumps(study_view_state())})
+    return tracker
+
+
+def set_experiment_tags(tracker: Any, wanted: dict[str, str]) -> None:
     experiment = tracker.client.get_experiment(tracker.experiment_id)
     for key, value in wanted.items():
         if experiment.tags.get(key) != value:
@@ -177,22 +181,24 @@ def open_tracker(config: Config) -> Any:
                 tracker.client.set_experiment_tag(tracker.experiment_id, key, value)
             except Exception:  # noqa: BLE001 - a worker starting at the same moment set it first; UI settings only
                 pass
-    return tracker
 
 
-# MLflow 3's UI opens an experiment without this tag in its GenAI (traces) view; this value opens the runs
-# (mlflow/server/js: ExperimentKind.CUSTOM_MODEL_DEVELOPMENT)
+# MLflow 3.1-3.x UIs open an experiment without this tag in their GenAI (traces) view; this value opens its runs
+# (mlflow/server/js: ExperimentKind.CUSTOM_MODEL_DEVELOPMENT). From the UI with the GenAI / Model training switch
+# (3.17) the switch decides, from `?workflowType=machine_learning` in the link or the browser's last choice.
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 # A runs-page view the UI loads from an experiment tag `mlflow.sharedViewState.<key>` (what its Share button
-# writes): `#/experiments/<id>/runs?viewStateShareKey=<key>`
+# writes; plain JSON of the page state): `#/experiments/<id>/runs?viewStateShareKey=<key>`
 VIEW_TAG_PREFIX, STUDY_VIEW = "mlflow.sharedViewState.", "chexops-study"
-STUDY_COLUMNS = ("params.`family`", "params.`initializer`", "params.`truncation`", "params.`parameters_M`",
-                 "params.`imagenet_top1`", "metrics.`test_mean_auroc_6`", "metrics.`test_mean_auroc_6_ci_low`",
-                 "metrics.`test_mean_auroc_6_ci_high`", "tags.`chexops.test_auroc_6`")
+STUDY_VIEW_QUERY = f"workflowType=machine_learning&viewStateShareKey={STUDY_VIEW}"
+# the AUROC with its CI as one readable tag ("0.569 [0.400, 0.610]"); the metric itself, for sorting
+STUDY_COLUMNS = ("metrics.`test_mean_auroc_6`", "params.`family`", "params.`initializer`", "params.`truncation`",
+                 "params.`parameters_M`", "params.`imagenet_top1`", "tags.`chexops.test_auroc_6`")
 
 
 def study_view_state() -> dict[str, Any]:
-    """The saved runs-table view: the study's columns, best test AUROC first, study run expanded by the UI."""
+    """The saved runs-table view: the study's columns, best test AUROC first. Sorted by a metric the UI lists
+    every run flat; in creation order (its default) it nests the configuration runs under the study run."""
     return {"selectedColumns": list(STUDY_COLUMNS), "orderByKey": "metrics.`test_mean_auroc_6`",
             "orderByAsc": False, "searchFilter": "", "viewMaximized": False, "runListHidden": False}
 
@@ -527,7 +533,7 @@ def model_description(payload: dict[str, Any], ci: float) -> str:
     p = payload
     top1 = f", ImageNet top-1 {p['imagenet_top1']}%" if p.get("imagenet_top1") is not None else ""
     return (f"{p['family']} ({p['group']}, {p['parameters'] / 1e6:.2f} M parameters{top1}), {p['initializer']} "
-            f"initialization, truncation {p['truncation']}, trained on {p['label_fraction']:g} of the labelled "
+            f"initialization, truncation {p['truncation']}, trained on {p['label_fraction']:.0%} of the labelled "
             f"training split: an ensemble of its top checkpoints by validation AUROC. Data: {p['data']}. "
             f"Test mean AUROC over the 6 study tasks: {_auroc_with_ci(p['metrics'])} ({ci:.0%} bootstrap CI over "
             f"test studies). Input: uint8 grayscale images (N, H, W); output: the 14 CheXpert observations' probabilities.")

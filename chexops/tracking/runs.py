@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -478,6 +479,8 @@ def run_tags(report: Mapping[str, Any], device: str, precision: str, data_hash: 
         "chexops.initializer": str(report["initializer"]),
         "chexops.truncation": str(report["truncation"]),
         "chexops.truncation_strategy": str(report.get("truncation_strategy", "drop-last-k")),
+        # the UI's Source column: the stage script or command that ran it
+        "mlflow.source.name": Path(sys.argv[0]).name or "chexops", "mlflow.source.type": "LOCAL",
         "mlflow.note.content": (f"{report['family']} ({report['group']}), {report['initializer']} init, "
                                 f"{report['truncation']}; {device} {precision}; data {data_hash[:12]}; "
                                 f"code {commit[:12]}{' (dirty)' if commit.endswith('-dirty') else ''}"),
