@@ -536,7 +536,8 @@ def model_description(payload: dict[str, Any], ci: float) -> str:
             f"initialization, truncation {p['truncation']}, trained on {p['label_fraction']:.0%} of the labelled "
             f"training split: an ensemble of its top checkpoints by validation AUROC. Data: {p['data']}. "
             f"Test mean AUROC over the 6 study tasks: {_auroc_with_ci(p['metrics'])} ({ci:.0%} bootstrap CI over "
-            f"test studies). Input: uint8 grayscale images (N, H, W); output: the 14 CheXpert observations' probabilities.")
+            f"test studies). Input: uint8 grayscale images (N, H, W); output: the 14 CheXpert observations' "
+            "probabilities.")
 
 
 def evaluate_and_register(ctx: StageContext) -> dict[str, Any]:
