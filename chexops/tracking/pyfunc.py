@@ -6,6 +6,7 @@ chexops.evaluate.ensemble for every input form `predict_images` accepts.
 
 from __future__ import annotations
 
+import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -120,5 +121,8 @@ def log_ensemble_model(
         # With an example MLflow loads every checkpoint and predicts it to validate serving: the slowest part of
         # registering, and six progress bars. The signature states the input; tests/test_serving.py serves it.
         kwargs.pop("input_example")
-    return Model.log(artifact_path=None, name=artifact_path, flavor=mlflow.pyfunc, run_id=run_id, model_id=model_id,
-                     registered_model_name=registered_model_name, **kwargs)
+    with warnings.catch_warnings():
+        # its advice to add an example, repeated on every register, is declined above on purpose
+        warnings.filterwarnings("ignore", message=".*An input example was not provided", category=UserWarning)
+        return Model.log(artifact_path=None, name=artifact_path, flavor=mlflow.pyfunc, run_id=run_id,
+                         model_id=model_id, registered_model_name=registered_model_name, **kwargs)
