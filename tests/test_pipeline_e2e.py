@@ -200,8 +200,9 @@ def test_summary_run_holds_the_report(tiny_study: Study, tmp_path: Path) -> None
     latest = summaries[0]
     assert latest.data.tags.get("chexops.stage") == "study"
     summary = json.loads((tiny_study.root / "reports/summary.json").read_text())
-    assert summary and set(summary) <= set(latest.data.metrics), (summary, latest.data.metrics)
-    assert any(k.startswith("spearman.") and k.endswith(".rho") for k in summary), summary
+    # the tiny study measures the truncation's efficiency (two full runs of one initializer rank no Spearman)
+    assert "truncation.mean_efficiency_gain" in summary, summary
+    assert {k: round(latest.data.metrics[k], 4) for k in summary} == summary, (summary, latest.data.metrics)
     c = client(tiny_study)
     paths = artifact_paths(c, latest.info.run_id)
     assert {"report/study.md", "report/metrics.json"} <= paths, paths
@@ -267,6 +268,8 @@ def test_truncated_stages_are_named_after_their_configuration(tiny_study: Study)
 
 def test_repro_prints_a_line_per_evaluation(tiny_study: Study) -> None:
     # not a terminal: no progress bars, but each evaluation says where the run is and how long is left
-    lines = re.findall(r"resnet18/random/full: (\d+)/(\d+) examples, val AUROC \d\.\d{3}, (?:\d+ s left|time left "
-                       r"unknown)", tiny_study.first_repro.output)
-    assert len(lines) >= 3 and lines[-1][0] == lines[-1][1], tiny_study.first_repro.output[-3000:]
+    # (the tiny validation split may leave the AUROC undefined: nan)
+    lines = re.findall(r"resnet18/random/full: (\d+)/(\d+) examples, val AUROC (?:\d\.\d{3}|nan), (?:\d+ s left|"
+                       r"time left unknown)", tiny_study.first_repro.output)
+    # the last evaluation is at the end of the budget (a whole batch may pass it)
+    assert len(lines) >= 3 and int(lines[-1][0]) >= int(lines[-1][1]), tiny_study.first_repro.output[-3000:]
