@@ -291,7 +291,8 @@ class Trainer:
     def _progress_line(self, examples: int, score: float) -> str:
         """`resnet18/random/full: 512/1536 examples, val AUROC 0.612, 41 s left` (left: this process's pace)."""
         done_here, spent = examples - self.examples_at_start, time.perf_counter() - self.started
-        left = (self.budget - examples) * spent / done_here if done_here > 0 else float("nan")
+        # the last batch may pass the budget: nothing is left then, not a negative time
+        left = max(self.budget - examples, 0) * spent / done_here if done_here > 0 else float("nan")
         return (f"{self.key.name}: {examples}/{self.budget} examples, val AUROC {score:.3f}, "
                 + (f"{left:.0f} s left" if left == left else "time left unknown"))
 
