@@ -240,7 +240,29 @@ def config_from_dict(raw: dict[str, Any] | None) -> Config:
     # DVC writes `1` where Python writes `1.0`: the folder DVC expects and the one the stage writes would differ
     _check(not any(isinstance(f, int) and not isinstance(f, bool) for f in fractions if f is not None),
            f"grid.label_fractions must be written as decimals (e.g. [0.1, 1.0]), got {fractions}.")
+    grid = (raw or {}).get("grid") or {}
+    if isinstance(grid.get("truncated"), dict):
+        raw = {**raw, "grid": {**grid, "truncated": truncated_entries(grid["truncated"])}}  # type: ignore[dict-item]
     return _build(Config, raw or {}, "")
+
+
+def truncated_stage_key(entry: dict[str, Any]) -> str:
+    """`resnet18-ssl-drop-1`: the key of a grid.truncated entry, so DVC names its stages after the configuration
+    (`train_truncated@resnet18-ssl-drop-1`; a list would name them by position, `@0`)."""
+    from chexops.naming import truncation_label
+
+    label = truncation_label(int(entry.get("depth", 0)), entry.get("strategy") or DEFAULT_STRATEGY)
+    return f"{entry.get('family')}-{entry.get('init', 'imagenet')}-{label}"
+
+
+def truncated_entries(named: dict[str, Any]) -> list[Any]:
+    """grid.truncated written as a mapping {key: entry}: the entries, each key checked against its entry."""
+    for key, entry in named.items():
+        if isinstance(entry, dict):
+            want = truncated_stage_key(entry)
+            _check(key == want, f"grid.truncated has the key {key!r} for {entry}; name it {want!r} (family-init-"
+                                "truncation), which DVC uses as the stage name.")
+    return list(named.values())
 
 
 def load_config(path: str | Path = "params.yaml") -> Config:

@@ -124,6 +124,10 @@ class RunKey:
     def eval_dir(self, runs_dir: str | Path) -> Path:
         return Path(runs_dir) / "eval" / self.slug
 
+    def metrics_file(self, runs_dir: str | Path) -> Path:
+        """The run's test AUROC-6 with its CI for `dvc metrics show` (one row per run)."""
+        return Path(runs_dir) / "metrics" / f"{self.slug}.json"
+
     def registry_file(self, runs_dir: str | Path) -> Path:
         return Path(runs_dir) / "registry" / f"{self.slug}.json"
 
@@ -166,18 +170,35 @@ def _test_source(recorded: str) -> str:
     return recorded
 
 
+SUMMARY_METRICS_FILE = "summary.json"  # in analysis.reports_dir: the study's headline numbers for `dvc metrics`
+
+
 def summary_run_name(study: str) -> str:
-    """The MLflow run of the analyze stage, which holds the report."""
+    """The study's parent MLflow run: every configuration's run is its child; the analyze stage logs the report
+    and the summary metrics to it."""
     return f"{study}/summary"
 
 
 def registered_model_name(experiment: str, run_name: str) -> str:
     """`chextransfer` + `densenet121/random/full` -> `chextransfer.densenet121.random.full` (no `/` or `:`)."""
-    parts = [re.sub(r"[^A-Za-z0-9_.-]+", "-", p).strip("-") for p in (experiment, *run_name.split("/"))]
-    if not all(parts):
-        raise TrackingError(f"cannot make a registered model name from experiment {experiment!r} and run "
-                            f"{run_name!r}: a part is empty after removing characters MLflow does not allow.")
-    return ".".join(parts)
+    return _dotted((experiment, *run_name.split("/")), f"experiment {experiment!r} and run {run_name!r}")
+
+
+def logged_model_name(run_name: str) -> str:
+    """`densenet121/random/full` -> `densenet121-random-full`: the run's logged ensemble, named after its
+    configuration (MLflow refuses `/ : . %` and quotes in a logged model's name)."""
+    return _dotted(run_name.split("/"), f"run {run_name!r}").replace(".", "-")
+
+
+def _dotted(parts: tuple[str, ...] | list[str], what: str) -> str:
+    cleaned = [re.sub(r"[^A-Za-z0-9_.-]+", "-", p).strip("-") for p in parts]
+    if not all(cleaned):
+        raise TrackingError(f"cannot make a model name from {what}: a part is empty after removing characters "
+                            "MLflow does not allow.")
+    return ".".join(cleaned)
+
+
+STUDY_RUN_KIND = "study"  # chexops.stage of the study's parent run
 
 
 def cache_file(cache_dir: str | Path) -> Path:

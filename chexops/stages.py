@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,13 +171,41 @@ def open_tracker(config: Config) -> Any:
             "(e.g. densenet121/imagenet/drop-1); filter with tags.chexops.group, tags.chexops.initializer, "
             "tags.chexops.truncation; compare test_mean_auroc_6 (95% CI in *_ci_low/_ci_high); "
             f"`{naming.summary_run_name(config.study.name)}` holds the analysis report.")
-    experiment = tracker.client.get_experiment(tracker.experiment_id)
-    if experiment.tags.get("mlflow.note.content") != note:
-        try:
-            tracker.client.set_experiment_tag(tracker.experiment_id, "mlflow.note.content", note)
-        except Exception:  # noqa: BLE001 - a worker starting at the same moment set it first; a description only
-            pass
+    note += (f" Open it on the study's columns with `#/experiments/{tracker.experiment_id}/runs?{STUDY_VIEW_QUERY}` "
+             "(run, family, initializer, truncation, parameters (M), ImageNet top-1, test AUROC-6 with its CI).")
+    set_experiment_tags(tracker, {"mlflow.note.content": note, EXPERIMENT_KIND_TAG: EXPERIMENT_KIND,
+                                  VIEW_TAG_PREFIX + STUDY_VIEW: json.dumps(study_view_state())})
     return tracker
+
+
+def set_experiment_tags(tracker: Any, wanted: dict[str, str]) -> None:
+    experiment = tracker.client.get_experiment(tracker.experiment_id)
+    for key, value in wanted.items():
+        if experiment.tags.get(key) != value:
+            try:
+                tracker.client.set_experiment_tag(tracker.experiment_id, key, value)
+            except Exception:  # noqa: BLE001 - a worker starting at the same moment set it first; UI settings only
+                pass
+
+
+# MLflow 3.1-3.x UIs open an experiment without this tag in their GenAI (traces) view; this value opens its runs
+# (mlflow/server/js: ExperimentKind.CUSTOM_MODEL_DEVELOPMENT). From the UI with the GenAI / Model training switch
+# (3.17) the switch decides, from `?workflowType=machine_learning` in the link or the browser's last choice.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+# A runs-page view the UI loads from an experiment tag `mlflow.sharedViewState.<key>` (what its Share button
+# writes; plain JSON of the page state): `#/experiments/<id>/runs?viewStateShareKey=<key>`
+VIEW_TAG_PREFIX, STUDY_VIEW = "mlflow.sharedViewState.", "chexops-study"
+STUDY_VIEW_QUERY = f"workflowType=machine_learning&viewStateShareKey={STUDY_VIEW}"
+# the AUROC with its CI as one readable tag ("0.569 [0.400, 0.610]"); the metric itself, for sorting
+STUDY_COLUMNS = ("metrics.`test_mean_auroc_6`", "params.`family`", "params.`initializer`", "params.`truncation`",
+                 "params.`parameters_M`", "params.`imagenet_top1`", "tags.`chexops.test_auroc_6`")
+
+
+def study_view_state() -> dict[str, Any]:
+    """The saved runs-table view: the study's columns, best test AUROC first. Sorted by a metric the UI lists
+    every run flat; in creation order (its default) it nests the configuration runs under the study run."""
+    return {"selectedColumns": list(STUDY_COLUMNS), "orderByKey": "metrics.`test_mean_auroc_6`",
+            "orderByAsc": False, "searchFilter": "", "viewMaximized": False, "runListHidden": False}
 
 
 def run_record(run_dir: Path) -> dict[str, Any]:
@@ -189,12 +218,59 @@ def _save_run_record(run_dir: Path, **values: Any) -> None:
     (run_dir / naming.RUN_RECORD_FILE).write_text(json.dumps(run_record(run_dir) | values, indent=2))
 
 
-def run_params(config: Config, key: RunKey, lr: float) -> dict[str, Any]:
-    """The params of one configuration's run: its own settings, not the whole grid's or the analyses'."""
-    d = config.to_dict()
-    return {"study": d["study"], "data": d["data"], "model": d["model"], "train": d["train"],
-            "run": {"lr": lr, "family": key.family, "initializer": key.initializer, "depth": key.depth,
-                    "truncation_strategy": key.strategy}}
+def run_params(config: Config, key: RunKey, lr: float, report: dict[str, Any]) -> dict[str, Any]:
+    """The params of one configuration's run: what makes it this configuration (family, initializer,
+    truncation, label fraction, size, ImageNet top-1) and its training settings; the grid and study-wide
+    settings are on the study run. `report` is the built model's BuildReport.to_dict()."""
+    t, top1 = config.train, report.get("imagenet_top1")
+    return {"family": key.family, "initializer": key.initializer,
+            "truncation": naming.truncation_label(key.depth, key.strategy), "label_fraction": key.fraction,
+            "parameters_M": round(report["parameters"] / 1e6, 2), "imagenet_top1": "n/a" if top1 is None else top1,
+            "lr": lr, "batch_size": t.batch_size, "epochs": t.epochs, "max_examples": t.max_examples,
+            "eval_every": t.eval_every, "top_k": t.top_k, "seed": t.seed, "image_size": config.data.image_size,
+            "label_policy": config.data.label_policy}
+
+
+def study_run(config: Config, tracker: Any) -> str:
+    """The study's parent run (found by its tag, created by the first stage that needs it). Study-wide settings
+    change between `dvc repro`s, so they are its `params.json` artifact (logged by analyze), not params."""
+    tags = {"chexops.stage": naming.STUDY_RUN_KIND, "chexops.data": describe_data(config),
+            "mlflow.note.content": f"The study `{config.study.name}`: every configuration's run is a child of this "
+                                   f"run; the analyze stage logs the report and summary metrics here. Data: "
+                                   f"{describe_data(config)}."}
+    return tracker.study_run(naming.summary_run_name(config.study.name), config.study.name, tags)
+
+
+def child_tags(config: Config, tracker: Any) -> dict[str, str]:
+    """What makes a run a child of the study run in MLflow (the UI nests it there)."""
+    from chexops.tracking.runs import PARENT_TAG
+
+    return {PARENT_TAG: study_run(config, tracker)}
+
+
+def dvc_hash(path: str | Path, lock: Path = Path("dvc.lock")) -> str | None:
+    """The hash DVC recorded in dvc.lock for the output `path` (None outside a `dvc repro`-made folder)."""
+    import yaml
+
+    if not lock.is_file():
+        return None
+    for stage_lock in (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).values():
+        for out in stage_lock.get("outs", []):
+            if Path(out.get("path", "")) == Path(path):
+                return out.get("md5")
+    return None
+
+
+def dataset_inputs(config: Config, splits: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The prepared splits a stage reads, as MLflow dataset inputs: named by source, size and split; digest the
+    DVC hash of the prepared cache (the prepare stage's content hash when DVC has not recorded one)."""
+    cache = Path(config.data.cache_dir)
+    digest = dvc_hash(cache) or data_hash(config)
+    info = json.loads((Path(config.data.index_dir) / naming.SPLITS_FILE).read_text())
+    source = "synthetic-chexpert" if config.data.source == "synthetic" else "chexpert"
+    return [{"name": f"{source}-{config.data.image_size}px-{split}", "digest": digest, "context": split,
+             "source": f"{info['root']} -> {cache / split}.npy",
+             "profile": info[split] | {"data": describe_data(config)}} for split in splits]
 
 
 def describe_data(config: Config) -> str:
@@ -254,7 +330,7 @@ def pretrain(ctx: StageContext) -> dict[str, Any]:
                                    f"split's images, labels unused; data: {data}."}
     params = {"pretrain": asdict(config.pretrain), "run": {"family": key.family, "initializer": key.initializer},
               "data": {"source": config.data.source, "image_size": config.data.image_size}}
-    run_id = tracker.start_run(name, tags, params, run_id=run_record(out).get("run_id"))
+    run_id = tracker.start_run(name, tags | child_tags(config, tracker), params, run_id=run_record(out).get("run_id"))
     _save_run_record(out, run_id=run_id, run=name)
 
     def log(metrics: dict[str, float], step: int) -> None:
@@ -356,13 +432,17 @@ def train(ctx: StageContext) -> dict[str, Any]:
                      "chexops.data": describe_data(config),
                      "chexops.label_fraction": key.fraction,
                      "chexops.select_metric": naming.select_metric_key(config.train.select_metric)})
-    run_id = tracker.start_run(key.name, tags, run_params(config, key, lr), run_id=run_record(run_dir).get("run_id"))
+    tags |= child_tags(config, tracker)
+    run_id = tracker.start_run(key.name, tags, run_params(config, key, lr, trainer.report),
+                               run_id=run_record(run_dir).get("run_id"))
     _save_run_record(run_dir, run_id=run_id, run=key.name)
     if trainer.resume_examples:
         trainer.seconds_before = tracker.metric_at(run_id, "train_seconds", trainer.resume_examples) or 0.0
     trainer.log = lambda metrics, step: (tracker.log_metrics(run_id, metrics, step), tracker.flush(run_id))
     with tracker.run_guard(run_id):
-        result = trainer.fit()
+        tracker.log_datasets(run_id, dataset_inputs(config, ("train", "valid")))
+        with tracker.system_metrics(run_id):
+            result = trainer.fit()
     # the run's wall-clock duration also spans the later evaluate/register stages; this is training alone, over
     # every process that trained it (a resumed run adds its time to the time logged at the state it resumed from)
     speed = result.examples / result.seconds if result.seconds else None
@@ -405,9 +485,11 @@ def evaluate(ctx: StageContext) -> dict[str, Any]:
                "label_fraction": key.fraction, "initializer_pretrained": init_spec.pretrained,
                "initializer_label": init_spec.label or key.initializer, "mlflow_run_id": run_id} | payload
     write_eval(out_dir, payload)
+    write_run_metrics(key.metrics_file(ctx.runs_dir), payload)
     tracker = ctx.open_tracker()
     tracker.start_run(key.name, {}, {}, run_id=run_id)
     with tracker.run_guard(run_id):
+        tracker.log_datasets(run_id, dataset_inputs(config, ("test",)))
         best, headline, boot = payload["best_single"], payload["headline"], payload["bootstrap"]
         metrics = payload["metrics"] | {
             "test_best_single_" + headline["metric"].removeprefix("test_"): best["test_mean_auroc"],
@@ -423,6 +505,21 @@ def evaluate(ctx: StageContext) -> dict[str, Any]:
             tracker.log_artifact(run_id, out_dir / name)
     tracker.end_run(run_id)
     return payload
+
+
+def write_run_metrics(path: Path, payload: dict[str, Any]) -> None:
+    """A few columns per run for `dvc metrics show` / `dvc exp show`: the test AUROC-6 (or, when a study task
+    was undefined, the mean over the tasks that were, under its own name), its CI, the size."""
+    m, key = payload["metrics"], payload["headline"]["metric"]
+    name = key.removeprefix("test_mean_").replace("auroc_", "test_auroc_")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({name: _round(m[key]), "ci_low": _round(m[f"{key}_ci_low"]),
+                                "ci_high": _round(m[f"{key}_ci_high"]),
+                                "params_M": round(payload["parameters"] / 1e6, 2)}, indent=2))
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None or value != value else round(float(value), 4)
 
 
 def _require_run_id(run_dir: Path) -> str:
@@ -443,14 +540,41 @@ def register(ctx: StageContext) -> dict[str, Any]:
     tracker = ctx.open_tracker()
     tracker.start_run(key.name, {}, {}, run_id=run_id)
     with tracker.run_guard(run_id):
-        defined = {k: v for k, v in payload["metrics"].items() if v is not None}
-        version = tracker.log_ensemble(run_id, run_dir / naming.MANIFEST_FILE, name, defined)
+        version = tracker.log_ensemble(run_id, run_dir / naming.MANIFEST_FILE, name, version_tags(payload),
+                                       model_name=naming.logged_model_name(key.name),
+                                       description=model_description(payload, config.eval.ci))
     tracker.end_run(run_id)
     record = {"registered_model": name, "version": int(version), "alias": "candidate", "run_id": run_id}
     path = key.registry_file(ctx.runs_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2))
     return record
+
+
+def version_tags(payload: dict[str, Any]) -> dict[str, str]:
+    """A registry version's tags: the test AUROC-6 with its CI (readable, and as the numbers `registry list`
+    reads, under the mean's honest name), what the model is and what data scored it; the per-task metrics stay
+    on the run."""
+    from chexops.evaluate.metrics import headline_text
+
+    m, key = payload["metrics"], payload["headline"]["metric"]
+    return {"test_auroc_6": headline_text(m), "family": payload["family"], "initializer": payload["initializer"],
+            "truncation": payload["truncation"], "data": payload["data"]} | {
+                k: str(m[k]) for k in (key, f"{key}_ci_low", f"{key}_ci_high") if m.get(k) is not None}
+
+
+def model_description(payload: dict[str, Any], ci: float) -> str:
+    """The registry's description of a configuration's ensemble: what it is, its data, its test AUROC."""
+    from chexops.evaluate.metrics import headline_text
+
+    p = payload
+    top1 = f", ImageNet top-1 {p['imagenet_top1']}%" if p.get("imagenet_top1") is not None else ""
+    return (f"{p['family']} ({p['group']}, {p['parameters'] / 1e6:.2f} M parameters{top1}), {p['initializer']} "
+            f"initialization, truncation {p['truncation']}, trained on {p['label_fraction']:.0%} of the labelled "
+            f"training split: an ensemble of its top checkpoints by validation AUROC. Data: {p['data']}. "
+            f"Test mean AUROC over {len(p['headline']['tasks'])} of the 6 study tasks: {headline_text(p['metrics'])} "
+            f"({ci:.0%} bootstrap CI over test {p['bootstrap']['unit']}s). Input: uint8 grayscale images (N, H, W); "
+            "output: the 14 CheXpert observations' probabilities.")
 
 
 def evaluate_and_register(ctx: StageContext) -> dict[str, Any]:
@@ -514,17 +638,32 @@ def analyze(ctx: StageContext) -> dict[str, Any]:
     a = config.analysis
     outputs = write_report(study, Path(a.reports_dir), a.bootstrap, a.seed)
     tracker = ctx.open_tracker()
-    run_id = tracker.start_run(naming.summary_run_name(config.study.name),
-                               {"chexops.stage": "analyze", "chexops.data": describe_data(config),
-                                "mlflow.note.content": f"The study's analyses over {len(keys)} runs; data: "
-                                                       f"{describe_data(config)}."},
-                               {"analysis": vars(a), "runs": [k.name for k in keys]})
+    run_id = study_run(config, tracker)
+    tracker.start_run(naming.summary_run_name(config.study.name), {}, {}, run_id=run_id)
     with tracker.run_guard(run_id):
+        summary = study_metrics(json.loads(Path(outputs["metrics"]).read_text()))
+        (Path(a.reports_dir) / naming.SUMMARY_METRICS_FILE).write_text(
+            json.dumps({k: _round(v) for k, v in summary.items()}, indent=2))
+        tracker.log_metrics(run_id, summary, len(keys))
+        tracker.log_dict(run_id, config.to_dict() | {"runs": [k.name for k in keys]}, "params.json")
         for path in outputs.values():
             if Path(path).is_file():
                 tracker.log_artifact(run_id, path, "report" if Path(path).suffix != ".png" else "report/figures")
     tracker.end_run(run_id)
     return {"report": str(Path(a.reports_dir) / "study.md"), "runs": len(keys), "summary_run_id": run_id}
+
+
+def study_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """The headline numbers of reports/metrics.json for the study run: Spearman rho and p of each measured
+    analysis, the mean pretraining boost with its CI and p, the truncation's mean efficiency gain."""
+    out: dict[str, float] = {}
+    for name, r in metrics.get("spearman", {}).items():
+        key = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+        out |= {f"spearman.{key}.rho": r.get("rho"), f"spearman.{key}.p": r.get("p")}
+    boost = metrics.get("boost", {})
+    out |= {f"boost.{k}": boost.get(k) for k in ("mean", "mean_ci_low", "mean_ci_high", "mean_p")}
+    out["truncation.mean_efficiency_gain"] = metrics.get("truncation", {}).get("mean_efficiency_gain")
+    return {k: float(v) for k, v in out.items() if isinstance(v, int | float)}
 
 
 STAGES: dict[str, Stage] = {"ingest": ingest, "prepare": prepare, "pretrain": pretrain, "tune": tune,

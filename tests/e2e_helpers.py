@@ -38,7 +38,7 @@ TINY_PARAMS: dict[str, Any] = {
     "tune": {"enabled": False},
     "tracking": {"uri": "sqlite:///mlflow.db", "artifacts": "mlartifacts", "experiment": None},
     "grid": {"families": ["resnet18", "mobilenetv3"], "initializers": ["random"],
-             "truncated": [{"family": "resnet18", "depth": 3, "init": "random"}]},
+             "truncated": {"resnet18-random-drop-3": {"family": "resnet18", "depth": 3, "init": "random"}}},
     "analysis": {"bootstrap": 200, "seed": 0},
 }
 
@@ -46,7 +46,8 @@ TINY_PARAMS: dict[str, Any] = {
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in over.items():
-        both_maps = isinstance(value, dict) and isinstance(out.get(key), dict)
+        # grid.truncated names the truncated runs: the merged-in ones replace the base's, never add to them
+        both_maps = isinstance(value, dict) and isinstance(out.get(key), dict) and key != "truncated"
         out[key] = _merge(out[key], value) if both_maps else value
     return out
 

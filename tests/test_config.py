@@ -88,3 +88,13 @@ def test_unknown_and_mistyped_keys():
 def test_missing_params_file(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "params.yaml")
+
+
+def test_truncated_runs_keyed_by_configuration_name_dvc_stages_after_them() -> None:
+    entry = {"family": "resnet18", "depth": 1, "init": "random"}
+    named = config_from_dict({"grid": {"families": ["resnet18"], "initializers": ["random"],
+                                       "truncated": {"resnet18-random-drop-1": entry}}})
+    listed = config_from_dict({"grid": {"families": ["resnet18"], "initializers": ["random"], "truncated": [entry]}})
+    assert named.grid.truncated == listed.grid.truncated
+    with pytest.raises(ConfigError, match="name it 'resnet18-random-drop-1'"):
+        config_from_dict({"grid": {"truncated": {"resnet18-drop1": entry}}})

@@ -72,9 +72,9 @@ def changed_stages(study: Study) -> set[str]:
 EDITS = {
     "chexops/data/splits.py": {"ingest"},
     "chexops/data/cache.py": {"prepare", "train@resnet18-random-1.0", "evaluate@resnet18-random-1.0"},
-    "chexops/train/checkpoints.py": {"train@resnet18-random-1.0", "train_truncated@0"},
+    "chexops/train/checkpoints.py": {"train@resnet18-random-1.0", "train_truncated@resnet18-random-drop-3"},
     "chexops/evaluate/ensemble.py": {"evaluate@resnet18-random-1.0", "evaluate@mobilenetv3-random-1.0"},
-    "chexops/tracking/pyfunc.py": {"evaluate@resnet18-random-1.0", "evaluate_truncated@0"},
+    "chexops/tracking/pyfunc.py": {"evaluate@resnet18-random-1.0", "evaluate_truncated@resnet18-random-drop-3"},
     "chexops/components/builtin/families.py": {"ingest", "prepare", "train@mobilenetv3-random-1.0", "analyze"},
     "chexops/analysis/figures.py": {"analyze"},
     "chexops/train/moco.py": {"pretrain@resnet18-random", "train@resnet18-random-1.0"},

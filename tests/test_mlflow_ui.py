@@ -1,5 +1,7 @@
 """The MLflow UI over the tiny study's store, driven by headless Chromium: the runs by name, a run's metrics, the
-registered ensembles with their `candidate` alias."""
+registered ensembles with their `candidate` alias, the study's saved view in the model-training view, the
+configuration runs nested under the study run, a registered model's description. Every test leaves a screenshot
+(CHEXOPS_UI_SCREENSHOTS, else <pytest basetemp>/ui-screenshots)."""
 
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ sys.path.insert(0, str(Path(__file__).parent))  # e2e_helpers, however pytest wa
 pytest.register_assert_rewrite("e2e_helpers")
 
 from e2e_helpers import RUN_NAMES, STUDY, SUMMARY_RUN, Study  # noqa: E402
+
+from chexops.stages import STUDY_VIEW_QUERY  # noqa: E402
 
 pytest_plugins = ["e2e_helpers"]
 
@@ -134,7 +138,8 @@ def run_id(study: Study, name: str) -> str:
 def test_experiment_page_lists_the_runs_by_name(ui_page, server: str, tiny_study: Study) -> None:
     from playwright.sync_api import expect
 
-    ui_page.goto(f"{server}/#/experiments/{experiment_id(tiny_study)}/runs?workflowType=machine_learning")
+    # the study's view lists every run flat (the default, creation order, folds them under the study run)
+    ui_page.goto(f"{server}/#/experiments/{experiment_id(tiny_study)}/runs?{STUDY_VIEW_QUERY}")
     for name in (*RUN_NAMES, SUMMARY_RUN):
         expect(ui_page.get_by_role("link", name=name, exact=True).first).to_be_visible()
     expect(ui_page.get_by_text(re.compile(r"^\d+ matching runs$"))).to_have_text(
@@ -187,3 +192,59 @@ def test_models_page_shows_the_ensembles_with_the_candidate_alias(ui_page, serve
     close = ui_page.get_by_role("dialog").get_by_role("button", name="Close")
     if close.count():
         close.first.click()
+
+
+def test_study_view_opens_in_model_training_with_the_study_columns(ui_page, server: str, tiny_study: Study) -> None:
+    from playwright.sync_api import expect
+
+    # the link the experiment's description gives
+    ui_page.goto(f"{server}/#/experiments/{experiment_id(tiny_study)}/runs?{STUDY_VIEW_QUERY}")
+    # model training: its page is "Runs" (GenAI's is "Training runs") and its menu has no GenAI judges
+    expect(ui_page.get_by_role("heading", name="Runs", exact=True)).to_be_visible()
+    expect(ui_page.get_by_role("link", name="Judges")).to_have_count(0)
+    for column in ("family", "initializer", "truncation", "parameters_M", "imagenet_top1", "test_mean_auroc_6"):
+        expect(ui_page.get_by_role("columnheader", name=re.compile(rf"^{column}")).first).to_be_visible()
+    # every configuration, best test AUROC first, its values in the study's columns
+    from mlflow import MlflowClient
+
+    c = MlflowClient(tracking_uri=tiny_study.tracking_uri)
+    for name in RUN_NAMES:
+        row = ui_page.get_by_role("row").filter(has=ui_page.get_by_role("link", name=name, exact=True))
+        expect(row).to_have_count(1)
+        # the grid draws a row's pinned name and its other cells as separate row elements of one row-id
+        cells = ui_page.locator(f'[role="row"][row-id="{row.get_attribute("row-id")}"]')
+        run = c.get_run(run_id(tiny_study, name)).data
+        for key in ("family", "initializer", "parameters_M"):
+            expect(cells.locator(f'[col-id="params.`{key}`"]')).to_have_text(run.params[key])
+        if "test_mean_auroc_6" in run.metrics:  # a tiny test split may leave a study task undefined: the mean over
+            # fewer tasks is then logged under its own name, and the readable tag below says which
+            expect(cells.locator('[col-id="metrics.`test_mean_auroc_6`"]')).to_contain_text(
+                f"{run.metrics['test_mean_auroc_6']:.4f}"[:5])
+        expect(cells.locator('[col-id="tags.`chexops.test_auroc_6`"]')).to_have_text(run.tags["chexops.test_auroc_6"])
+
+
+def test_configuration_runs_are_nested_under_the_study_run(ui_page, server: str, tiny_study: Study) -> None:
+    from playwright.sync_api import expect
+
+    ui_page.goto(f"{server}/#/experiments/{experiment_id(tiny_study)}/runs?workflowType=machine_learning")
+    study = ui_page.get_by_role("row").filter(has=ui_page.get_by_role("link", name=SUMMARY_RUN, exact=True))
+    expect(study).to_have_count(1)
+    for name in RUN_NAMES:  # in creation order the UI shows the study run only, its children folded under it
+        expect(ui_page.get_by_role("link", name=name, exact=True)).to_have_count(0)
+    study.locator("button[data-component-id$='runnamecellrenderer.tsx_46']").click()
+    for name in RUN_NAMES:
+        expect(ui_page.get_by_role("link", name=name, exact=True).first).to_be_visible()
+
+
+def test_registered_model_page_shows_its_description(ui_page, server: str, tiny_study: Study) -> None:
+    from playwright.sync_api import expect
+
+    name = RUN_NAMES[0]
+    model = f"{STUDY}.{name.replace('/', '.')}"
+    from mlflow import MlflowClient
+
+    description = MlflowClient(tracking_uri=tiny_study.tracking_uri).get_registered_model(model).description
+    assert "Test mean AUROC" in description and "synthetic" in description, description
+    ui_page.goto(f"{server}/#/models/{model}")
+    expect(ui_page.get_by_text("Test mean AUROC", exact=False).first).to_be_visible()
+    expect(ui_page.get_by_text(description[:60], exact=False).first).to_be_visible()

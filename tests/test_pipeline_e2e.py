@@ -118,7 +118,41 @@ def test_mlflow_run_per_configuration(tiny_study: Study, name: str) -> None:
     assert run.data.metrics[key] == pytest.approx(payload["metrics"][key])
     assert tags["chexops.undefined_tasks"] == (", ".join(payload["undefined_tasks"]) or "none")
     assert tags["chexops.test_split"].startswith(f"{payload['test_split']['studies']} studies of ")
-    assert run.data.params["run.family"] == name.split("/")[0]
+    family, init, truncation = name.split("/")
+    # only the configuration's own params (the study-wide settings are on the study run), with its size
+    p = run.data.params
+    assert (p["family"], p["initializer"], p["truncation"]) == (family, init, truncation)
+    assert float(p["parameters_M"]) == pytest.approx(payload["parameters"] / 1e6, abs=0.01)
+    assert p["imagenet_top1"] == str(payload["imagenet_top1"])
+    assert not any(k.startswith(("grid", "analysis", "data.synthetic", "tracking")) for k in p), sorted(p)
+    assert len(p) <= 20, sorted(p)
+
+
+@pytest.mark.parametrize("name", RUN_NAMES)
+def test_configuration_runs_are_children_of_the_study_run(tiny_study: Study, name: str) -> None:
+    (study,) = runs_by_name(tiny_study)[SUMMARY_RUN]
+    (run,) = runs_by_name(tiny_study)[name]
+    assert run.data.tags["mlflow.parentRunId"] == study.info.run_id
+    assert study.data.tags["chexops.study_run"] == STUDY
+
+
+@pytest.mark.parametrize("name", RUN_NAMES)
+def test_runs_record_their_dataset_inputs(tiny_study: Study, name: str) -> None:
+    import yaml
+
+    (run,) = runs_by_name(tiny_study)[name]
+    lock = yaml.safe_load((tiny_study.root / "dvc.lock").read_text())
+    dvc_md5 = next(o["md5"] for o in lock["stages"]["prepare"]["outs"] if o["path"] == "data/cache")
+    splits = json.loads((tiny_study.root / "data/index/splits.json").read_text())
+    inputs = {i.dataset.name: i for i in run.inputs.dataset_inputs}
+    assert set(inputs) == {f"synthetic-chexpert-32px-{s}" for s in ("train", "valid", "test")}, set(inputs)
+    for split in ("train", "valid", "test"):
+        d = inputs[f"synthetic-chexpert-32px-{split}"]
+        assert d.dataset.digest == dvc_md5
+        profile = json.loads(d.dataset.profile)
+        assert profile["images"] == splits[split]["images"] and "synthetic" in profile["data"]
+        assert f"data/cache/{split}.npy" in json.loads(d.dataset.source)["uri"]
+        assert {t.key: t.value for t in d.tags}["mlflow.data.context"] == split
 
 
 @pytest.mark.parametrize("name", RUN_NAMES)
@@ -152,6 +186,14 @@ def test_registered_ensemble_with_candidate_alias(tiny_study: Study, name: str) 
     record = json.loads((tiny_study.root / "runs/registry" / f"{slug(name)}.json").read_text())
     assert (record["registered_model"], record["version"], record["alias"]) == (model, int(version.version),
                                                                                 "candidate")
+    # the logged model is named after its configuration; the version describes itself in a few readable tags
+    assert c.get_logged_model(version.source.removeprefix("models:/")).name == name.replace("/", "-")
+    payload = json.loads((tiny_study.root / "runs/eval" / slug(name) / "eval.json").read_text())
+    m, key = payload["metrics"], payload["headline"]["metric"]
+    auroc = f"{m[key]:.3f} [{m[f'{key}_ci_low']:.3f}, {m[f'{key}_ci_high']:.3f}]"
+    assert version.tags["test_auroc_6"].startswith(auroc) and len(version.tags) <= 10, version.tags
+    assert auroc in version.description and "synthetic" in version.description, version.description
+    assert c.get_registered_model(model).description == version.description
 
 
 def test_registry_holds_one_model_per_configuration(tiny_study: Study) -> None:
@@ -161,9 +203,13 @@ def test_registry_holds_one_model_per_configuration(tiny_study: Study) -> None:
 
 def test_summary_run_holds_the_report(tiny_study: Study, tmp_path: Path) -> None:
     summaries = runs_by_name(tiny_study).get(SUMMARY_RUN, [])
-    assert summaries, f"no summary run {SUMMARY_RUN!r}"
-    latest = max(summaries, key=lambda r: r.info.start_time)  # analyze logs a new one each time it runs
-    assert latest.data.tags.get("chexops.stage") == "analyze"
+    assert len(summaries) == 1, f"expected one study run {SUMMARY_RUN!r}, found {len(summaries)}"
+    latest = summaries[0]
+    assert latest.data.tags.get("chexops.stage") == "study"
+    summary = json.loads((tiny_study.root / "reports/summary.json").read_text())
+    # the tiny study measures the truncation's efficiency (two full runs of one initializer rank no Spearman)
+    assert "truncation.mean_efficiency_gain" in summary, summary
+    assert {k: round(latest.data.metrics[k], 4) for k in summary} == summary, (summary, latest.data.metrics)
     c = client(tiny_study)
     paths = artifact_paths(c, latest.info.run_id)
     assert {"report/study.md", "report/metrics.json"} <= paths, paths
@@ -195,17 +241,42 @@ def test_changing_analysis_bootstrap_reruns_only_analyze(tiny_study: Study) -> N
     out = tiny_study.dvc("repro").output
     assert RAN.findall(out) == ["plugins", "analyze"], out
     assert f"from {resamples} bootstrap resamples" in (tiny_study.root / "reports/study.md").read_text()
-    assert len(runs_by_name(tiny_study)[SUMMARY_RUN]) == summaries + 1
+    assert len(runs_by_name(tiny_study)[SUMMARY_RUN]) == summaries == 1  # the same study run, logged again
     assert json.loads(tiny_study.dvc("status", "--json").output) == {"plugins": ["always changed"]}
 
 
 def test_dvc_metrics_and_plots_show(tiny_study: Study, tmp_path: Path) -> None:
     shown = tiny_study.dvc("metrics", "show").output
-    assert "reports/metrics.json" in shown and "n_runs" in shown, shown
+    print(f"\ndvc metrics show: {max(map(len, shown.splitlines()))} columns wide\n{shown}")
+    # a row per run, with its CI, and one for the study's summary
+    for name in RUN_NAMES:
+        row = next((line for line in shown.splitlines() if slug(name) in line), None)
+        assert row is not None, shown
+        values = json.loads((tiny_study.root / "runs/metrics" / f"{slug(name)}.json").read_text())
+        assert set(values) == {"test_auroc_6", "ci_low", "ci_high", "params_M"}
+        assert f"{values['ci_low']:.4g}"[:5] in row, (row, values)
+    assert "reports/summary.json" in shown
+    assert max(map(len, shown.splitlines())) < 200, shown
     as_json = json.loads(tiny_study.dvc("metrics", "show", "--json").output)
-    on_disk = json.loads((tiny_study.root / "reports/metrics.json").read_text())
-    shown_metrics = next(iter(as_json.values()))["data"]["reports/metrics.json"]["data"]
-    assert shown_metrics == on_disk
+    on_disk = json.loads((tiny_study.root / "reports/summary.json").read_text())
+    assert next(iter(as_json.values()))["data"]["reports/summary.json"]["data"] == on_disk
     tiny_study.dvc("plots", "show", "-o", str(tmp_path / "plots"))
     html = (tmp_path / "plots" / "index.html").read_text()
     assert "auroc_vs_params" in html and "vega" in html.lower(), html[:2000]
+    # points labelled by family with CI bars, not a line through points sorted by size
+    assert '"ci_low"' in html and '"text"' in html and '"rule"' in html, html[:3000]
+
+
+def test_truncated_stages_are_named_after_their_configuration(tiny_study: Study) -> None:
+    assert {"train_truncated@resnet18-random-drop-3", "evaluate_truncated@resnet18-random-drop-3"} <= set(
+        tiny_study.stages), tiny_study.stages
+    assert not [s for s in tiny_study.stages if re.search(r"@\d+$", s)], tiny_study.stages
+
+
+def test_repro_prints_a_line_per_evaluation(tiny_study: Study) -> None:
+    # not a terminal: no progress bars, but each evaluation says where the run is and how long is left
+    # (the tiny validation split may leave the AUROC undefined: nan)
+    lines = re.findall(r"resnet18/random/full: (\d+)/(\d+) examples, val AUROC (?:\d\.\d{3}|nan), (?:\d+ s left|"
+                       r"time left unknown)", tiny_study.first_repro.output)
+    # the last evaluation is at the end of the budget (a whole batch may pass it)
+    assert len(lines) >= 3 and int(lines[-1][0]) >= int(lines[-1][1]), tiny_study.first_repro.output[-3000:]

@@ -57,7 +57,9 @@ def test_writes_every_table_figure_and_plot(full_report) -> None:
             assert min(im.size) > 500, f"{name} is {im.size}, too small to read at 150 dpi"
             assert len(np.unique(np.asarray(im.convert("L")))) > 10, f"{name} looks blank"
     plots = pd.read_csv(paths["plots/auroc_vs_params"])
-    assert list(plots.columns) == ["run", "family", "initializer", "parameters", "auroc"] and len(plots) == 8
+    assert list(plots.columns) == ["run", "family", "initializer", "parameters", "auroc", "ci_low", "ci_high"]
+    assert len(plots) == 8 and (plots["ci_low"] <= plots["auroc"]).all()
+    assert (plots["auroc"] <= plots["ci_high"]).all()
     trunc = pd.read_csv(paths["plots/truncation"])
     assert sorted(trunc["blocks_dropped"]) == [0, 1, 2] and set(trunc["initializer"]) == {"imagenet"}
 

@@ -59,7 +59,7 @@ def test_a_plugin_strategy_trains_through_dvc_repro(tmp_path):
     assert {RUN, FULL} <= set(runs)
     tags = runs[RUN].data.tags
     assert (tags["chexops.truncation"], tags["chexops.truncation_strategy"]) == ("keep-first-1", "keep-first")
-    assert runs[RUN].data.params["run.truncation_strategy"] == "keep-first"
+    assert runs[RUN].data.params["truncation"] == "keep-first-1"  # the configuration names its strategy
     version = client.get_model_version_by_alias(f"{STUDY}.resnet18.random.keep-first-1", "candidate")
     assert version.run_id == runs[RUN].info.run_id
     assert json.loads(study.dvc("status", "--json").output) == {"plugins": ["always changed"]}

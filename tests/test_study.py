@@ -31,7 +31,9 @@ def test_run_is_trained_evaluated_registered_and_recorded(prepared, tmp_path, tr
     assert run.info.run_name == "resnet18/random/drop-3" and run.info.status == "FINISHED"
     assert all(run.data.tags.get(t) for t in TAGS), {t: run.data.tags.get(t) for t in TAGS}
     assert run.data.tags["chexops.timm_tag"] == "resnet18.tv_in1k"
-    assert run.data.params["train.lr"] == "0.001" and run.data.params["run.family"] == "resnet18"
+    assert run.data.params["lr"] == "0.001" and run.data.params["family"] == "resnet18"
+    assert run.data.params["truncation"] == "drop-3" and run.data.params["parameters_M"] == str(round(
+        payload["parameters"] / 1e6, 2))
     history = client.get_metric_history(run.info.run_id, headline_key(run.data.metrics, "val"))
     assert len(history) >= 4 and [m.step for m in history] == sorted(m.step for m in history)
     assert history[-1].step == summary["examples"]  # logged against examples seen

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -175,16 +176,31 @@ def test_registered_model_names_are_valid_for_mlflow() -> None:
 
 
 def test_log_ensemble_registers_a_candidate_that_predicts_like_the_manifest(
-        tracker: Tracker, store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tracker: Tracker, store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capfd: pytest.CaptureFixture[str]) -> None:
     manifest = make_manifest(tmp_path)
     name = naming.registered_model_name("study", "resnet18/random/drop-3")
     uri_before = mlflow.get_tracking_uri()
     run_id = tracker.start_run("resnet18/random/drop-3", {}, {"train": {"lr": 0.1}})
     example = np.full((1, 20, 24), 7, dtype=np.uint8)
-    version = tracker.log_ensemble(run_id, manifest, name, {"test_mean_auroc_6": 0.71, "test_ci_low": 0.6}, example)
+    model_name = naming.logged_model_name("resnet18/random/drop-3")
+    capfd.readouterr()
+    version = tracker.log_ensemble(run_id, manifest, name, {"test_mean_auroc_6": 0.71, "test_ci_low": 0.6},
+                                   example, model_name=model_name, description="resnet18, random init, drop-3")
     assert version == 1
+    # models-from-code: the registry holds code and checkpoints, no CloudPickle of the model object (MLflow warns
+    # on stderr when it pickles one); and no artifact progress bars when stderr is not a terminal
+    printed = capfd.readouterr().err
+    assert "CloudPickle" not in printed and "Downloading artifacts" not in printed, printed
+    assert tracker.client.get_model_version(name, "1").description == "resnet18, random init, drop-3"
+    assert tracker.client.get_registered_model(name).description == "resnet18, random init, drop-3"
     assert mlflow.get_tracking_uri() == uri_before  # the store was only borrowed for the call
-    again = tracker.log_ensemble(run_id, manifest, name, {"test_mean_auroc_6": 0.72}, example)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        again = tracker.log_ensemble(run_id, manifest, name, {"test_mean_auroc_6": 0.72}, None,
+                                     model_name=model_name)
+    # without an example (as the register stage logs): MLflow's advice to add one is declined on purpose
+    assert not [w for w in caught if "input example" in str(w.message)]
     assert again == 2
     candidate = tracker.client.get_model_version_by_alias(name, "candidate")
     assert str(candidate.version) == "2" and candidate.run_id == run_id
@@ -192,7 +208,7 @@ def test_log_ensemble_registers_a_candidate_that_predicts_like_the_manifest(
     assert candidate.source.startswith("models:/")
     logged = tracker.client.get_logged_model(candidate.source.removeprefix("models:/"))
     assert logged.model_id in {o.model_id for o in tracker.client.get_run(run_id).outputs.model_outputs}
-    assert logged.experiment_id == tracker.experiment_id and logged.name == "ensemble"
+    assert logged.experiment_id == tracker.experiment_id and logged.name == "resnet18-random-drop-3"
     assert logged.artifact_location.startswith((tmp_path / "mlartifacts" / "study").as_uri())
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
@@ -210,3 +226,52 @@ def test_log_ensemble_registers_a_candidate_that_predicts_like_the_manifest(
     # the other documented forms go to the model itself, past MLflow's uint8 (N, H, W) schema check
     np.testing.assert_allclose(model.unwrap_python_model().predict(None, paths).to_numpy(), want, atol=1e-6)
 
+
+
+def test_a_copied_project_is_refused_until_its_store_is_relocated(
+        tmp_path: Path, empty_store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from chexops.tracking.relocate import relocate
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    first, copy = tmp_path / "first", tmp_path / "copy"
+    first.mkdir()
+    shutil.copy(empty_store, first / "mlflow.db")
+    tracker = Tracker.open(f"sqlite:///{first / 'mlflow.db'}", str(first / "mlartifacts"), "study")
+    run_id = tracker.start_run("resnet18/random/full", {}, {})
+    (tmp_path / "a.txt").write_text("1")
+    tracker.log_artifact(run_id, tmp_path / "a.txt")
+    shutil.copytree(first, copy)
+    old, new = ((d / "mlartifacts" / "study").as_uri() for d in (first, copy))
+    with pytest.raises(TrackingError, match=r"copied or moved.*chexops registry relocate"):
+        Tracker.open(f"sqlite:///{copy / 'mlflow.db'}", str(copy / "mlartifacts"), "study")
+    assert relocate(copy / "mlflow.db", old, new) >= 2  # the experiment and its run
+    moved = Tracker.open(f"sqlite:///{copy / 'mlflow.db'}", str(copy / "mlartifacts"), "study")
+    assert moved.client.get_run(run_id).info.artifact_uri.startswith(new)
+    assert [a.path for a in moved.client.list_artifacts(run_id)] == ["a.txt"]
+    # the original project still reads its own folder
+    assert Tracker.open(f"sqlite:///{first / 'mlflow.db'}", str(first / "mlartifacts"), "study").client.get_run(
+        run_id).info.artifact_uri.startswith(old)
+
+
+def test_study_run_is_found_again_and_children_name_it(tracker: Tracker) -> None:
+    parent = tracker.study_run("demo/summary", "demo", {"chexops.stage": "study"})
+    assert tracker.study_run("demo/summary", "demo", {}) == parent  # a second stage finds the same one
+    assert tracker.client.get_run(parent).info.status == "FINISHED"
+    child = tracker.start_run("resnet18/random/full", {tracking.PARENT_TAG: parent}, {})
+    found = tracker.client.search_runs([tracker.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'")
+    assert [r.info.run_id for r in found] == [child]
+    assert tracker.study_run("other/summary", "other", {}) != parent  # another study, another parent
+
+
+def test_dataset_inputs_carry_name_digest_source_and_sizes(tracker: Tracker) -> None:
+    import json
+
+    run_id = tracker.start_run("resnet18/random/full", {}, {})
+    tracker.log_datasets(run_id, [{"name": "synthetic-chexpert-64px-train", "digest": "a" * 32 + ".dir",
+                                   "source": "data/cache/train.npy", "context": "train",
+                                   "profile": {"images": 540, "patients": 540}}])
+    (logged,) = tracker.client.get_run(run_id).inputs.dataset_inputs
+    assert logged.dataset.name == "synthetic-chexpert-64px-train" and logged.dataset.digest == "a" * 32 + ".dir"
+    assert json.loads(logged.dataset.profile) == {"images": 540, "patients": 540}
+    assert json.loads(logged.dataset.source) == {"uri": "data/cache/train.npy"}
+    assert {t.key: t.value for t in logged.tags} == {"mlflow.data.context": "train"}

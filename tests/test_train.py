@@ -141,3 +141,13 @@ def test_bad_params_are_reported_before_training(prepared):
         validate(make_config(prepared, lr=0.0))
     with pytest.raises(ConfigError, match=r"unknown params key 'train.learning_rate'.*Valid keys of train: lr"):
         make_config(prepared, learning_rate=0.1)
+
+
+def test_progress_line_says_where_the_run_is_and_how_long_is_left(monkeypatch: pytest.MonkeyPatch) -> None:
+    trainer = object.__new__(loop.Trainer)  # only what the line reads: name, budget, start, examples at start
+    trainer.key, trainer.budget, trainer.examples_at_start, trainer.started = RunKey("resnet18", "random"), 200, 0, 0.0
+    monkeypatch.setattr(loop.time, "perf_counter", lambda: 10.0)
+    assert trainer._progress_line(50, 0.6123) == "resnet18/random/full: 50/200 examples, val AUROC 0.612, 30 s left"
+    assert trainer._progress_line(208, 0.7).endswith("208/200 examples, val AUROC 0.700, 0 s left")
+    trainer.examples_at_start = 208  # a resumed run that has not trained yet cannot tell its pace
+    assert trainer._progress_line(208, float("nan")).endswith("val AUROC nan, time left unknown")

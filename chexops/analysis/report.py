@@ -144,7 +144,10 @@ def _plot_tables(study: Study, boosts: list[BoostResult]) -> dict[str, pd.DataFr
     pairs = runs["family"] + "/" + runs["initializer"]  # truncation curves run from each truncated pair's full model
     fam = pd.concat([b.per_family[b.per_family["status"] == MEASURED] for b in boosts])
     tables = {
-        "auroc_vs_params": full[["run", "family", "initializer", "parameters", "auroc_6"]],
+        # with its CI: `dvc plots` draws each run as a labelled point with a CI bar (pipelines/plots/points_ci.json)
+        "auroc_vs_params": full[["run", "family", "initializer", "parameters", "auroc_6", "auroc_6_ci_low",
+                                 "auroc_6_ci_high"]].rename(columns={"auroc_6_ci_low": "ci_low",
+                                                                     "auroc_6_ci_high": "ci_high"}),
         "auroc_vs_top1": full[["run", "family", "initializer", "imagenet_top1", "auroc_6"]],
         "boost_vs_params": fam[["comparison", "family", "parameters", "boost", "ci_low", "ci_high"]],
         "truncation": runs[pairs.isin(pairs[runs["depth"] > 0])][

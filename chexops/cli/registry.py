@@ -1,4 +1,4 @@
-"""`chexops registry list` and `chexops promote`."""
+"""`chexops registry list`, `chexops registry relocate` and `chexops promote`."""
 
 from __future__ import annotations
 
@@ -46,6 +46,32 @@ def list_command(as_json: bool, params_path: str) -> None:
     for m in models:
         for alias, history in m["alias_history"].items():
             click.echo(f"{m['name']} {alias}: " + " -> ".join(f"v{v}" for v in history))
+
+
+@registry_group.command("relocate")
+@_PARAMS
+def relocate_command(params_path: str) -> None:
+    """Point a copied or moved project's SQLite store at this project's artifact folder (tracking.artifacts)."""
+    from pathlib import Path
+
+    from chexops.config import load_config
+    from chexops.errors import TrackingError
+    from chexops.tracking.relocate import expected_location, relocate
+
+    config = load_config(params_path)
+    uri = _client(params_path).tracking_uri
+    if not uri.startswith("sqlite:///"):
+        raise TrackingError(f"{uri} is not an SQLite store: a tracking server decides where artifacts go.")
+    found = _client(params_path).get_experiment_by_name(config.experiment)
+    if found is None:
+        raise TrackingError(f"no experiment {config.experiment!r} in {uri}: nothing to relocate.")
+    new = expected_location(config.tracking.artifacts, config.experiment)
+    old = found.artifact_location
+    if old == new:
+        click.echo(f"{uri} already keeps {config.experiment!r}'s artifacts in {new}.")
+        return
+    rows = relocate(Path(uri[len("sqlite:///"):].partition("?")[0]), old, new)
+    click.echo(f"{rows} recorded locations moved from {old} to {new}.")
 
 
 def _auroc(v: dict[str, Any]) -> str:

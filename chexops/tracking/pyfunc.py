@@ -6,6 +6,7 @@ chexops.evaluate.ensemble for every input form `predict_images` accepts.
 
 from __future__ import annotations
 
+import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -74,7 +75,8 @@ def _model_kwargs(manifest_path: Path, input_example: np.ndarray | None) -> dict
         raise DataError(f"checkpoints listed in {manifest_path} are missing: {missing}; retrain the configuration.")
     size = int(manifest["image_size"])
     return {
-        "python_model": EnsembleModel(),
+        # models-from-code: MLflow stores this file, not a CloudPickle of the object (no pickle to go stale)
+        "python_model": str(Path(__file__).with_name("ensemble_code.py")),
         "artifacts": {MANIFEST_KEY: str(manifest_path), **{checkpoint_key(i): str(f) for i, f in enumerate(files)}},
         "signature": model_signature(),
         # a small image is a valid example: any H x W is resized, and it keeps the example files small
@@ -119,5 +121,8 @@ def log_ensemble_model(
         # With an example MLflow loads every checkpoint and predicts it to validate serving: the slowest part of
         # registering, and six progress bars. The signature states the input; tests/test_serving.py serves it.
         kwargs.pop("input_example")
-    return Model.log(artifact_path=None, name=artifact_path, flavor=mlflow.pyfunc, run_id=run_id, model_id=model_id,
-                     registered_model_name=registered_model_name, **kwargs)
+    with warnings.catch_warnings():
+        # its advice to add an example, repeated on every register, is declined above on purpose
+        warnings.filterwarnings("ignore", message=".*An input example was not provided", category=UserWarning)
+        return Model.log(artifact_path=None, name=artifact_path, flavor=mlflow.pyfunc, run_id=run_id,
+                         model_id=model_id, registered_model_name=registered_model_name, **kwargs)

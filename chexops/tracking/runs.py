@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -31,7 +32,8 @@ MAX_PARAM_LENGTH = 6000
 MAX_TAG_LENGTH = 8000
 ERROR_TAG = "error"
 CANDIDATE_ALIAS = "candidate"
-ENSEMBLE_MODEL = "ensemble"
+PARENT_TAG = "mlflow.parentRunId"  # MLflow's own: the UI nests a run under the run it names
+STUDY_RUN_TAG = "chexops.study_run"  # on the study's parent run: the study name, how any stage finds it
 PROBE_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
 _REMOTE_SCHEMES = ("http", "https", "databricks", "databricks-uc", "uc")
 _STATUSES = ("FINISHED", "FAILED", "KILLED")
@@ -195,10 +197,18 @@ class Tracker:
             raise TrackingError(f"experiment {experiment!r} in {uri} is deleted. Restore it with `mlflow "
                                 f"experiments restore --experiment-id {found.experiment_id}`, purge it with "
                                 "`mlflow gc`, or set tracking.experiment to another name.")
+        from chexops.tracking.relocate import expected_location
+
+        # local stores keep artifacts beside the database; a server decides for itself where they go
+        location = expected_location(artifacts, experiment) if local else None
         if found is None:
-            # local stores keep artifacts beside the database; a server decides for itself where they go
-            location = (Path(artifacts).absolute() / experiment).as_uri() if local else None
             found = cls._create_experiment(client, uri, experiment, location)
+        elif location and found.artifact_location.startswith("file:") and found.artifact_location != location:
+            # MLflow records absolute paths: a copied or moved project would read and write the old folder
+            raise TrackingError(f"experiment {experiment!r} in {uri} keeps its artifacts in "
+                                f"{found.artifact_location}, not in this project's {location} (the project was "
+                                "copied or moved, or tracking.artifacts changed). Run `chexops registry relocate` "
+                                "to point the store here (copy the artifact folder first if it is not here).")
         return cls(client, uri, found.experiment_id)
 
     @staticmethod
@@ -253,6 +263,60 @@ class Tracker:
                                 "(or delete its runs/train folder) to start a new run.")
         self.client.update_run(run_id, status="RUNNING")
         return logged
+
+    def study_run(self, name: str, study: str, tags: Mapping[str, str]) -> str:
+        """The id of the study's parent run (tag STUDY_RUN_TAG = `study`), created FINISHED when missing.
+
+        Stages run as separate processes in any order (and workers in parallel), so whichever needs it first
+        creates it; of two created at once the oldest is kept and the other deleted, so every child names one.
+        """
+        with mlflow_errors(f"find or create the study run {name!r}", self.uri):
+            found = self._study_runs(study)
+            if not found:
+                run_id = self.client.create_run(self.experiment_id, run_name=name,
+                                                tags={STUDY_RUN_TAG: study, **tags}).info.run_id
+                self.client.set_terminated(run_id, status="FINISHED")
+                found = self._study_runs(study)
+                for extra in found[1:]:
+                    if extra.info.run_id == run_id:
+                        self.client.delete_run(run_id)
+        return found[0].info.run_id
+
+    def _study_runs(self, study: str) -> list[Any]:
+        quoted = study.replace("'", "\\'")
+        runs = self.client.search_runs([self.experiment_id], f"tags.`{STUDY_RUN_TAG}` = '{quoted}'",
+                                       max_results=1000)
+        return sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
+
+    def log_datasets(self, run_id: str, datasets: list[Mapping[str, Any]]) -> None:
+        """Record the data a run read as MLflow dataset inputs (the UI's Dataset column): each a mapping with
+        name, digest, source, context (train / valid / test) and profile (split sizes)."""
+        import json
+
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        inputs = [DatasetInput(Dataset(name=d["name"], digest=d["digest"], source_type="local",
+                                       source=json.dumps({"uri": d["source"]}), profile=json.dumps(d["profile"])),
+                               tags=[InputTag("mlflow.data.context", d["context"])]) for d in datasets]
+        with mlflow_errors(f"log the dataset inputs of run {run_id}", self.uri):
+            self.client.log_inputs(run_id, datasets=inputs)
+
+    @contextmanager
+    def system_metrics(self, run_id: str) -> Iterator[None]:
+        """MLflow's CPU, memory (and GPU) metrics of this process while the block runs, when psutil is there."""
+        try:
+            import psutil  # noqa: F401 - MLflow's monitor needs it
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+        except ImportError:
+            yield
+            return
+        monitor = SystemMetricsMonitor(run_id, sampling_interval=5, samples_before_logging=1,
+                                       resume_logging=True, tracking_uri=self.uri)
+        monitor.start()
+        try:
+            yield
+        finally:
+            monitor.finish()
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
         """Buffer metrics at `step` (examples seen); `flush` sends them."""
@@ -345,23 +409,36 @@ class Tracker:
         except Exception as exc:  # the original error matters more than a failure to record it
             log.warning(f"could not mark MLflow run {run_id} {status}: {exc}")
 
-    def log_ensemble(self, run_id: str, manifest_path: Path, registered_name: str, metrics: Mapping[str, float],
-                     input_example: np.ndarray | None = None) -> int:
-        """Log the run's ensemble as its model `ensemble`, register a new version of `registered_name`, point
-        the `candidate` alias at it and tag it with `metrics`; returns the version number."""
+    def log_ensemble(self, run_id: str, manifest_path: Path, registered_name: str, tags: Mapping[str, Any],
+                     input_example: np.ndarray | None = None, model_name: str = "ensemble",
+                     description: str | None = None) -> int:
+        """Log the run's ensemble as its model `model_name`, register a new version of `registered_name`, point
+        the `candidate` alias at it, tag it with `tags` and describe it (model and version) with `description`;
+        returns the version number."""
         from chexops.tracking.pyfunc import log_ensemble_model
 
         self.flush(run_id)
         with mlflow_errors(f"log and register the ensemble of run {run_id} as {registered_name!r}", self.uri):
-            with global_tracking_uri(self.uri):
-                info = log_ensemble_model(Path(manifest_path), ENSEMBLE_MODEL, input_example,
+            # artifact copies print a progress bar per file; in a log (not a terminal) they are noise
+            quiet = {} if _interactive() else {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+            with global_tracking_uri(self.uri), temporary_env(quiet):
+                info = log_ensemble_model(Path(manifest_path), model_name, input_example,
                                           registered_model_name=registered_name, run_id=run_id)
             version = str(info.registered_model_version)
             self.client.set_registered_model_alias(registered_name, CANDIDATE_ALIAS, version)
-            for key, value in metrics.items():
+            for key, value in tags.items():
                 self.client.set_model_version_tag(registered_name, version, key,
                                                   _fit(str(value), MAX_TAG_LENGTH))
+            if description:
+                self.client.update_model_version(registered_name, version, description=description)
+                self.client.update_registered_model(registered_name, description=description)
         return int(version)
+
+
+def _interactive() -> bool:
+    import sys
+
+    return sys.stderr.isatty()
 
 
 def git_commit(cwd: str | Path | None = None) -> str:
@@ -402,6 +479,8 @@ def run_tags(report: Mapping[str, Any], device: str, precision: str, data_hash: 
         "chexops.initializer": str(report["initializer"]),
         "chexops.truncation": str(report["truncation"]),
         "chexops.truncation_strategy": str(report.get("truncation_strategy", "drop-last-k")),
+        # the UI's Source column: the stage script or command that ran it
+        "mlflow.source.name": Path(sys.argv[0]).name or "chexops", "mlflow.source.type": "LOCAL",
         "mlflow.note.content": (f"{report['family']} ({report['group']}), {report['initializer']} init, "
                                 f"{report['truncation']}; {device} {precision}; data {data_hash[:12]}; "
                                 f"code {commit[:12]}{' (dirty)' if commit.endswith('-dirty') else ''}"),
