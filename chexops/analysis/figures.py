@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from matplotlib.transforms import Bbox
 
+from chexops.analysis.paper import PAPER_BOOST, PAPER_MEAN_BOOST
 from chexops.analysis.tables import (
     MEASURED,
     BoostResult,
@@ -61,14 +62,17 @@ def _points(ax: Axes, x: pd.Series, y: pd.Series, yerr: np.ndarray, **style: obj
 
 def _label(ax: Axes, points: list[tuple[float, float, str, str]]) -> None:
     """Label each (x, y, text, colour) point at the first nearby spot inside the axes that overlaps no earlier
-    label or marker; failing that, inside the axes; failing that, the first spot.
+    label or marker and is nearer its own point than any other; failing that, the least bad spot. A thin leader
+    line joins every label to its point, so no label can be read as another point's.
 
     Axis limits and scales must be final: placement works in display coordinates.
     """
     renderer = FigureCanvasAgg(ax.figure).get_renderer()
     frame = ax.get_window_extent(renderer)
-    taken = [Bbox.from_bounds(*(ax.transData.transform((x, y)) - 4), 8, 8) for x, y, _, _ in points]
+    markers = [ax.transData.transform((x, y)) for x, y, _, _ in points]
+    taken = [Bbox.from_bounds(*(m - 4), 8, 8) for m in markers]
     for x, y, text, c in sorted(points, key=lambda p: (p[0], p[1])):
+        own = ax.transData.transform((x, y))
         scored = []
         for k, (dx, dy) in enumerate(_OFFSETS):
             ann = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=7, color=c,
@@ -76,11 +80,17 @@ def _label(ax: Axes, points: list[tuple[float, float, str, str]]) -> None:
             box = ann.get_window_extent(renderer)
             ann.remove()
             inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
-            scored.append((2 * (not inside) + any(box.overlaps(t) for t in taken), k, box))
+            # a label nearer another marker than its own reads as that marker's label
+            centre = np.array([(box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2])
+            nearest_other = min((np.linalg.norm(centre - m) for m in markers if not np.allclose(m, own)),
+                                default=np.inf)
+            misleading = nearest_other < np.linalg.norm(centre - own)
+            scored.append((4 * (not inside) + 2 * misleading + any(box.overlaps(t) for t in taken), k, box))
         _, k, box = min(scored, key=lambda s: (s[0], s[1]))
         dx, dy = _OFFSETS[k]
         ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=7, color=c,
-                    ha="left" if dx > 0 else "right", va="center")
+                    ha="left" if dx > 0 else "right", va="center",
+                    arrowprops={"arrowstyle": "-", "color": c, "lw": 0.5, "alpha": 0.6, "shrinkA": 0, "shrinkB": 3})
         taken.append(box)
 
 
@@ -184,6 +194,12 @@ def figure_boost_vs_params(boost: BoostResult, sp: pd.DataFrame, study: Study | 
             label="boost (95% paired-bootstrap CI)")
     m = boost.mean
     ax.axhline(m["boost"], color="tab:blue", lw=1, alpha=0.5, label=f"mean boost {m['boost']:+.3f}")
+    if c.name == "imagenet - random":  # the paper's boosts for the families it reports, beside the measured ones
+        paper = pts[pts["family"].isin(list(PAPER_BOOST))]
+        if not paper.empty:
+            ax.scatter(paper["parameters"] / 1e6, [PAPER_BOOST[f] for f in paper["family"]], marker="D",
+                       facecolors="none", edgecolors="0.3", s=30, label="paper's boost (Ke et al. 2021, CheXpert)")
+        ax.axhline(PAPER_MEAN_BOOST, color="0.3", lw=1, ls=":", label=f"paper's mean boost {PAPER_MEAN_BOOST:+.3f}")
     ax.set_xscale("log")
     _log_axis(ax.xaxis)
     ax.set_xlabel("parameters (millions, log scale)")

@@ -16,6 +16,16 @@ import numpy as np
 import pandas as pd
 
 from chexops.analysis.figures import write_figures
+from chexops.analysis.paper import (
+    PAPER_BEST_WORST,
+    PAPER_BOOST,
+    PAPER_CITATION,
+    PAPER_MEAN_BOOST,
+    PAPER_SIZE,
+    PAPER_SPEARMAN,
+    PAPER_TRUNCATION_DROP,
+    PAPER_TRUNCATION_GAIN,
+)
 from chexops.analysis.tables import (
     MEASURED,
     TRUNCATION_SUMMARY_DEFINITION,
@@ -32,33 +42,6 @@ from chexops.analysis.tables import (
     truncation_table,
 )
 
-# Reference values reported by Ke et al., "CheXtransfer" (ACM CHIL 2021), as listed in CHEXTRANSFER.md
-# ("Reported results"). They are printed beside the measured numbers for comparison; nothing is computed from them.
-PAPER_CITATION = "Ke, Ellsworth, Banerjee, Ng, Rajpurkar, CheXtransfer, ACM CHIL 2021 (arXiv 2101.06871)"
-PAPER_SPEARMAN: dict[tuple[str, str], tuple[float, float | None]] = {
-    ("top1_vs_auroc", "random"): (0.082, 0.762),
-    ("top1_vs_auroc", "imagenet"): (0.059, 0.829),
-    ("params_vs_auroc", "random"): (0.791, None),
-    ("params_vs_auroc", "imagenet"): (0.565, 0.023),
-    # Reported as 0.718 "in magnitude" with smaller models gaining more, i.e. a negative correlation.
-    ("boost_vs_params", "imagenet - random"): (-0.718, 0.002),
-}
-PAPER_BEST_WORST: dict[str, tuple[tuple[str, float], tuple[str, float]]] = {
-    "random": (("inception_v3", 0.866), ("mobilenetv2", 0.814)),
-}
-PAPER_MEAN_BOOST = 0.015
-PAPER_BOOST = {"efficientnet_b0": 0.023, "mobilenetv2": 0.040, "mobilenetv3": 0.033, "inception_v4": -0.002,
-               "resnet101": 0.013}
-PAPER_SIZE: dict[tuple[str, str], tuple[str, float]] = {
-    ("ResNet", "random"): ("ResNet101 - ResNet18", 0.005),
-    ("DenseNet", "random"): ("DenseNet201 - DenseNet121", 0.004),
-    ("EfficientNet", "random"): ("EfficientNetB3 - B0", 0.003),
-    ("ResNet", "imagenet"): ("ResNet101 - ResNet18", 0.002),
-    ("DenseNet", "imagenet"): ("DenseNet201 - DenseNet121", 0.004),
-    ("EfficientNet", "imagenet"): ("EfficientNetB3 - B0", -0.006),
-}
-PAPER_TRUNCATION_GAIN = 3.25
-PAPER_TRUNCATION_DROP = "no statistically significant AUC drop"
 # What a gap that needs ImageNet weights says, once, under "Not measured".
 IMAGENET_HINT = ("Entries marked (ImageNet) need ImageNet weights, which cannot be downloaded offline: on a machine "
                  "with internet run `chexops weights fetch FAMILY --to DIR` for each family (or copy timm's "
@@ -206,12 +189,21 @@ def _md_test_split(study: Study) -> list[str]:
     return ["## Test split", "", *_md_table(rows, ["", "value"]), ""]
 
 
+def _paper_auroc(r: Any) -> str:
+    """The paper's AUROC for a full model where it reports one (its best and worst models)."""
+    for (best, worst) in ([PAPER_BEST_WORST[r["initializer"]]] if r["initializer"] in PAPER_BEST_WORST else []):
+        for family, value in (best, worst):
+            if family == r["family"] and r["depth"] == 0 and r["label_fraction"] == 1.0:
+                return f"{value:.3f}"
+    return "-"
+
+
 def _md_main(main: pd.DataFrame) -> list[str]:
     rows = [[r["run"], r["group"], r["initializer"], r["depth"], _f(r["label_fraction"], "g"),
              _f(r["parameters"] / 1e6, ".2f"), _f(r["imagenet_top1"], ".2f"), _f(r["reference_top1"], ".2f"),
-             r["auroc_6_ci"], r["auroc_5_ci"]] for _, r in main.iterrows()]
+             r["auroc_6_ci"], r["auroc_5_ci"], _paper_auroc(r)] for _, r in main.iterrows()]
     header = ["run", "group", "init", "blocks dropped", "labels", "params (M)", "top-1 (timm tag)",
-              "top-1 (paper's weights)", "AUROC-6 [95% CI]", "AUROC-5 [95% CI]"]
+              "top-1 (paper's weights)", "AUROC-6 [95% CI]", "AUROC-5 [95% CI]", "paper AUROC (CheXpert)"]
     sources = sorted({s for s in main["reference_top1_source"] if s})
     return ["## Main table", "", *_md_table(rows, header), "",
             "ImageNet top-1: the Spearman correlations use timm's values for the pinned tags (the weights chexops "

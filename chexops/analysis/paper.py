@@ -1,0 +1,32 @@
+"""The reference values CheXtransfer reports, as listed in CHEXTRANSFER.md: printed beside the measured numbers in
+study.md and drawn beside them in the figures; nothing is computed from them."""
+
+from __future__ import annotations
+
+# Reference values reported by Ke et al., "CheXtransfer" (ACM CHIL 2021), as listed in CHEXTRANSFER.md
+# ("Reported results"). They are printed beside the measured numbers for comparison; nothing is computed from them.
+PAPER_CITATION = "Ke, Ellsworth, Banerjee, Ng, Rajpurkar, CheXtransfer, ACM CHIL 2021 (arXiv 2101.06871)"
+PAPER_SPEARMAN: dict[tuple[str, str], tuple[float, float | None]] = {
+    ("top1_vs_auroc", "random"): (0.082, 0.762),
+    ("top1_vs_auroc", "imagenet"): (0.059, 0.829),
+    ("params_vs_auroc", "random"): (0.791, None),
+    ("params_vs_auroc", "imagenet"): (0.565, 0.023),
+    # Reported as 0.718 "in magnitude" with smaller models gaining more, i.e. a negative correlation.
+    ("boost_vs_params", "imagenet - random"): (-0.718, 0.002),
+}
+PAPER_BEST_WORST: dict[str, tuple[tuple[str, float], tuple[str, float]]] = {
+    "random": (("inception_v3", 0.866), ("mobilenetv2", 0.814)),
+}
+PAPER_MEAN_BOOST = 0.015
+PAPER_BOOST = {"efficientnet_b0": 0.023, "mobilenetv2": 0.040, "mobilenetv3": 0.033, "inception_v4": -0.002,
+               "resnet101": 0.013}
+PAPER_SIZE: dict[tuple[str, str], tuple[str, float]] = {
+    ("ResNet", "random"): ("ResNet101 - ResNet18", 0.005),
+    ("DenseNet", "random"): ("DenseNet201 - DenseNet121", 0.004),
+    ("EfficientNet", "random"): ("EfficientNetB3 - B0", 0.003),
+    ("ResNet", "imagenet"): ("ResNet101 - ResNet18", 0.002),
+    ("DenseNet", "imagenet"): ("DenseNet201 - DenseNet121", 0.004),
+    ("EfficientNet", "imagenet"): ("EfficientNetB3 - B0", -0.006),
+}
+PAPER_TRUNCATION_GAIN = 3.25
+PAPER_TRUNCATION_DROP = "no statistically significant AUC drop"
