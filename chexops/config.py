@@ -16,6 +16,8 @@ from typing import Any
 from chexops.errors import ConfigError, did_you_mean
 from chexops.naming import DEFAULT_STRATEGY
 
+COMPILE_MODES = ("off", "auto", "compile", "cudagraphs")  # train.compile, see chexops.train.compile
+
 
 @dataclass(frozen=True)
 class StudyConfig:
@@ -65,6 +67,10 @@ class TrainConfig:
     eval_batch_size: int = 256
     seed: int = 0
     runs_dir: str = "runs"
+    # off | auto | compile | cudagraphs (chexops.train.compile); quote "off" in YAML, which reads a bare off as
+    # false. Left out of the repr, which is the saved state's fingerprint: how a step is executed is not what
+    # a run is, so a run resumes across modes and the run folders of the default (off) keep their bytes.
+    compile: str = field(default="off", repr=False)
 
 
 @dataclass(frozen=True)
@@ -237,6 +243,9 @@ def config_from_dict(raw: dict[str, Any] | None) -> Config:
     # DVC writes `1` where Python writes `1.0`: the folder DVC expects and the one the stage writes would differ
     _check(not any(isinstance(f, int) and not isinstance(f, bool) for f in fractions if f is not None),
            f"grid.label_fractions must be written as decimals (e.g. [0.1, 1.0]), got {fractions}.")
+    compile_mode = ((raw or {}).get("train") or {}).get("compile")
+    _check(not isinstance(compile_mode, bool), f"train.compile is {compile_mode!r}: YAML reads a bare off / on as "
+           f"a boolean; write it in quotes, e.g. compile: \"off\" (modes: {', '.join(COMPILE_MODES)}).")
     return _build(Config, raw or {}, "")
 
 
@@ -281,6 +290,8 @@ def validate(config: Config) -> Config:
     _check(t.top_k >= 1, f"train.top_k must be >= 1, got {t.top_k}.")
     _check(t.max_examples is None or t.max_examples >= 1, "train.max_examples must be >= 1 or null.")
     _check(t.precision in ("auto", "fp32", "bf16"), f"train.precision must be auto, fp32 or bf16, got {t.precision!r}.")
+    _check(t.compile in COMPILE_MODES,
+           f"train.compile must be one of {', '.join(COMPILE_MODES)}, got {t.compile!r} (write \"off\" in quotes).")
     _check(
         t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"),
         f"train.device must be auto, cpu, cuda or cuda:N, got {t.device!r}.",

@@ -22,13 +22,14 @@ from tqdm import tqdm
 from chexops.components.registry import get_registry
 from chexops.config import Config
 from chexops.data.cache import CachedSplit, load_split
-from chexops.data.loader import BatchLoader, to_model_input
+from chexops.data.loader import BatchLoader, on_device_ahead, to_model_input
 from chexops.data.splits import label_fraction_rows
 from chexops.errors import ConfigError
 from chexops.evaluate.inference import binary_truth, predict_probs
 from chexops.evaluate.metrics import evaluate, study_level
 from chexops.models.build import build_model
 from chexops.naming import BEST_RANKING_METRIC, PRETRAIN_FILE, STATE_FILE, TRAIN_SUMMARY_FILE, RunKey
+from chexops.train import compile as step_compile
 from chexops.train import distributed
 from chexops.train.checkpoints import TopKKeeper, atomic_save, read_state, verify_checkpoints
 from chexops.train.distributed import ShardBatch, ShardedLoader
@@ -209,6 +210,8 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr)
         # self.model stays unwrapped: checkpoints, state and validation use it; the step runs self.net
         self.net = distributed.wrap(self.model, self.dist) if self.dist else self.model
+        self.compile_mode = step_compile.resolve(t.compile, key.family, self.runtime.device.type)
+        self.net = step_compile.compile_model(self.net, self.compile_mode)
         targets, mask = _train_targets(config, self.train_split)
         # the labelled subset of a label-fraction run (pretraining saw every image; this run sees these labels)
         rows = (None if key.fraction == 1.0 else
@@ -265,7 +268,7 @@ class Trainer:
 
     def _epoch(self, p: Progress, bar: tqdm) -> None:
         loss_acc = torch.zeros((), device=self.runtime.device)
-        for batch in self.loader.batches(p.epoch, start=p.batch):
+        for batch in on_device_ahead(self.loader.batches(p.epoch, start=p.batch), self.runtime.device):
             loss_acc += self._step(batch)
             n = batch.examples if isinstance(batch, ShardBatch) else len(batch.rows)
             p.step, p.batch, p.examples = p.step + 1, p.batch + 1, p.examples + n
@@ -286,6 +289,7 @@ class Trainer:
 
     def _step(self, batch) -> torch.Tensor:
         norm = batch.loss_norm if isinstance(batch, ShardBatch) else None
+        step_compile.step_begins(self.compile_mode)
         return train_step(self.net, self.optimizer, self.runtime, batch, self.mean, self.std, loss_norm=norm)
 
     def _evaluate(self, p: Progress, bar: tqdm) -> None:
