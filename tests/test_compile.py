@@ -11,8 +11,8 @@ from chexops.data.loader import BatchLoader
 from chexops.errors import ConfigError
 from chexops.models.build import build_model
 from chexops.train import compile as step_compile
-from chexops.train.loop import train_step
 from chexops.train.runtime import select_runtime
+from chexops.train.step import train_step
 
 
 def test_auto_is_eager_on_the_cpu_and_where_nothing_was_measured(monkeypatch):

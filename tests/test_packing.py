@@ -65,3 +65,15 @@ def test_profile_peak_memory_drives_auto(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_properties",
                         lambda i: type("Props", (), {"total_memory": 140_000 * 2**20})())
     assert packing.resolve_per_device("auto", str(path), "auto") == 2  # 3 measured, 2 fit
+
+
+def test_worker_command_refuses_a_bad_per_device(tmp_path, capsys):
+    from chexops.cli import main
+
+    params = tmp_path / "params.yaml"
+    params.write_text("study: {name: s}\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["worker", "--storage", f"sqlite:///{tmp_path / 'o.db'}", "--study", "s", "--params", str(params),
+              "--per-device", "none"])
+    assert exit_info.value.code == 2
+    assert "--per-device must be a positive number or auto, got 'none'" in capsys.readouterr().err

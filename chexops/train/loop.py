@@ -16,13 +16,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from chexops.components.registry import get_registry
 from chexops.config import Config
 from chexops.data.cache import CachedSplit, load_split
-from chexops.data.loader import BatchLoader, on_device_ahead, to_model_input
+from chexops.data.loader import BatchLoader, on_device_ahead
 from chexops.data.splits import label_fraction_rows
 from chexops.errors import ConfigError
 from chexops.evaluate.inference import binary_truth, predict_probs
@@ -34,6 +33,7 @@ from chexops.train import distributed
 from chexops.train.checkpoints import TopKKeeper, atomic_save, read_state, verify_checkpoints
 from chexops.train.distributed import ShardBatch, ShardedLoader
 from chexops.train.runtime import Runtime, select_runtime
+from chexops.train.step import train_step
 
 LogFn = Callable[[dict[str, float], int], None]
 
@@ -163,27 +163,6 @@ def _save_state(run_dir: Path, fingerprint: str, model, optimizer, keeper: TopKK
 def _train_targets(config: Config, train: CachedSplit) -> tuple[np.ndarray, np.ndarray]:
     policy = get_registry().label_policy(config.data.label_policy)
     return policy.apply(train.labels)
-
-
-def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, rt: Runtime, batch: Any,
-               mean: list, std: list, loss_norm: float | None = None) -> torch.Tensor:
-    """One optimisation step on a cached uint8 batch: normalised on the device, masked BCE over 14 tasks.
-
-    `loss_norm` replaces the batch's mask sum as the denominator; under DDP it is the global batch's mask sum
-    over the world size, so that DDP's gradient mean equals the single-process gradient of the global batch.
-    Returns the loss as a device tensor: reading it here would force a host sync every step.
-    """
-    x = to_model_input(batch.x, rt.device, mean, std, rt.channels_last)
-    targets = batch.targets.to(rt.device, non_blocking=True)
-    mask = batch.mask.to(rt.device, non_blocking=True)
-    with rt.autocast():
-        logits = model(x)
-    losses = F.binary_cross_entropy_with_logits(logits.float(), targets, reduction="none")
-    loss = (losses * mask).sum() / (mask.sum().clamp_min(1.0) if loss_norm is None else loss_norm)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return loss.detach()
 
 
 class Trainer:

@@ -28,6 +28,7 @@ from typing import Any
 from chexops.config import Config, grid_runs
 from chexops.errors import ConfigError
 from chexops.naming import RunKey
+from chexops.packing import MIN_GAIN
 
 PROFILE_VERSION = 1
 
@@ -198,8 +199,8 @@ def measure_model(config: Config, family: str, depth: int, strategy: str, steps:
     from chexops.models.build import build_model
     from chexops.train import compile as step_compile
     from chexops.train.checkpoints import atomic_save
-    from chexops.train.loop import train_step
     from chexops.train.runtime import select_runtime
+    from chexops.train.step import train_step
 
     t = config.train
     rt = select_runtime(t.device, t.precision)
@@ -274,18 +275,23 @@ def measure(config: Config, steps: int = 10, warmup: int = 3, pack: int = 1,
 def packing_gain(config: Config, timing: ModelTiming, pack: int, steps: int, warmup: int) -> float:
     """Combined training rate of `pack` processes stepping the same model at once over one process's rate."""
     import multiprocessing as mp
+    import os
 
     ctx = mp.get_context("spawn")  # CUDA cannot be forked; spawn also gives each copy its own interpreter
     args = (config, timing.family, timing.depth, timing.strategy, steps * 3, warmup)
+    cores = os.cpu_count() or 1
     with ctx.Pool(1) as pool:
-        alone = pool.apply(_rate, args)
-    with ctx.Pool(pack) as pool:
-        together = pool.starmap(_rate, [args] * pack)
+        alone = pool.apply(_rate, (*args, cores))
+    with ctx.Pool(pack) as pool:  # packed processes share the CPU's cores, as packed workers would
+        together = pool.starmap(_rate, [(*args, max(1, cores // pack))] * pack)
     return sum(together) / alone
 
 
-def _rate(config: Config, family: str, depth: int, strategy: str, steps: int, warmup: int) -> float:
+def _rate(config: Config, family: str, depth: int, strategy: str, steps: int, warmup: int, threads: int) -> float:
     """Training examples per second of one model (run in a child process by packing_gain)."""
+    import torch
+
+    torch.set_num_threads(threads)
     return 1.0 / measure_model(config, family, depth, strategy, steps, warmup).train_s_per_example
 
 
@@ -300,8 +306,9 @@ def describe(result: dict[str, Any]) -> str:
     lines.append(f"sequential: {_duration(result['sequential_seconds'])} for {len(result['configurations'])} "
                  "configurations")
     if result["packed_seconds"] is not None:
+        advice = "" if result["packing_gain"] >= MIN_GAIN else "; no gain here: run one worker per device"
         lines.append(f"packed ({result['pack']} per device, measured gain {result['packing_gain']:.2f}x on "
-                     f"{result['packing_model']}): {_duration(result['packed_seconds'])}")
+                     f"{result['packing_model']}): {_duration(result['packed_seconds'])}{advice}")
     else:
         lines.append("packed: not measured (measure with `chexops plan --pack K`, K processes per device)")
     lines.append(f"not included: {'; '.join(result['not_included'])}")
