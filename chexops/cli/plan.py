@@ -27,15 +27,20 @@ def plan_command(params_path: str, profile_path: str | None, save_path: str | No
     """Expected time of the study's grid: each distinct model timed for a few steps on this device, scaled to
     the grid's budget; sequential, and packed several per device."""
     from chexops.config import load_config, validate
-    from chexops.train.plan import Profile, describe, measure, plan, split_sizes
+    from chexops.train.plan import PretrainTiming, Profile, describe, measure, plan, split_sizes
 
     config = validate(load_config(params_path))
     sizes = split_sizes(config, images)
     if profile_path:
         profile = Profile.read(profile_path)
     else:
-        def progress(timing) -> None:  # noqa: ANN001 - a ModelTiming
-            if not as_json:
+        def progress(timing) -> None:  # noqa: ANN001 - a ModelTiming or a PretrainTiming
+            if as_json:
+                return
+            if isinstance(timing, PretrainTiming):
+                click.echo(f"measured {timing.family}/{timing.initializer} pretraining: "
+                           f"{1 / timing.s_per_example:.1f} img/s", err=True)
+            else:
                 click.echo(f"measured {timing.model}: {1 / timing.train_s_per_example:.1f} training img/s, "
                            f"{1 / timing.eval_s_per_example:.1f} inference img/s", err=True)
 

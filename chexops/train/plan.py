@@ -8,12 +8,13 @@ the label fraction change what a run learns, not how fast it steps, so one measu
 
 A configuration's time is then: set-up + its examples (`train.epochs` over its labelled images, capped by
 `train.max_examples`) x the training rate + each validation pass (counted as the loop schedules them): the
-validation split and the state and checkpoint it saves + the test split once per ensemble checkpoint.
-Pretraining (`ssl`'s MoCo stage), the bootstrap and MLflow logging are not in the estimate; the plan says so
-where it prints.
+validation split and the state and checkpoint it saves + the test split once per ensemble checkpoint. A
+pretraining step (`ssl`'s MoCo v2, once per family) is timed by two short real pretrainings and scaled to
+`pretrain.examples`. The bootstrap and MLflow logging are not in the estimate; the plan says so where it prints.
 
 Packed: `pack` processes share the device; their combined rate over one process's rate is the packing gain,
-measured by running `pack` copies of the grid's longest model's step at once.
+measured by running `pack` copies of the grid's slowest model's step at once, and applied to every
+configuration.
 """
 
 from __future__ import annotations
@@ -52,6 +53,16 @@ class ModelTiming:
 
 
 @dataclass
+class PretrainTiming:
+    """Measured pretraining (e.g. ssl's MoCo v2) of one family: a fixed part and seconds per example."""
+
+    family: str
+    initializer: str
+    s_per_example: float
+    fixed_s: float  # filling the queue of negatives, saving the backbone
+
+
+@dataclass
 class Profile:
     """A device's measurements for a study's settings: reusable with `chexops plan --profile FILE`."""
 
@@ -62,6 +73,7 @@ class Profile:
     batch_size: int
     eval_batch_size: int
     timings: dict[str, ModelTiming] = field(default_factory=dict)
+    pretraining: dict[str, PretrainTiming] = field(default_factory=dict)  # per "<family>/<initializer>"
     pack: int = 1
     packing_gain: float | None = None  # None: not measured (pack 1)
     packing_model: str | None = None
@@ -78,6 +90,7 @@ class Profile:
             if raw.pop("version", None) != PROFILE_VERSION:
                 raise ValueError(f"not a version {PROFILE_VERSION} plan profile")
             raw["timings"] = {k: ModelTiming(**v) for k, v in raw["timings"].items()}
+            raw["pretraining"] = {k: PretrainTiming(**v) for k, v in raw["pretraining"].items()}
             return cls(**raw)
         except (OSError, ValueError, TypeError, KeyError) as exc:
             raise ConfigError(f"{path} is not a chexops plan profile ({exc}); write one with "
@@ -162,27 +175,35 @@ def plan(config: Config, profile: Profile, sizes: SplitSizes) -> dict[str, Any]:
             missing.append(model_name(key.family, key.depth, key.strategy))
             continue
         rows.append({"run": key.name, "model": timing.model} | configuration_seconds(config, key, timing, sizes))
+    for family, initializer in grid_pretraining(config):
+        timing = profile.pretraining.get(f"{family}/{initializer}")
+        if timing is None:
+            missing.append(f"{family}/{initializer} pretraining")
+            continue
+        seconds = timing.fixed_s + config.pretrain.examples * timing.s_per_example
+        rows.append({"run": f"{family}/{initializer}/pretrain", "model": family, "setup": timing.fixed_s,
+                     "train": seconds - timing.fixed_s, "validation": 0.0, "test": 0.0, "total": seconds,
+                     "examples": float(config.pretrain.examples), "validations": 0.0})
     if missing:
         raise ConfigError(f"the profile has no measurement of {', '.join(sorted(set(missing)))}: measure them with "
                           "`chexops plan --save FILE` (on the device the profile describes).")
     sequential = sum(r["total"] for r in rows)
     gain = profile.packing_gain or 1.0
-    pretrained = [i for i in config.grid.initializers if _has_pretraining(i)]
     return {"device": profile.device, "precision": profile.precision, "compile": profile.compile,
             "image_size": profile.image_size, "batch_size": profile.batch_size,
             "images": asdict(sizes), "configurations": rows, "sequential_seconds": sequential,
             "pack": profile.pack, "packing_gain": profile.packing_gain, "packing_model": profile.packing_model,
             "packed_seconds": sequential / gain if profile.packing_gain else None,
-            "not_included": ["bootstrap CIs and MLflow logging"]
-            + ([f"pretraining ({', '.join(pretrained)}: pretrain.examples={config.pretrain.examples} per family)"]
-               if pretrained else [])}
+            "not_included": ["bootstrap CIs and MLflow logging"]}
 
 
-def _has_pretraining(initializer: str) -> bool:
+def grid_pretraining(config: Config) -> list[tuple[str, str]]:
+    """The (family, initializer) pairs of the grid whose initializer has a pretraining step (ssl's MoCo)."""
     from chexops.components.registry import get_registry
 
-    spec, _ = get_registry().initializer(initializer)
-    return spec.pretrain is not None
+    registry = get_registry()
+    pairs = dict.fromkeys((f, i) for f, i, *_ in grid_runs(config))
+    return [(f, i) for f, i in pairs if registry.initializer(i)[0].pretrain is not None]
 
 
 # --- measuring ---------------------------------------------------------------------------------------------------
@@ -265,11 +286,50 @@ def measure(config: Config, steps: int = 10, warmup: int = 3, pack: int = 1,
         profile.timings[timing.model] = timing
         if progress:
             progress(timing)
+    for family, initializer in grid_pretraining(config):
+        timing = measure_pretraining(config, family, initializer)
+        profile.pretraining[f"{family}/{initializer}"] = timing
+        if progress:
+            progress(timing)
     if pack > 1:
         longest = max(profile.timings.values(), key=lambda m: m.train_s_per_example)
         profile.packing_gain = packing_gain(config, longest, pack, steps, warmup)
         profile.packing_model = longest.model
     return profile
+
+
+def measure_pretraining(config: Config, family: str, initializer: str, batches: tuple[int, int] = (2, 6)
+                        ) -> PretrainTiming:
+    """Time the pretraining step of `initializer` for `family` (only ssl's MoCo v2 is built in): two short runs
+    of the real pretraining on synthetic images, whose difference is the per-example cost and whose rest is
+    the fixed part. Initializers from plugins pretrain their own way and are not measured here."""
+    import numpy as np
+
+    from chexops.config import with_overrides
+    from chexops.data.cache import CachedSplit
+    from chexops.train.pretrain import Pretrainer
+
+    if initializer != "ssl":
+        raise ConfigError(f"chexops plan cannot time the pretraining of the {initializer!r} initializer (a plugin's): "
+                          "remove it from grid.initializers for the plan, or time its pretrain stage by hand.")
+    p = config.pretrain
+    size = config.data.image_size
+    images = np.random.default_rng(0).integers(0, 256, size=(p.batch_size * max(batches), size, size), dtype=np.uint8)
+    split = CachedSplit(images, None, None, {"mean": 0.5, "std": 0.25, "sha256": "plan"})  # type: ignore[arg-type]
+    seconds = []
+    for count in (1, *batches):  # an untimed first run takes the process's one-off costs (thread pools, kernels)
+        budget = count * p.batch_size
+        short = with_overrides(config, "pretrain", examples=budget, save_every=budget)
+        with tempfile.TemporaryDirectory(prefix="chexops-plan-") as tmp:
+            began = time.perf_counter()
+            Pretrainer(short, family, Path(tmp), progress_bar=False, train=split).fit()
+            seconds.append(time.perf_counter() - began)
+    seconds = seconds[1:]
+    per_example = (seconds[1] - seconds[0]) / ((batches[1] - batches[0]) * p.batch_size)
+    if per_example <= 0:  # the longer run was not slower (a noisy machine): its whole time, an upper bound
+        per_example = seconds[1] / (batches[1] * p.batch_size)
+    return PretrainTiming(family, initializer, per_example, max(seconds[0] - batches[0] * p.batch_size * per_example,
+                                                                0.0))
 
 
 def packing_gain(config: Config, timing: ModelTiming, pack: int, steps: int, warmup: int) -> float:
