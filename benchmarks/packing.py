@@ -168,6 +168,9 @@ def main() -> None:
         child(args)
         return
     runs = args.configs.split(",")
+    if len(set(runs)) != len(runs) and not args.streams:
+        raise SystemExit(f"--configs {args.configs}: each configuration must be distinct (one run folder each; "
+                         "a repeated one would resume the first's finished run).")
     if args.streams:
         result = streams(args, runs)
         print(f"device {result['device']}, {len(runs)} models ({args.configs}), {result['steps']} steps each, "
