@@ -2,9 +2,11 @@
 # The GPU measurements issue 16 asks for, prepared to run in one window of about 15 minutes on one GPU (made for
 # an H200). Every figure lands under $OUT (default ./gpu-round), with the device, the software and the command.
 #
-#   bash benchmarks/gpu_round.sh          # everything (about 12 minutes)
-#   bash benchmarks/gpu_round.sh steps    # part 1 only: train_step, 16 families, chexops vs the plain loop (~6 min)
-#   bash benchmarks/gpu_round.sh grid     # parts 2 and 3: chexops plan on the paper profile, packing (~6 min)
+#   bash benchmarks/gpu_round.sh          # everything (at most 14 minutes: the parts' time limits)
+#   bash benchmarks/gpu_round.sh steps    # part 1: train_step, 16 families, chexops vs the plain loop (<= 7.5 min)
+#   bash benchmarks/gpu_round.sh grid     # parts 2 and 3: chexops plan on the paper profile, packing (<= 6.5 min)
+#
+# Each of `steps` and `grid` fits in one 10-minute command; run them one after the other in one device window.
 #
 # Needs only torch, timm, numpy, pluggy, pyyaml and click (no mlflow, dvc, optuna or pandas): run from the
 # repository root; chexops is imported from the checkout. Each part has its own time limit, so one slow part
@@ -36,12 +38,12 @@ step() {  # name, time limit (s), command...
 if [[ $PART == all || $PART == steps ]]; then
   # 1. chexops' step (eager bf16 + channels_last, side-stream copies, no host sync) vs the plain fp32 eager loop,
   #    all 16 families at 320 px, batch 16, ratios from one run.
-  step train_step_eager 330 python benchmarks/train_step.py --family all --size 320 --batch 16 --steps 30 --warmup 8 \
+  step train_step_eager 240 python benchmarks/train_step.py --family all --size 320 --batch 16 --steps 30 --warmup 8 \
     --compile off --json "$OUT/train_step_eager.json"
   # torch.compile and CUDA graphs on the issue's slowest and fastest families (compiling takes ~1 min per model):
   # what a `train.compile: auto` choice per family (chexops/train/compile.py MEASURED_CHOICES) would rest on.
-  step train_step_compiled 300 python benchmarks/train_step.py --family densenet121,resnet18 --size 320 --batch 16 \
-    --steps 30 --warmup 8 --compile off,compile,cudagraphs --json "$OUT/train_step_compiled.json"
+  step train_step_compiled 200 python benchmarks/train_step.py --family densenet121,resnet18 --size 320 --batch 16 \
+    --steps 20 --warmup 5 --compile off,compile,cudagraphs --json "$OUT/train_step_compiled.json"
 fi
 
 if [[ $PART == all || $PART == grid ]]; then
@@ -49,12 +51,12 @@ if [[ $PART == all || $PART == grid ]]; then
   #    here, with 3 workers per device for the packed figure. Image counts: CheXpert-v1.0's frontal images,
   #    approximately (train 191,027; valid 202; test 518, the 500 test studies' frontal views); the estimate
   #    scales with them.
-  step plan_paper 330 python -m chexops plan --params pipelines/profiles/paper.yaml --images 191027,202,518 \
+  step plan_paper 300 python -m chexops plan --params pipelines/profiles/paper.yaml --images 191027,202,518 \
     --steps 20 --warmup 5 --pack 3 --save "$OUT/plan_paper_profile.json"
   python -m chexops plan --params pipelines/profiles/paper.yaml --images 191027,202,518 \
     --profile "$OUT/plan_paper_profile.json" --json > "$OUT/plan_paper.json" 2>&1 || true
   # 3. Several models in one process on CUDA streams vs one after another (the other way to pack).
-  step packing_streams 120 python benchmarks/packing.py --streams --device cuda --size 320 --batch 16 \
+  step packing_streams 90 python benchmarks/packing.py --streams --device cuda --size 320 --batch 16 \
     --examples 960 --configs densenet121:0,resnet18:0,mobilenetv2:0 --json "$OUT/packing_streams.json"
 fi
 echo "results in $OUT"
