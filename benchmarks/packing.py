@@ -7,8 +7,12 @@ leaves the device idle (kernel launches, host-side work, validation), as small m
 
     python benchmarks/packing.py                                   # 4 configurations on the default device
     python benchmarks/packing.py --device cuda --size 128 --examples 4096
+    python benchmarks/packing.py --device cuda --streams --configs densenet121:0,resnet18:0,mobilenetv2:0
 
 On a CPU the processes share the cores (each packed process gets cores / K threads), so expect no gain there.
+
+--streams measures the other way of packing, several models in one process: the same K models' training steps
+(no validation, no process start-up) one model after another vs interleaved, each model on its own CUDA stream.
 """
 
 from __future__ import annotations
@@ -99,6 +103,52 @@ def prepare_data(workdir: Path, args: argparse.Namespace) -> None:
         os.chdir(cwd)
 
 
+def streams(args: argparse.Namespace, runs: list[str]) -> dict:
+    """Step throughput of K models in one process: one after another vs interleaved on K CUDA streams."""
+    import numpy as np
+    import torch
+
+    from chexops.data.loader import BatchLoader
+    from chexops.models.build import build_model
+    from chexops.train.runtime import select_runtime
+    from chexops.train.step import train_step
+
+    rt = select_runtime(args.device, "auto")
+    if rt.device.type != "cuda":
+        raise SystemExit("--streams needs a CUDA device: streams do not run concurrently on a CPU.")
+    steps = max(1, args.examples // args.batch)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(args.batch * 8, args.size, args.size), dtype=np.uint8)
+    targets = (rng.random((len(images), 14)) < 0.3).astype(np.float32)
+    batches = list(BatchLoader(images, targets, np.ones_like(targets), args.batch, shuffle=False).batches(0))
+    models = []
+    for run in runs:
+        family, depth = run.split(":")
+        model = build_model(family, "random", int(depth))[0].to(rt.device, memory_format=torch.channels_last)
+        models.append((model, torch.optim.Adam(model.parameters(), lr=1e-4), torch.cuda.Stream()))
+    mean, std = [0.5] * 3, [0.25] * 3
+
+    def run_steps(order: list[int], count: int, on_streams: bool) -> float:
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for step in range(count):
+            for k in order:
+                model, opt, stream = models[k]
+                with torch.cuda.stream(stream if on_streams else torch.cuda.current_stream()):
+                    train_step(model, opt, rt, batches[step % len(batches)], mean, std)
+        torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    everyone = list(range(len(models)))
+    run_steps(everyone, 3, True)  # warm-up: cuDNN's choices, the allocator's pools
+    sequential = sum(run_steps([k], steps, False) for k in everyone)
+    interleaved = run_steps(everyone, steps, True)
+    total = steps * args.batch * len(models)
+    return {"device": torch.cuda.get_device_name(rt.device), "configs": runs, "steps": steps,
+            "sequential_img_s": total / sequential, "streams_img_s": total / interleaved,
+            "gain": sequential / interleaved}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", default=DEFAULT_CONFIGS, help="family:truncation, comma-separated")
@@ -107,6 +157,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--patients", type=int, default=300)
     p.add_argument("--device", default="auto")
+    p.add_argument("--streams", action="store_true", help="several models in one process on CUDA streams instead")
+    p.add_argument("--json", type=Path, help="also write the figures here")
     p.add_argument("--workdir", type=Path, help="keep data and runs here (default: a temporary folder)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--config-json", help=argparse.SUPPRESS)
@@ -116,6 +168,23 @@ def main() -> None:
         child(args)
         return
     runs = args.configs.split(",")
+    if len(set(runs)) != len(runs) and not args.streams:
+        raise SystemExit(f"--configs {args.configs}: each configuration must be distinct (one run folder each; "
+                         "a repeated one would resume the first's finished run).")
+    if args.streams:
+        result = streams(args, runs)
+        print(f"device {result['device']}, {len(runs)} models ({args.configs}), {result['steps']} steps each, "
+              f"{args.size} px, batch {args.batch}, synthetic images: one after another "
+              f"{result['sequential_img_s']:.1f} img/s, on {len(runs)} streams {result['streams_img_s']:.1f} img/s, "
+              f"gain {result['gain']:.2f}x")
+    else:
+        result = processes(args, runs)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+def processes(args: argparse.Namespace, runs: list[str]) -> dict:
+    """Wall and training-only time of the configurations trained in one process each, sequential vs packed."""
     with tempfile.TemporaryDirectory(prefix="chexops-packing-") as tmp:
         workdir = (args.workdir or Path(tmp)).absolute()
         workdir.mkdir(parents=True, exist_ok=True)
@@ -126,7 +195,7 @@ def main() -> None:
         packed_s, packed = timed(workdir, args, runs, "packed")
     total = sum(r["examples"] for r in seq)
     print(f"device {seq[0]['device']}, {len(runs)} configurations ({args.configs}), {args.examples} examples each, "
-          f"{args.size} px, batch {args.batch}, {os.cpu_count()} CPU cores")
+          f"{args.size} px, batch {args.batch}, {os.cpu_count()} CPU cores, synthetic phantoms")
     for name, wall, results in (("sequential", seq_s, seq), ("packed", packed_s, packed)):
         each = ", ".join(f"{r['run']} {r['seconds']:.1f} s" for r in results)
         span = training_span(results, name)
@@ -135,6 +204,8 @@ def main() -> None:
     seq_train, packed_train = training_span(seq, "sequential"), training_span(packed, "packed")
     print(f"packing gain, wall (process start-up included): {seq_s / packed_s:.2f}x; "
           f"training only: {seq_train / packed_train:.2f}x")
+    return {"device": seq[0]["device"], "configs": runs, "examples": args.examples, "sequential_wall_s": seq_s,
+            "packed_wall_s": packed_s, "gain_wall": seq_s / packed_s, "gain_training": seq_train / packed_train}
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ from typing import Any
 from chexops.errors import ConfigError, did_you_mean
 from chexops.naming import DEFAULT_STRATEGY, SELECT_METRICS
 
+COMPILE_MODES = ("off", "auto", "compile", "cudagraphs")  # train.compile, see chexops.train.compile
+
 
 @dataclass(frozen=True)
 class StudyConfig:
@@ -68,6 +70,10 @@ class TrainConfig:
     # which validation mean ranks the checkpoints (and scores tuning trials): the 5 competition tasks, as the
     # lab's CheXpert code, or the study's 6 (mean_auroc_6)
     select_metric: str = "mean_auroc_5"
+    # off | auto | compile | cudagraphs (chexops.train.compile); quote "off" in YAML, which reads a bare off as
+    # false. Left out of the repr, which is the saved state's fingerprint: how a step is executed is not what
+    # a run is, so a run resumes across modes and the run folders of the default (off) keep their bytes.
+    compile: str = field(default="off", repr=False)
 
 
 @dataclass(frozen=True)
@@ -243,6 +249,9 @@ def config_from_dict(raw: dict[str, Any] | None) -> Config:
     grid = (raw or {}).get("grid") or {}
     if isinstance(grid.get("truncated"), dict):
         raw = {**raw, "grid": {**grid, "truncated": truncated_entries(grid["truncated"])}}  # type: ignore[dict-item]
+    compile_mode = ((raw or {}).get("train") or {}).get("compile")
+    _check(not isinstance(compile_mode, bool), f"train.compile is {compile_mode!r}: YAML reads a bare off / on as "
+           f"a boolean; write it in quotes, e.g. compile: \"off\" (modes: {', '.join(COMPILE_MODES)}).")
     return _build(Config, raw or {}, "")
 
 
@@ -308,6 +317,8 @@ def validate(config: Config) -> Config:
            f"got {t.select_metric!r}; mean_auroc_5 (the competition tasks) is the lab's choice.")
     _check(t.max_examples is None or t.max_examples >= 1, "train.max_examples must be >= 1 or null.")
     _check(t.precision in ("auto", "fp32", "bf16"), f"train.precision must be auto, fp32 or bf16, got {t.precision!r}.")
+    _check(t.compile in COMPILE_MODES,
+           f"train.compile must be one of {', '.join(COMPILE_MODES)}, got {t.compile!r} (write \"off\" in quotes).")
     _check(
         t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"),
         f"train.device must be auto, cpu, cuda or cuda:N, got {t.device!r}.",

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from chexops.data.loader import BatchLoader, to_model_input
+from chexops.data.loader import BatchLoader, on_device_ahead, to_model_input
 from chexops.errors import ConfigError
 
 
@@ -85,6 +85,31 @@ def test_stopping_early_ends_the_prefetch_thread(arrays):
 
     loader = BatchLoader(*arrays, batch_size=2, prefetch=1)
     it = loader.batches(0)
+    next(it)
+    it.close()
+    assert not any(t.name == "chexops-prefetch" for t in threading.enumerate())
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_on_device_ahead_yields_the_same_batches_on_the_device(arrays, device):
+    loader = BatchLoader(*arrays, batch_size=8, seed=3)
+    plain = list(loader.batches(1, start=1))
+    ahead = list(on_device_ahead(loader.batches(1, start=1), device))
+    assert _rows(ahead) == _rows(plain) and len(ahead) == loader.num_batches - 1
+    for got, want in zip(ahead, plain, strict=True):
+        for name in ("x", "targets", "mask"):
+            moved = getattr(got, name)
+            assert moved.device.type == device
+            torch.testing.assert_close(moved.cpu(), getattr(want, name), rtol=0, atol=0)
+
+
+def test_on_device_ahead_stopped_early_ends_the_prefetch_thread(arrays):
+    import threading
+
+    it = on_device_ahead(BatchLoader(*arrays, batch_size=2, prefetch=1).batches(0), "cpu")
     next(it)
     it.close()
     assert not any(t.name == "chexops-prefetch" for t in threading.enumerate())

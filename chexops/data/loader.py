@@ -11,7 +11,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -166,6 +166,49 @@ def prefetched(batches: Iterator[Batch], depth: int) -> Iterator[Batch]:
     finally:
         stop.set()
         worker.join()
+
+
+def on_device_ahead(batches: Iterator[Batch], device: torch.device | str) -> Iterator[Batch]:
+    """`batches` with each one's tensors already on `device`: the next batch is copied on a side CUDA stream
+    while the current one trains, so a step never waits on its host-to-device copy. Identity off CUDA.
+
+    The copies read pinned host memory (BatchLoader pins on CUDA), so they are asynchronous. The training stream
+    waits on an event recorded after each batch's own copies (not on the whole side stream, which already holds
+    the next batch's copy), and each copied tensor is recorded on the training stream, so the caching allocator
+    never hands its memory to a later copy while a step still reads it.
+    """
+    device = torch.device(device)
+    if device.type != "cuda":
+        yield from batches
+        return
+    side, main = torch.cuda.Stream(device), torch.cuda.current_stream(device)
+
+    def copy(batch: Batch) -> tuple[Batch, torch.cuda.Event]:
+        with torch.cuda.stream(side):
+            x, targets, mask = (t.to(device, non_blocking=True) for t in (batch.x, batch.targets, batch.mask))
+            copied = torch.cuda.Event()
+            copied.record(side)
+        return replace(batch, x=x, targets=targets, mask=mask), copied
+
+    def ready(batch: Batch, copied: torch.cuda.Event) -> Batch:
+        main.wait_event(copied)
+        for t in (batch.x, batch.targets, batch.mask):
+            t.record_stream(main)
+        return batch
+
+    ahead = None
+    try:
+        for batch in batches:
+            nxt = copy(batch)
+            if ahead is not None:
+                yield ready(*ahead)
+            ahead = nxt
+        if ahead is not None:
+            yield ready(*ahead)
+    finally:  # a loop that stops early (an evaluation, the budget) also stops the host-side prefetch thread
+        close = getattr(batches, "close", None)
+        if close:
+            close()
 
 
 def to_model_input(

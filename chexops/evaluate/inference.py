@@ -33,11 +33,11 @@ def predict_probs(
         x = to_model_input(chunk, device, mean, std, channels_last=channels_last)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
             logits = model(x)
-        out.append(torch.sigmoid(logits.float()).cpu())
+        out.append(torch.sigmoid(logits.float()))  # kept on the device: one copy back at the end, no sync per batch
     model.train(was_training)
     if not out:
         return np.zeros((0, 0), dtype=np.float32)
-    return torch.cat(out).numpy()
+    return torch.cat(out).cpu().numpy()
 
 
 def binary_truth(labels: np.ndarray) -> np.ndarray:

@@ -17,13 +17,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from chexops.components.registry import get_registry
 from chexops.config import Config
 from chexops.data.cache import CachedSplit, load_split
-from chexops.data.loader import BatchLoader, to_model_input
+from chexops.data.loader import BatchLoader, on_device_ahead
 from chexops.data.splits import label_fraction_rows
 from chexops.errors import ConfigError
 from chexops.evaluate.inference import binary_truth, predict_probs
@@ -37,10 +36,12 @@ from chexops.naming import (
     RunKey,
     select_metric_key,
 )
+from chexops.train import compile as step_compile
 from chexops.train import distributed
 from chexops.train.checkpoints import TopKKeeper, atomic_save, read_state, verify_checkpoints
 from chexops.train.distributed import ShardBatch, ShardedLoader
 from chexops.train.runtime import Runtime, select_runtime
+from chexops.train.step import train_step
 
 log = logging.getLogger(__name__)
 
@@ -176,27 +177,6 @@ def _train_targets(config: Config, train: CachedSplit) -> tuple[np.ndarray, np.n
     return policy.apply(train.labels)
 
 
-def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, rt: Runtime, batch: Any,
-               mean: list, std: list, loss_norm: float | None = None) -> torch.Tensor:
-    """One optimisation step on a cached uint8 batch: normalised on the device, masked BCE over 14 tasks.
-
-    `loss_norm` replaces the batch's mask sum as the denominator; under DDP it is the global batch's mask sum
-    over the world size, so that DDP's gradient mean equals the single-process gradient of the global batch.
-    Returns the loss as a device tensor: reading it here would force a host sync every step.
-    """
-    x = to_model_input(batch.x, rt.device, mean, std, rt.channels_last)
-    targets = batch.targets.to(rt.device, non_blocking=True)
-    mask = batch.mask.to(rt.device, non_blocking=True)
-    with rt.autocast():
-        logits = model(x)
-    losses = F.binary_cross_entropy_with_logits(logits.float(), targets, reduction="none")
-    loss = (losses * mask).sum() / (mask.sum().clamp_min(1.0) if loss_norm is None else loss_norm)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return loss.detach()
-
-
 class Trainer:
     """Holds one run's model, optimiser, data and progress; `fit()` trains to the end of the budget."""
 
@@ -221,6 +201,8 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr)
         # self.model stays unwrapped: checkpoints, state and validation use it; the step runs self.net
         self.net = distributed.wrap(self.model, self.dist) if self.dist else self.model
+        self.compile_mode = step_compile.resolve(t.compile, key.family, self.runtime.device.type)
+        self.net = step_compile.compile_model(self.net, self.compile_mode)
         targets, mask = _train_targets(config, self.train_split)
         # the labelled subset of a label-fraction run (pretraining saw every image; this run sees these labels)
         rows = (None if key.fraction == 1.0 else
@@ -279,7 +261,7 @@ class Trainer:
 
     def _epoch(self, p: Progress, bar: tqdm) -> None:
         loss_acc = torch.zeros((), device=self.runtime.device)
-        for batch in self.loader.batches(p.epoch, start=p.batch):
+        for batch in on_device_ahead(self.loader.batches(p.epoch, start=p.batch), self.runtime.device):
             loss_acc += self._step(batch)
             n = batch.examples if isinstance(batch, ShardBatch) else len(batch.rows)
             p.step, p.batch, p.examples = p.step + 1, p.batch + 1, p.examples + n
@@ -308,6 +290,7 @@ class Trainer:
 
     def _step(self, batch) -> torch.Tensor:
         norm = batch.loss_norm if isinstance(batch, ShardBatch) else None
+        step_compile.step_begins(self.compile_mode)
         return train_step(self.net, self.optimizer, self.runtime, batch, self.mean, self.std, loss_norm=norm)
 
     def _evaluate(self, p: Progress, bar: tqdm) -> None:

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from chexops.components.registry import get_registry
 from chexops.config import Config
-from chexops.data.cache import file_sha256, load_split
+from chexops.data.cache import CachedSplit, file_sha256, load_split
 from chexops.data.loader import BatchLoader
 from chexops.errors import ConfigError
 from chexops.models.build import create_network
@@ -64,11 +64,14 @@ class Pretrainer:
     """One family's MoCo pretraining: `fit()` runs (or resumes) to the end of the budget."""
 
     def __init__(self, config: Config, family: str, out_dir: Path, log: LogFn | None = None,
-                 progress_bar: bool = True, on_save: Callable[[PretrainProgress], None] | None = None) -> None:
+                 progress_bar: bool = True, on_save: Callable[[PretrainProgress], None] | None = None,
+                 train: CachedSplit | None = None) -> None:
+        """`train`: the images to pretrain on, instead of the prepared training split (`chexops plan` times
+        pretraining on synthetic images this way)."""
         p = self.settings = config.pretrain
         self.out_dir, self.log, self.progress_bar, self.on_save = out_dir, log, progress_bar, on_save
         self.runtime = select_runtime(config.train.device, config.train.precision)
-        train = load_split(Path(config.data.cache_dir), "train")
+        train = train or load_split(Path(config.data.cache_dir), "train")
         n = len(train.images)
         if n < p.batch_size:
             raise ConfigError(f"pretrain.batch_size is {p.batch_size} but the training split has {n} images; "

@@ -17,6 +17,7 @@ COMMANDS = (
     ("chexops.cli.data", "synth_command"),
     ("chexops.cli.data", "data_group"),
     ("chexops.cli.train", "train_command"),
+    ("chexops.cli.plan", "plan_command"),
     ("chexops.cli.worker", "worker_command"),
     ("chexops.cli.registry", "registry_group"), ("chexops.cli.registry", "promote_command"),
     ("chexops.cli.predict", "predict_command"),

@@ -7,22 +7,26 @@ CheXpert lab's training code does; they differ only in what an uncertain (-1) la
 from __future__ import annotations
 
 from collections.abc import Callable
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from chexops.components.hookspecs import hookimpl
 from chexops.components.specs import LabelPolicySpec
 from chexops.data.labels import NUM_CLASSES, OBSERVATIONS
 from chexops.errors import DataError
 
+if TYPE_CHECKING:  # numpy is imported when a policy runs: every stage loads the plugins, few apply a policy
+    import numpy as np
+
 # The tasks where U-Ones beat U-Zeros in the CheXpert paper; popular open code uses U-Zeros for the rest.
 MIXED_ONES: tuple[str, ...] = ("Atelectasis", "Edema")
 
-Policy = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+Policy = Callable[["np.ndarray"], tuple["np.ndarray", "np.ndarray"]]
 
 
 def _checked(labels: np.ndarray) -> np.ndarray:
     """The labels as float64 (N, 14), refusing anything but 1, 0, -1 and NaN."""
+    import numpy as np
+
     arr = np.asarray(labels, dtype=np.float64)
     if arr.ndim != 2 or arr.shape[1] != NUM_CLASSES:
         raise DataError(f"labels must have shape (N, {NUM_CLASSES}), got {arr.shape}; one column per observation.")
@@ -35,10 +39,12 @@ def _checked(labels: np.ndarray) -> np.ndarray:
     return arr
 
 
-def _policy(uncertain_to: np.ndarray | float | None) -> Policy:
+def _policy(uncertain_to: list[float] | float | None) -> Policy:
     """A policy mapping -1 to `uncertain_to` (per column allowed), or masking it out when None."""
 
     def apply(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        import numpy as np
+
         arr = _checked(labels)
         uncertain = arr == -1.0
         targets = np.where(np.isnan(arr), 0.0, arr)
@@ -57,7 +63,7 @@ def _policy(uncertain_to: np.ndarray | float | None) -> Policy:
 u_ignore = _policy(None)
 u_zeros = _policy(0.0)
 u_ones = _policy(1.0)
-u_mixed = _policy(np.array([1.0 if o in MIXED_ONES else 0.0 for o in OBSERVATIONS]))
+u_mixed = _policy([1.0 if o in MIXED_ONES else 0.0 for o in OBSERVATIONS])
 
 _BLANK = "Blank (not mentioned) -> target 0, counted in the loss."
 
