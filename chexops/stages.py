@@ -655,14 +655,18 @@ def analyze(ctx: StageContext) -> dict[str, Any]:
 
 def study_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     """The headline numbers of reports/metrics.json for the study run: Spearman rho and p of each measured
-    analysis, the mean pretraining boost with its CI and p, the truncation's mean efficiency gain."""
+    analysis, the mean pretraining boost with its CI and p, the truncation summary (mean and median parameter
+    ratio over the truncations without a significant drop, and how many dropped significantly)."""
     out: dict[str, float] = {}
     for name, r in metrics.get("spearman", {}).items():
         key = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
         out |= {f"spearman.{key}.rho": r.get("rho"), f"spearman.{key}.p": r.get("p")}
     boost = metrics.get("boost", {})
     out |= {f"boost.{k}": boost.get(k) for k in ("mean", "mean_ci_low", "mean_ci_high", "mean_p")}
-    out["truncation.mean_efficiency_gain"] = metrics.get("truncation", {}).get("mean_efficiency_gain")
+    t = metrics.get("truncation", {})
+    out |= {"truncation.mean_parameter_ratio": t.get("mean_parameter_ratio_without_significant_drop"),
+            "truncation.median_parameter_ratio": t.get("median_parameter_ratio_without_significant_drop"),
+            "truncation.n_significant_drops": t.get("n_significant_drops")}
     return {k: float(v) for k, v in out.items() if isinstance(v, int | float)}
 
 
