@@ -655,8 +655,8 @@ def analyze(ctx: StageContext) -> dict[str, Any]:
 
 def study_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     """The headline numbers of reports/metrics.json for the study run: Spearman rho and p of each measured
-    analysis, the mean pretraining boost with its CI and p, the truncation summary (mean and median parameter
-    ratio over the truncations without a significant drop, and how many dropped significantly)."""
+    analysis, the mean pretraining boost with its CI and p, the truncation summary (the mean parameter ratio over
+    the truncations without a significant drop, and how many dropped significantly)."""
     out: dict[str, float] = {}
     for name, r in metrics.get("spearman", {}).items():
         key = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
@@ -664,9 +664,9 @@ def study_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     boost = metrics.get("boost", {})
     out |= {f"boost.{k}": boost.get(k) for k in ("mean", "mean_ci_low", "mean_ci_high", "mean_p")}
     t = metrics.get("truncation", {})
-    out |= {"truncation.mean_parameter_ratio": t.get("mean_parameter_ratio_without_significant_drop"),
-            "truncation.median_parameter_ratio": t.get("median_parameter_ratio_without_significant_drop"),
-            "truncation.n_significant_drops": t.get("n_significant_drops")}
+    # short keys: `dvc metrics show` prints one column per key (the median is in metrics.json and study.md)
+    out |= {"truncation.mean_ratio": t.get("mean_parameter_ratio_without_significant_drop"),
+            "truncation.significant_drops": t.get("n_significant_drops")}
     return {k: float(v) for k, v in out.items() if isinstance(v, int | float)}
 
 
