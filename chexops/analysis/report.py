@@ -181,7 +181,7 @@ def _md_test_split(study: Study) -> list[str]:
     v = split["views"]
     rows = [["source", split["source"]], ["studies", split["studies"]], ["patients", split["patients"]],
             ["patients with several studies", f"{split['patients_with_several_studies']} (up to "
-             f"{split['max_studies_per_patient']} studies each)"],
+             f"{split['max_studies_per_patient']} studies each)" if split["patients_with_several_studies"] else "0"],
             ["images", f"{split['images']} ({v['frontal']} frontal, {v['lateral']} lateral)"],
             ["unreadable images skipped", split["images_unreadable"]]]
     rows += [["studies dropped", f"{d['studies']}: {d['why']}"] for d in split["dropped"]] or [
