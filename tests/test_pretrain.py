@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from test_train import prepare_study
 
 from chexops import naming
 from chexops.config import config_from_dict, validate
@@ -39,18 +40,8 @@ def make_config(root: Path, **pretrain):
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    from chexops.stages import StageContext, ingest, prepare
-
     root = tmp_path_factory.mktemp("ssl")
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
-        config = make_config(root)
-        ingest(StageContext(config, progress=False))
-        prepare(StageContext(config, progress=False))
-    finally:
-        os.chdir(cwd)
-    return root
+    return prepare_study(root, make_config(root))
 
 
 def _pretrain(config, out: Path, **kwargs):

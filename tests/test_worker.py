@@ -234,19 +234,13 @@ def start_worker(root: Path, storage: str, name: str) -> subprocess.Popen:
 
 @pytest.mark.slow
 def test_two_workers_finish_the_grid_once_each_despite_a_kill(postgres, mlflow_server, tmp_path):
+    from test_train import prepare_study
+
     from chexops.config import config_from_dict
-    from chexops.stages import StageContext, ingest, prepare
 
     raw = grid_params(tmp_path, mlflow_server)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    cwd = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        config = config_from_dict(raw)
-        ingest(StageContext(config, progress=False))
-        prepare(StageContext(config, progress=False))
-    finally:
-        os.chdir(cwd)
+    prepare_study(tmp_path, config_from_dict(raw))
     storage = postgres["url"]("optuna_grid")
     doomed, survivor = start_worker(tmp_path, storage, "doomed"), start_worker(tmp_path, storage, "survivor")
     try:
