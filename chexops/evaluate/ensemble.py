@@ -76,11 +76,22 @@ class Ensemble:
         """(members, N, 14) image outputs -> study ids and (studies, 14) float32, in the lab's order: each member's
         maximum over a study's views first, then the members' mean. (The mean first, then the maximum, differs
         whenever a study has two views.) Evaluation, `chexops predict` and the served model all call this."""
+        ids, per_member = Ensemble.member_studies(member_probs, study_ids)
+        return ids, Ensemble.average_studies(per_member)
+
+    @staticmethod
+    def average_studies(per_member: np.ndarray) -> np.ndarray:
+        """(members, studies, 14) member study maxima -> (studies, 14) float32: the ensemble's study outputs."""
+        return np.mean(per_member, axis=0).astype(np.float32)
+
+    @staticmethod
+    def member_studies(member_probs: np.ndarray, study_ids: Sequence[str]) -> tuple[list[str], np.ndarray]:
+        """(members, N, 14) image outputs -> study ids and (members, studies, 14): each member's maximum over a
+        study's views (what `combine_studies` averages, and what scores each checkpoint on its own)."""
         if len(member_probs) == 0:
             raise DataError("an ensemble needs at least one member to predict studies.")
         ids, _ = study_level(member_probs[0], study_ids)
-        per_member = np.stack([study_level(p, study_ids)[1] for p in member_probs])
-        return ids, np.mean(per_member, axis=0).astype(np.float32)
+        return ids, np.stack([study_level(p, study_ids)[1] for p in member_probs])
 
 
 @contextmanager

@@ -78,12 +78,13 @@ def evaluate_ensemble(run_dir: Path, out_dir: Path, test_images: np.ndarray, tes
     study_ids = test_index["study"].astype(str).tolist()
     studies, truth = study_level(binary_truth(test_index[list(OBSERVATIONS)].to_numpy(float)), study_ids)
     truth = truth.astype(np.int8)
-    _, study_probs = ensemble.combine_studies(each, study_ids)
+    _, per_member = ensemble.member_studies(each, study_ids)
+    study_probs = ensemble.average_studies(per_member)  # = combine_studies, the members' maxima computed once
     patients = study_patients(test_index, studies)
     # the cluster bootstrap: a patient's studies are resampled together when a patient has several
     result = bootstrap_ci(truth, study_probs, n_resamples=n_resamples, ci=ci, seed=seed, tasks=OBSERVATIONS,
                           groups=patients)
-    singles = [evaluate(truth, study_level(p, study_ids)[1]).mean_auroc_6 for p in each]
+    singles = [evaluate(truth, p).mean_auroc_6 for p in per_member]
     predictions_frame(studies, truth, study_probs, patients).to_csv(out_dir / "predictions.csv", index=False)
     roc_figure(truth, study_probs, f"{manifest['run']}: ensemble of {len(each)} checkpoints, test split",
                out_dir / "roc.png")
