@@ -18,6 +18,8 @@ MANIFEST_FILE = "manifest.json"  # the kept checkpoints (train/<run>/)
 RUN_RECORD_FILE = "mlflow_run.json"  # the MLflow run id of the configuration (train/<run>/)
 TRAIN_SUMMARY_FILE = "train.json"
 EVAL_FILE = "eval.json"  # eval/<run>/
+PREDICTIONS_FILE = "predictions.csv"  # eval/<run>/: study-level truth and ensemble probabilities
+ROC_FILE = "roc.png"  # eval/<run>/
 
 # Files of the data stages.
 SYNTHETIC_DIR = Path("data/synthetic")

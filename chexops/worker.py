@@ -40,7 +40,9 @@ from chexops.config import Config, grid_runs
 from chexops.errors import ChexopsError, ConfigError
 from chexops.evaluate.metrics import headline_key, headline_text
 from chexops.naming import BEST_RANKING_METRIC, RunKey
-from chexops.stages import StageContext, open_tracker, require_prepared, run_configuration
+from chexops.stages.configuration import run_configuration
+from chexops.stages.context import StageContext, require_prepared
+from chexops.stages.experiment import open_tracker
 
 log = logging.getLogger(__name__)
 

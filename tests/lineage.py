@@ -1,6 +1,6 @@
-"""The chexops modules a DVC stage runs, found statically: the stage script's imports, the stage function in
-chexops.stages (with the helpers it calls there), then every module those import, at any depth (imports inside
-functions count too, so the closure errs on the side of more)."""
+"""The chexops modules a DVC stage runs, found statically: the stage script's imports (its own chexops.stages module),
+then every module those import, at any depth (imports inside functions count too, so the closure errs on the side
+of more)."""
 
 from __future__ import annotations
 
@@ -52,31 +52,10 @@ def closure(modules: set[str], opaque: frozenset[str] = frozenset()) -> set[str]
     return seen
 
 
-def stage_function_imports(name: str) -> set[str]:
-    """Imports of chexops.stages' module level plus those of `name` and the stages.py functions (and
-    StageContext methods) it calls."""
-    tree = ast.parse(module_file("chexops.stages").read_text())
-    functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
-    for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
-        functions |= {m.name: m for m in cls.body if isinstance(m, ast.FunctionDef)}
-    top = [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
-    used, todo = set(), [name]
-    while todo:
-        fn = todo.pop()
-        if fn in used or fn not in functions:
-            continue
-        used.add(fn)
-        todo += [n.id for n in ast.walk(functions[fn]) if isinstance(n, ast.Name)]
-        todo += [n.attr for n in ast.walk(functions[fn]) if isinstance(n, ast.Attribute)]
-    return _imports(top + [functions[f] for f in used]) | {"chexops.stages"}
-
-
-def stage_modules(script: Path, stage: str | None) -> set[str]:
-    """Every chexops module the stage script runs (the stage function's own closure when `stage` is given)."""
+def stage_modules(script: Path) -> set[str]:
+    """Every chexops module the stage script runs: its imports (each script imports only its own stage module
+    and pipelines/_common.py's), followed at any depth."""
     start = _imports([ast.parse(script.read_text())])
     if "from _common import" in script.read_text():
         start |= _imports([ast.parse((script.parent / "_common.py").read_text())])
-    if stage:
-        start |= stage_function_imports(stage)
-    # chexops.stages holds every stage: only the module level and the stage's own functions count
-    return closure(start, opaque=frozenset({"chexops.stages"}))
+    return closure(start)

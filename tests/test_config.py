@@ -9,7 +9,7 @@ import yaml
 
 from chexops.config import config_from_dict, grid_runs, load_config, validate
 from chexops.errors import ConfigError, UnknownComponentError
-from chexops.stages import dataset_root
+from chexops.stages.ingest import dataset_root
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -321,7 +321,8 @@ def killed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     examples), its MLflow run KILLED; its first process trained slowly (SLOW_STEP_S a step)."""
     from chexops.config import load_config, validate
     from chexops.naming import RunKey
-    from chexops.stages import StageContext, ingest, prepare, train
+    from chexops.stages import ingest, prepare, train
+    from chexops.stages.context import StageContext
     from chexops.train import loop
 
     root = tmp_path_factory.mktemp("killed")
@@ -332,8 +333,8 @@ def killed(tmp_path_factory: pytest.TempPathFactory) -> Path:
         mp.chdir(root)
         plugins.reset()
         ctx = StageContext(validate(load_config("params.yaml")), RunKey("resnet18", "random", 3), progress=False)
-        ingest(ctx)
-        prepare(ctx)
+        ingest.run(ctx)
+        prepare.run(ctx)
         real_step, calls = loop.Trainer._step, {"n": 0}
 
         def slow_dying_step(self, batch):
@@ -345,7 +346,7 @@ def killed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
         mp.setattr(loop.Trainer, "_step", slow_dying_step)
         with pytest.raises(KeyboardInterrupt):
-            train(ctx)
+            train.run(ctx)
     plugins.reset()
     return root
 

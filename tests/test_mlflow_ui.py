@@ -26,7 +26,7 @@ pytest.register_assert_rewrite("e2e_helpers")
 
 from e2e_helpers import RUN_NAMES, STUDY, SUMMARY_RUN, Study  # noqa: E402
 
-from chexops.stages import STUDY_VIEW_QUERY  # noqa: E402
+from chexops.tracking.presentation import STUDY_VIEW_QUERY  # noqa: E402
 
 pytest_plugins = ["e2e_helpers"]
 

@@ -108,14 +108,16 @@ def test_ssl_stage_output_loads_through_the_registry_and_runs_link_to_it(prepare
     the pretraining run id and the backbone's sha256, and evaluates with the pretraining's normalisation."""
     import mlflow
 
-    from chexops.stages import StageContext, pretrain, run_configuration
+    from chexops.stages import pretrain
+    from chexops.stages.configuration import run_configuration
+    from chexops.stages.context import StageContext
 
     config = validate(make_config(prepared))
     cwd = os.getcwd()
     os.chdir(prepared)
     try:
         key = RunKey(FAMILY, "ssl")
-        record = pretrain(StageContext(config, key, progress=False))
+        record = pretrain.run(StageContext(config, key, progress=False))
         folder = key.pretrain_dir(config.train.runs_dir)
         assert record["sha256"] == file_sha256(folder / naming.BACKBONE_FILE)
         assert not (folder / naming.STATE_FILE).exists()  # the resumable state is not kept once done
@@ -140,7 +142,7 @@ def test_ssl_stage_output_loads_through_the_registry_and_runs_link_to_it(prepare
         manifest = json.loads((key.train_dir(config.train.runs_dir) / naming.MANIFEST_FILE).read_text())
         assert manifest["normalization"] == record["normalization"]
         # the random configuration's pretrain stage is a pass-through
-        rec = pretrain(StageContext(config, RunKey(FAMILY, "random"), progress=False))
+        rec = pretrain.run(StageContext(config, RunKey(FAMILY, "random"), progress=False))
         assert rec["pretraining"].startswith("none")
     finally:
         os.chdir(cwd)
@@ -181,7 +183,7 @@ def test_label_fraction_run_trains_on_its_patients_only(prepared, tmp_path):
     cwd = os.getcwd()
     os.chdir(prepared)
     try:
-        trainer = Trainer(config, RunKey(FAMILY, "random", 0, 0.5), tmp_path, 1e-3, None, None, None, False)
+        trainer = Trainer(config, RunKey(FAMILY, "random", 0, 0.5), lr=1e-3, run_dir=tmp_path, progress=False)
     finally:
         os.chdir(cwd)
     index = trainer.train_split.index

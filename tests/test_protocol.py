@@ -79,11 +79,11 @@ def test_served_model_and_evaluation_use_the_labs_order(tmp_path: Path, monkeypa
                 "checkpoints": [{"file": "a.pt", "val_score": 0.9}, {"file": "b.pt", "val_score": 0.8}]}
     (tmp_path / "run" / "manifest.json").write_text(json.dumps(manifest))
     monkeypatch.setattr(scoring, "load_ensemble", lambda *_a, **_k: ensemble)
-    payload = scoring.evaluate_ensemble(tmp_path / "run", tmp_path / "eval", np.stack(views), index, 20, 0.95, 0)
+    payload = scoring.score_ensemble(tmp_path / "run", tmp_path / "eval", np.stack(views), index, 20, 0.95, 0)
     written = pd.read_csv(tmp_path / "eval" / "predictions.csv")
     np.testing.assert_allclose(written["p_Edema"], served["Edema"], atol=1e-6)
     assert list(written["patient"]) == ["p1", "p2", "p3", "p4"]
-    assert payload["metrics"]["test_mean_auroc_6"] == 1.0  # positives ~1 against negatives 0.5
+    assert payload.metrics["test_mean_auroc_6"] == 1.0  # positives ~1 against negatives 0.5
 
 
 def single_class_cardiomegaly(n: int = 60, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -123,12 +123,12 @@ def test_evaluation_records_undefined_tasks_and_usable_replicates(tmp_path: Path
         {"run": "probe", "family": "resnet18", "depth": 0, "num_classes": 14, "image_size": SIZE,
          "normalization": {"mean": [0.5] * 3, "std": [0.5] * 3}, "checkpoints": [{"file": "a.pt", "val_score": 1}]}))
     monkeypatch.setattr(scoring, "load_ensemble", lambda *_a, **_k: probe_ensemble())
-    payload = scoring.evaluate_ensemble(tmp_path / "run", tmp_path / "eval", views, index, 50, 0.95, 0)
-    assert payload["headline"] == {"metric": "test_mean_auroc_5of6", "undefined": ["Cardiomegaly"],
+    payload = scoring.score_ensemble(tmp_path / "run", tmp_path / "eval", views, index, 50, 0.95, 0)
+    assert payload.headline == {"metric": "test_mean_auroc_5of6", "undefined": ["Cardiomegaly"],
                                    "tasks": [t for t in STUDY_TASKS if t != "Cardiomegaly"]}
-    assert payload["undefined_tasks"] == ["Cardiomegaly"]
-    assert payload["bootstrap"]["unit"] == "study"  # one study per patient
-    assert payload["bootstrap"]["usable_replicates"]["mean_auroc_5of6"] <= 50
+    assert payload.undefined_tasks == ["Cardiomegaly"]
+    assert payload.bootstrap["unit"] == "study"  # one study per patient
+    assert payload.bootstrap["usable_replicates"]["mean_auroc_5of6"] <= 50
 
 
 def test_a_patient_with_three_studies_is_resampled_as_one_cluster() -> None:
@@ -180,7 +180,8 @@ def test_test_split_composition_by_hand() -> None:
 
 
 def test_the_evaluated_split_reports_every_dropped_study(tmp_path: Path) -> None:
-    from chexops.stages import composition_text, test_split_composition
+    from chexops.stages.evaluate import test_split_composition
+    from chexops.tracking.presentation import composition_text
 
     cache = tmp_path / "cache"
     cache.mkdir()

@@ -22,7 +22,8 @@ from test_worker import mlflow_server, postgres  # noqa: F401 - the scale-out te
 
 from chexops.tracking import registry_lock
 from chexops.tracking.runs import Tracker
-from chexops.tracking.store import describe_models, open_client, promotions
+from chexops.tracking.registry import describe_models, promotions
+from chexops.tracking.store import open_client
 
 RACERS = 8
 

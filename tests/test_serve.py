@@ -20,7 +20,7 @@ import pytest
 from test_predict import CHAMPION, Registered, registered  # noqa: F401 - the module fixture
 
 from chexops.data.labels import OBSERVATIONS
-from chexops.tracking.runs import global_tracking_uri
+from chexops.tracking.store import global_tracking_uri
 
 PING_TIMEOUT_S = 120
 

@@ -9,7 +9,8 @@ from mlflow import MlflowClient
 from test_train import KEY, make_config, prepared  # noqa: F401 - the module-scoped dataset fixture
 
 from chexops.evaluate.metrics import headline_key
-from chexops.stages import StageContext, evaluate, register, train
+from chexops.stages import evaluate, register, train
+from chexops.stages.context import StageContext
 from chexops.tracking.runs import Tracker
 from chexops.train import loop
 
@@ -25,7 +26,7 @@ def tracker(tmp_path):
 def test_run_is_trained_evaluated_registered_and_recorded(prepared, tmp_path, tracker):  # noqa: F811
     config = make_config(prepared, runs_dir=str(tmp_path / "runs"))
     ctx = StageContext(config, KEY, progress=False, tracker=tracker)
-    summary, payload, record = train(ctx), evaluate(ctx), register(ctx)
+    summary, payload, record = train.run(ctx), evaluate.run(ctx), register.run(ctx)
     client = MlflowClient(tracker.uri)
     run = client.get_run(summary["run_id"])
     assert run.info.run_name == "resnet18/random/drop-3" and run.info.status == "FINISHED"
@@ -63,7 +64,7 @@ def test_failed_run_is_marked_failed_and_resumes(prepared, tmp_path, tracker, mo
 
     monkeypatch.setattr(loop.Trainer, "_step", failing_step)
     with pytest.raises(RuntimeError, match="simulated"):
-        train(StageContext(config, KEY, progress=False, tracker=tracker))
+        train.run(StageContext(config, KEY, progress=False, tracker=tracker))
     run_dir = KEY.train_dir(config.train.runs_dir)
     run_id = json.loads((run_dir / "mlflow_run.json").read_text())["run_id"]
     run = MlflowClient(tracker.uri).get_run(run_id)
@@ -72,6 +73,6 @@ def test_failed_run_is_marked_failed_and_resumes(prepared, tmp_path, tracker, mo
     assert kept and all((run_dir / c["file"]).is_file() for c in kept)  # nothing already written is lost
     assert (run_dir / "state.pt").is_file()
     monkeypatch.setattr(loop.Trainer, "_step", real_step)
-    summary = train(StageContext(config, KEY, progress=False, tracker=tracker))
+    summary = train.run(StageContext(config, KEY, progress=False, tracker=tracker))
     assert summary["run_id"] == run_id
     assert MlflowClient(tracker.uri).get_run(run_id).info.status == "FINISHED"

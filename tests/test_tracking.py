@@ -20,6 +20,7 @@ from chexops.errors import TrackingError
 from chexops.evaluate import ensemble as serving
 from chexops.tracking import runs as tracking
 from chexops.tracking.runs import Tracker
+from chexops.tracking.tags import PARENT
 
 REPORT = {"family": "densenet121", "group": "DenseNet", "timm_tag": "densenet121.tv_in1k", "imagenet_top1": 74.4,
           "plugin": "chexops", "plugin_version": "0.1.0", "initializer": "random", "weights_loaded": False,
@@ -257,7 +258,7 @@ def test_study_run_is_found_again_and_children_name_it(tracker: Tracker) -> None
     parent = tracker.study_run("demo/summary", "demo", {"chexops.stage": "study"})
     assert tracker.study_run("demo/summary", "demo", {}) == parent  # a second stage finds the same one
     assert tracker.client.get_run(parent).info.status == "FINISHED"
-    child = tracker.start_run("resnet18/random/full", {tracking.PARENT_TAG: parent}, {})
+    child = tracker.start_run("resnet18/random/full", {PARENT: parent}, {})
     found = tracker.client.search_runs([tracker.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'")
     assert [r.info.run_id for r in found] == [child]
     assert tracker.study_run("other/summary", "other", {}) != parent  # another study, another parent

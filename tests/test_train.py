@@ -15,7 +15,7 @@ from chexops.config import config_from_dict, validate
 from chexops.data.labels import OBSERVATIONS
 from chexops.errors import ConfigError
 from chexops.evaluate.ensemble import checkpoint_paths, load_ensemble, predict_frame, read_manifest
-from chexops.evaluate.scoring import evaluate_ensemble
+from chexops.evaluate.scoring import score_ensemble
 from chexops.naming import RunKey
 from chexops.train import loop
 from chexops.train.loop import train_run
@@ -38,13 +38,14 @@ def prepare_study(root: Path, config: Any) -> Path:
     """Ingest and cache `config`'s data under `root`, where the pipeline would write it (relative paths)."""
     import os
 
-    from chexops.stages import StageContext, ingest, prepare
+    from chexops.stages import ingest, prepare
+    from chexops.stages.context import StageContext
 
     cwd = os.getcwd()
     os.chdir(root)
     try:
-        ingest(StageContext(config, progress=False))
-        prepare(StageContext(config, progress=False))
+        ingest.run(StageContext(config, progress=False))
+        prepare.run(StageContext(config, progress=False))
     finally:
         os.chdir(cwd)
     return root
@@ -109,14 +110,14 @@ def test_ensemble_is_evaluated_with_cis(prepared, tmp_path):
 
     result = train_run(make_config(prepared, runs_dir=str(tmp_path)), KEY, progress=False)
     test = load_split(prepared / "cache", "test")
-    payload = evaluate_ensemble(result.run_dir, tmp_path / "eval", test.images, test.index, 200, 0.95, 0)
-    m = payload["metrics"]
-    key = payload["headline"]["metric"]  # the tiny test split may leave a task with one class
+    payload = score_ensemble(result.run_dir, tmp_path / "eval", test.images, test.index, 200, 0.95, 0)
+    m = payload.metrics
+    key = payload.headline["metric"]  # the tiny test split may leave a task with one class
     assert m[f"{key}_ci_low"] <= m[key] <= m[f"{key}_ci_high"]
     assert (tmp_path / "eval" / "roc.png").stat().st_size > 10_000
     preds = (tmp_path / "eval" / "predictions.csv").read_text().splitlines()
-    assert len(preds) == payload["n_test_studies"] + 1
-    assert len(payload["checkpoint_test_mean_auroc"]) == 3
+    assert len(preds) == payload.n_test_studies + 1
+    assert len(payload.checkpoint_test_mean_auroc) == 3
     # what the registered model serves for the studies (its `study` route) is what was evaluated
     manifest = read_manifest(result.run_dir / "manifest.json")
     ensemble = load_ensemble(manifest, checkpoint_paths(result.run_dir / "manifest.json", manifest))

@@ -11,7 +11,9 @@ from mlflow import MlflowClient
 from test_train import KEY, make_config, prepared  # noqa: F401 - the module-scoped dataset fixture
 
 from chexops.config import TuneConfig
-from chexops.stages import StageContext, chosen_lr, tune
+from chexops.stages.context import StageContext
+from chexops.stages.tune import chosen_lr
+from chexops.stages.tune import run as tune
 from chexops.tracking.runs import Tracker
 
 

@@ -30,7 +30,7 @@ def registry_group() -> None:
 @_PARAMS
 def list_command(as_json: bool, params_path: str) -> None:
     """Registered models, their versions, aliases, test mean AUROC with CI, source runs and promotions."""
-    from chexops.tracking.store import describe_models
+    from chexops.tracking.registry import describe_models
 
     client = _client(params_path)
     models = describe_models(client)

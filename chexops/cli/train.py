@@ -15,7 +15,7 @@ import click
 from chexops.naming import DEFAULT_STRATEGY, RunKey
 
 if TYPE_CHECKING:
-    from chexops.stages import StageContext
+    from chexops.stages.context import StageContext
 
 
 @click.command("train")
@@ -40,7 +40,7 @@ def train_command(family: str, initializer: str, truncate: int, strategy: str, f
     """Train one configuration under params.yaml, evaluate its ensemble, register it in MLflow."""
     from chexops.components.lock import check_lock
     from chexops.config import check_run, load_config, validate
-    from chexops.stages import StageContext
+    from chexops.stages.context import StageContext
 
     config = validate(load_config(params_path))
     if lr is not None and not 0 < lr < float("inf"):
@@ -64,29 +64,30 @@ def train_command(family: str, initializer: str, truncate: int, strategy: str, f
 
 def _follow_rank(ctx: StageContext) -> None:
     """A non-zero DDP rank: train alongside rank 0, which does all the writing, logging and evaluation."""
-    from chexops.stages import chosen_lr, require_prepared
+    from chexops.stages.context import require_prepared
+    from chexops.stages.tune import chosen_lr
     from chexops.train.loop import Trainer
 
     config, key = ctx.config, ctx.run
     require_prepared(config)
-    run_dir = key.train_dir(config.train.runs_dir)
-    Trainer(config, key, run_dir, ctx.lr or chosen_lr(config, key), config.train.max_examples, None, None,
-            False).fit()
+    Trainer(config, key, lr=ctx.lr or chosen_lr(config, key), progress=False).fit()
 
 
 def _train_main(ctx: StageContext, no_register: bool, under_torchrun: bool) -> None:
     from chexops import naming
     from chexops.evaluate.metrics import headline_text
-    from chexops.stages import cache_record, ingest, prepare, run_configuration
+    from chexops.records import cache_record
+    from chexops.stages import ingest, prepare
+    from chexops.stages.configuration import run_configuration
 
     config = ctx.config
-    if cache_record(config) is None:
+    if cache_record(config.data.cache_dir) is None:
         if under_torchrun:  # N processes would prepare it all at once
             raise click.UsageError(f"no prepared data in {config.data.cache_dir}: prepare it first (`dvc repro "
                                    "prepare`, or `chexops train` once without torchrun), then start torchrun again.")
         click.echo("No prepared data yet: running ingest and prepare first.")
-        ingest(ctx)
-        prepare(ctx)
+        ingest.run(ctx)
+        prepare.run(ctx)
     result = run_configuration(ctx, register_model=not no_register)
     m = result["metrics"]
     auroc = f"test mean AUROC (study tasks) {headline_text(m)}"

@@ -103,7 +103,7 @@ def load_model(model_uri: str, uri: str | None = None) -> Any:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from chexops.tracking.runs import global_tracking_uri
+    from chexops.tracking.store import global_tracking_uri
 
     try:
         if uri is None:

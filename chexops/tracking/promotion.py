@@ -19,22 +19,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from chexops import naming
 from chexops.data.labels import STUDY_TASKS
 from chexops.errors import ConfigError, DataError
 from chexops.evaluate.bootstrap import paired_bootstrap
 from chexops.evaluate.delong import delong_test
-from chexops.tracking.registry_lock import Lease, model_lock
-from chexops.tracking.runs import mlflow_errors, temporary_env
-from chexops.tracking.store import (
-    PROMOTION_PREFIX,
+from chexops.tracking.registry import (
     get_model,
     get_version,
     promotions,
     read_history,
     write_history,
 )
+from chexops.tracking.registry_lock import Lease, model_lock
+from chexops.tracking.store import mlflow_errors, temporary_env
+from chexops.tracking.tags import PROMOTION_PREFIX
 
-PREDICTIONS = "predictions.csv"
+PREDICTIONS = naming.PREDICTIONS_FILE
 N_RESAMPLES = 1000
 SEED = 0
 DEFAULT_ALIAS = "champion"

@@ -1,0 +1,64 @@
+"""What every stage runs on: the StageContext, and the study-wide facts stages share (the prepared data and what
+to call it). Nothing about MLflow here: that is stages.experiment, so the data stages do not depend on it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from chexops import naming, records
+from chexops.config import Config
+from chexops.errors import ConfigError
+from chexops.naming import RunKey
+
+
+@dataclass
+class StageContext:
+    """What a stage runs on: the validated params, the configuration (for per-run stages) and how to report."""
+
+    config: Config
+    key: RunKey | None = None
+    progress: bool = True
+    restart: bool = False  # train: start over instead of resuming the run folder
+    lr: float | None = None  # train: override the tuned / configured learning rate
+    tracker: Any = None  # the study's Tracker, opened on first use by stages.experiment.tracker_of
+
+    @property
+    def run(self) -> RunKey:
+        if self.key is None:
+            raise ConfigError("this stage runs per configuration: give --family and --init (and --truncate).")
+        return self.key
+
+    @property
+    def runs_dir(self) -> Path:
+        return Path(self.config.train.runs_dir)
+
+
+Stage = Callable[[StageContext], dict[str, Any]]
+
+
+# --- the prepared data -------------------------------------------------------------------------------------------
+
+def require_prepared(config: Config) -> dict[str, Any]:
+    """The prepare stage's record, checked against params.yaml (a cache made for other settings is refused)."""
+    d = config.data
+    return records.require_prepared(d.cache_dir, d.image_size, d.on_bad_image)
+
+
+def data_hash(config: Config) -> str:
+    return records.data_hash(config.data.cache_dir)
+
+
+def test_source(config: Config) -> str:
+    return records.recorded_test_source(config.data.cache_dir)
+
+
+def describe_data(config: Config) -> str:
+    """'synthetic CheXpert-format phantoms, 64 px; test: synthetic patient hold-out (...)': for tags and reports."""
+    return naming.data_description(config.data.source, config.data.image_size, test_source(config))
+
+
+def describe_test_split(config: Config) -> str:
+    return naming.describe_test_split(config.data.source, test_source(config))
