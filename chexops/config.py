@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chexops import naming
 from chexops.errors import ConfigError, did_you_mean
 from chexops.naming import DEFAULT_STRATEGY, SELECT_METRICS
 
@@ -69,7 +70,7 @@ class TrainConfig:
     runs_dir: str = "runs"
     # which validation mean ranks the checkpoints (and scores tuning trials): the 5 competition tasks, as the
     # lab's CheXpert code, or the study's 6 (mean_auroc_6)
-    select_metric: str = "mean_auroc_5"
+    select_metric: str = naming.COMPETITION_MEAN
     # off | auto | compile | cudagraphs (chexops.train.compile); quote "off" in YAML, which reads a bare off as
     # false. Left out of the repr, which is the saved state's fingerprint: how a step is executed is not what
     # a run is, so a run resumes across modes and the run folders of the default (off) keep their bytes.
@@ -274,7 +275,7 @@ def truncated_entries(named: dict[str, Any]) -> list[Any]:
     return list(named.values())
 
 
-def load_config(path: str | Path = "params.yaml") -> Config:
+def load_config(path: str | Path = naming.PARAMS_FILE) -> Config:
     """Read params.yaml (a missing file means all defaults is NOT assumed: it is an error)."""
     import yaml
 

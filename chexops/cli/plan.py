@@ -6,9 +6,11 @@ import json
 
 import click
 
+from chexops.naming import PARAMS_FILE
+
 
 @click.command("plan")
-@click.option("--params", "params_path", default="params.yaml", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--params", "params_path", default=PARAMS_FILE, show_default=True, type=click.Path(dir_okay=False))
 @click.option("--profile", "profile_path", type=click.Path(dir_okay=False, exists=True),
               help="Plan from this saved measurement (`chexops plan --save FILE` on the device it describes) "
                    "instead of measuring here.")

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from chexops.naming import DEFAULT_STRATEGY, RunKey
+from chexops.naming import DEFAULT_STRATEGY, PARAMS_FILE, RunKey
 
 if TYPE_CHECKING:
     from chexops.stages.context import StageContext
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
               help="Truncation strategy, as `strategy:` in a grid.truncated entry.")
 @click.option("--fraction", default=1.0, show_default=True, type=click.FloatRange(0, 1, min_open=True),
               help="Fraction of the labelled training patients to train on.")
-@click.option("--params", "params_path", default="params.yaml", show_default=True, type=click.Path(dir_okay=False),
+@click.option("--params", "params_path", default=PARAMS_FILE, show_default=True, type=click.Path(dir_okay=False),
               help="The study's settings (data, train, tracking, grid); relative paths in it are read from the "
                    "current folder.")
 @click.option("--lr", type=float, help="Override the tuned / configured learning rate.")

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from chexops.config import load_config, validate
+from chexops.naming import PARAMS_FILE
 
 
 def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
@@ -23,7 +24,7 @@ def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
               help="Optuna RDB storage URL shared by all workers, e.g. postgresql+psycopg2://user@host/optuna; "
                    "read from CHEXOPS_WORKER_STORAGE when not given.")
 @click.option("--study", "study_name", required=True, help="Study name: one per grid (created by the first worker).")
-@click.option("--params", "params_path", default="params.yaml", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--params", "params_path", default=PARAMS_FILE, show_default=True, type=click.Path(dir_okay=False))
 @click.option("--heartbeat", default=30, show_default=True, type=click.IntRange(min=1),
               help="Seconds between heartbeats of the running configuration.")
 @click.option("--grace", type=click.IntRange(min=1),

@@ -19,6 +19,7 @@ import pandas as pd
 
 from chexops.data.labels import CSV_HEADER, OBSERVATIONS
 from chexops.errors import DataError
+from chexops.naming import TEST_LABELS_FILE
 
 # The index schema every split uses; `source` says where a row came from ("train.csv row 17") for messages.
 META_COLUMNS: tuple[str, ...] = ("path", "patient", "study", "view", "ap_pa", "sex", "age")
@@ -63,7 +64,7 @@ def read_chexpert(dataset_dir: str | os.PathLike[str], test_labels: Path | None 
     train = read_split_csv(root, root / "train.csv")
     valid = read_split_csv(root, root / "valid.csv")
     if test_labels is None:
-        default = root / "groundtruth.csv"
+        default = root / TEST_LABELS_FILE
         labels_path = default if default.is_file() else None
     else:
         labels_path = Path(test_labels).expanduser()

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from chexops.data.labels import CSV_HEADER, OBSERVATIONS
 from chexops.data.phantom import render, sample_anatomy
 from chexops.errors import ConfigError, DataError
+from chexops.naming import TEST_LABELS_FILE
 
 DATASET_DIR = "CheXpert-v1.0-small"
 GROUNDTRUTH_HEADER: tuple[str, ...] = ("Study", *OBSERVATIONS)
@@ -212,7 +213,7 @@ def _label(value: float | None) -> str:
 def _write_csvs(root: Path, studies: list[_Study]) -> None:
     """train.csv and valid.csv (one row per image), groundtruth.csv (one row per test study)."""
     files = {s: open(root / DATASET_DIR / f"{s}.csv", "w", newline="") for s in ("train", "valid")}
-    files["test"] = open(root / DATASET_DIR / "groundtruth.csv", "w", newline="")
+    files["test"] = open(root / DATASET_DIR / TEST_LABELS_FILE, "w", newline="")
     with files["train"], files["valid"], files["test"]:
         writers = {s: csv.writer(f, lineterminator="\n") for s, f in files.items()}
         writers["train"].writerow(CSV_HEADER)

@@ -16,9 +16,10 @@ import pandas as pd
 
 from chexops.data.labels import COMPETITION_TASKS, NUM_CLASSES, OBSERVATIONS, STUDY_TASKS
 from chexops.errors import ConfigError, DataError, did_you_mean
+from chexops.naming import COMPETITION_MEAN, HEADLINE_MEAN
 
 # The two summary means the study reports, by flat-dict key.
-MEAN_TASKS: dict[str, tuple[str, ...]] = {"mean_auroc_6": STUDY_TASKS, "mean_auroc_5": COMPETITION_TASKS}
+MEAN_TASKS: dict[str, tuple[str, ...]] = {HEADLINE_MEAN: STUDY_TASKS, COMPETITION_MEAN: COMPETITION_TASKS}
 
 
 def check_binary(
@@ -166,7 +167,7 @@ def mean_name(name: str, undefined: Sequence[str]) -> str:
     return name if not undefined else f"{name.rsplit('_', 1)[0]}_{total - len(undefined)}of{total}"
 
 
-HEADLINE = "mean_auroc_6"
+HEADLINE = HEADLINE_MEAN
 
 
 def headline_key(metrics: Mapping[str, Any], prefix: str = "test", mean: str = HEADLINE) -> str:
@@ -247,7 +248,7 @@ def evaluate(y_true: np.ndarray, probs: np.ndarray, tasks: Sequence[str] = OBSER
     return EvalResult(
         auroc=per_task,
         undefined=tuple(t for t, v in per_task.items() if np.isnan(v)),
-        mean_auroc_6=means["mean_auroc_6"],
-        mean_auroc_5=means["mean_auroc_5"],
+        mean_auroc_6=means[HEADLINE_MEAN],
+        mean_auroc_5=means[COMPETITION_MEAN],
         mean_undefined=mean_undefined,
     )

@@ -17,7 +17,7 @@ from chexops.evaluate.bootstrap import bootstrap_ci
 from chexops.evaluate.ensemble import checkpoint_paths, load_ensemble, read_manifest
 from chexops.evaluate.inference import binary_truth
 from chexops.evaluate.metrics import evaluate, headline_key, study_level
-from chexops.naming import MANIFEST_FILE, PREDICTIONS_FILE, RANKING_METRIC, ROC_FILE
+from chexops.naming import HEADLINE_MEAN, MANIFEST_FILE, PREDICTIONS_FILE, RANKING_METRIC, ROC_FILE
 from chexops.records import TestScores
 
 
@@ -90,7 +90,7 @@ def score_ensemble(run_dir: Path, out_dir: Path, test_images: np.ndarray, test_i
     best_val = int(np.argmax([c[RANKING_METRIC] for c in manifest["checkpoints"]]))
     metrics = {k: v for k, v in result.to_flat_dict(prefix="test").items() if v is not None}
     headline = headline_key(metrics)
-    study_tasks_undefined = list(result.mean_undefined.get("mean_auroc_6", ()))
+    study_tasks_undefined = list(result.mean_undefined.get(HEADLINE_MEAN, ()))
     return TestScores(
         metrics=metrics,
         n_test_studies=len(studies),

@@ -39,7 +39,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
             if Path(path).is_file():
                 tracker.log_artifact(run_id, path, "report" if Path(path).suffix != ".png" else "report/figures")
     tracker.end_run(run_id)
-    return {"report": str(Path(a.reports_dir) / "study.md"), "runs": len(keys), "summary_run_id": run_id}
+    return {"report": str(Path(a.reports_dir) / naming.REPORT_FILE), "runs": len(keys), "summary_run_id": run_id}
 
 
 def study_metrics(metrics: dict[str, Any]) -> dict[str, float]:

@@ -15,14 +15,14 @@ STUDY_VIEW = "chexops-study"
 # the model-training page (3.17 opens GenAI's traces unless the link or the user's last choice says otherwise)
 STUDY_VIEW_QUERY = f"workflowType=machine_learning&viewStateShareKey={STUDY_VIEW}"
 # the AUROC with its CI as one readable tag ("0.569 [0.400, 0.610]"); the metric itself, for sorting
-STUDY_COLUMNS = ("metrics.`test_mean_auroc_6`", "params.`family`", "params.`initializer`", "params.`truncation`",
+STUDY_COLUMNS = (f"metrics.`{naming.TEST_HEADLINE}`", "params.`family`", "params.`initializer`", "params.`truncation`",
                  "params.`parameters_M`", "params.`imagenet_top1`", f"tags.`{tag.TEST_AUROC}`")
 
 
 def study_view_state() -> dict[str, Any]:
     """The saved runs-table view: the study's columns, best test AUROC first. Sorted by a metric the UI lists
     every run flat; in creation order (its default) it nests the configuration runs under the study run."""
-    return {"selectedColumns": list(STUDY_COLUMNS), "orderByKey": "metrics.`test_mean_auroc_6`",
+    return {"selectedColumns": list(STUDY_COLUMNS), "orderByKey": f"metrics.`{naming.TEST_HEADLINE}`",
             "orderByAsc": False, "searchFilter": "", "viewMaximized": False, "runListHidden": False}
 
 

@@ -15,13 +15,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from chexops.errors import DataError, TrackingError
+from chexops.naming import TEST_HEADLINE
 from chexops.tracking.registry_lock import is_lock_model
 from chexops.tracking.store import mlflow_errors
 from chexops.tracking.tags import HISTORY_PREFIX
 
 PROMOTION_FIELDS = ("decision", "alias", "by", "at", "against", "delta", "ci_low", "ci_high", "p", "delong_p")
 # Version tags the register stage writes (evaluate's flat metrics): the test mean AUROC over the 6 study tasks
-AUROC_TAGS = ("test_mean_auroc_6", "test_mean_auroc_6_ci_low", "test_mean_auroc_6_ci_high")
+AUROC_TAGS = (TEST_HEADLINE, f"{TEST_HEADLINE}_ci_low", f"{TEST_HEADLINE}_ci_high")
 _PROMOTION_TAG = re.compile(r"^chexops\.promotion\.(\d+)\.([a-z_]+)$")
 
 
@@ -161,5 +162,5 @@ def _describe_version(client: Any, version: Any, aliases: dict[str, int], run_na
     auroc, low, high = (_number(version.tags.get(k)) for k in (key, f"{key}_ci_low", f"{key}_ci_high"))
     number = int(version.version)
     return {"version": number, "aliases": sorted(a for a, v in aliases.items() if v == number),
-            "test_mean_auroc_6": auroc, "ci_low": low, "ci_high": high, "run_id": run_id,
+            TEST_HEADLINE: auroc, "ci_low": low, "ci_high": high, "run_id": run_id,
             "run_name": run_names.get(run_id) if run_id else None, "promotions": promotions(version.tags)}

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from chexops.errors import ConfigError, TrackingError
+from chexops.naming import PARAMS_FILE
 
 PROBE_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
 _REMOTE_SCHEMES = ("http", "https", "databricks", "databricks-uc", "uc")
@@ -126,7 +127,7 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else "no detail"
 
 
-def tracking_uri(params_path: str | Path = "params.yaml", required: bool = True) -> str | None:
+def tracking_uri(params_path: str | Path = PARAMS_FILE, required: bool = True) -> str | None:
     """The store to use: MLFLOW_TRACKING_URI, else params.yaml's tracking.uri (relative sqlite anchored here).
 
     Without either, None when not `required` (MLflow's own default then applies), else a ConfigError.

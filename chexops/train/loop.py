@@ -29,6 +29,7 @@ from chexops.evaluate.metrics import evaluate, study_level
 from chexops.models.build import build_model
 from chexops.naming import (
     BEST_RANKING_METRIC,
+    COMPETITION_MEAN,
     STATE_FILE,
     RunKey,
     select_metric_key,
@@ -103,7 +104,7 @@ class Validator:
     """Study-level validation AUROC (max over a study's views); the checkpoints are ranked by `select_metric`."""
 
     def __init__(self, valid: CachedSplit, runtime: Runtime, mean: list, std: list, batch_size: int,
-                 select_metric: str = "mean_auroc_5") -> None:
+                 select_metric: str = COMPETITION_MEAN) -> None:
         self.valid, self.runtime, self.mean, self.std, self.batch_size = valid, runtime, mean, std, batch_size
         self.select_metric = select_metric
         self.studies = valid.index["study"].astype(str).tolist()

@@ -28,7 +28,7 @@ from typing import Any
 
 from chexops.config import Config, grid_runs
 from chexops.errors import ConfigError
-from chexops.naming import RunKey
+from chexops.naming import STATE_FILE, RunKey
 from chexops.packing import MIN_GAIN
 
 PROFILE_VERSION = 1
@@ -264,7 +264,7 @@ def measure_model(config: Config, family: str, depth: int, strategy: str, steps:
     peak = torch.cuda.max_memory_allocated(rt.device) / 2**20 if rt.device.type == "cuda" else None
     with tempfile.TemporaryDirectory(prefix="chexops-plan-") as tmp:
         began = time.perf_counter()
-        atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, Path(tmp) / "state.pt")
+        atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, Path(tmp) / STATE_FILE)
         atomic_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, Path(tmp) / "checkpoint.pt")
         save_s = time.perf_counter() - began
     return ModelTiming(family, depth, strategy, steady / t.batch_size, eval_s, max(setup, 0.0), save_s, peak)
