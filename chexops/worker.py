@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from chexops.config import Config, grid_runs
-from chexops.errors import ChexopsError, ConfigError
+from chexops.errors import ConfigError, WorkerError
 from chexops.evaluate.metrics import headline_key, headline_text
 from chexops.naming import BEST_RANKING_METRIC, RunKey
 from chexops.stages.configuration import run_configuration
@@ -49,10 +49,6 @@ log = logging.getLogger(__name__)
 RUN_PARAM = "run"
 GRID_ATTR = "chexops.grid"  # the study's configurations, set once they are all enqueued
 GRID_WAIT_S = 120  # how long a worker waits for the creating worker to enqueue the grid
-
-
-class WorkerError(ChexopsError):
-    """The shared study cannot be used as asked."""
 
 
 @dataclass

@@ -20,9 +20,10 @@ import pytest
 from test_promote import NAME, add_version, good_probs
 from test_worker import mlflow_server, postgres  # noqa: F401 - the scale-out test's servers, reused
 
+from chexops.errors import LockBusyError
 from chexops.tracking import registry_lock
-from chexops.tracking.runs import Tracker
 from chexops.tracking.registry import describe_models, promotions
+from chexops.tracking.runs import Tracker
 from chexops.tracking.store import open_client
 
 RACERS = 8
@@ -128,13 +129,13 @@ def test_a_held_lock_refuses_with_its_holder_and_changes_nothing(client) -> None
     from chexops.tracking import promotion
 
     plant_lock(client, datetime.now(UTC) + timedelta(minutes=5))
-    with pytest.raises(registry_lock.LockBusyError, match="ann@elsewhere pid 7") as info:
+    with pytest.raises(LockBusyError, match="ann@elsewhere pid 7") as info:
         promotion.promote(client, NAME, 1)
     assert "nothing was changed" in str(info.value)
     model = client.get_registered_model(NAME)
     assert "champion" not in model.aliases and not any(k.startswith("chexops.alias_history") for k in model.tags)
     assert promotions(client.get_model_version(NAME, "1").tags) == []
-    with pytest.raises(registry_lock.LockBusyError):
+    with pytest.raises(LockBusyError):
         promotion.rollback(client, NAME)
 
 

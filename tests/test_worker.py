@@ -23,9 +23,10 @@ import yaml
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
+from chexops.errors import WorkerError
 from chexops.evaluate.metrics import headline_key
 from chexops.naming import RunKey
-from chexops.worker import RUN_PARAM, Grid, WorkerError, claim, claim_lock, grid_pending, open_grid, open_trial
+from chexops.worker import RUN_PARAM, Grid, claim, claim_lock, grid_pending, open_grid, open_trial
 
 KEYS = [RunKey("resnet18", "random", d) for d in range(4)]
 NAMES = [k.name for k in KEYS]

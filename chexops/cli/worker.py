@@ -69,7 +69,8 @@ def worker_command(storage_url: str, study_name: str, params_path: str, heartbea
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stdout, force=True)
     logging.getLogger("chexops").setLevel(logging.INFO)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # a scheduler's stop hands the configuration back
-    from chexops.worker import WorkerError, run_worker
+    from chexops.errors import WorkerError
+    from chexops.worker import run_worker
 
     report = run_worker(config, storage_url, study_name, heartbeat, grace, max_retry, not no_register, not quiet)
     click.echo(f"[worker] grid {study_name!r} done; this worker completed {len(report.completed)}: "

@@ -31,9 +31,9 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from chexops.data.cache import BadImage, load_image, resize_crop
+from chexops.data.cache import load_image, resize_crop
 from chexops.data.labels import OBSERVATIONS
-from chexops.errors import DataError
+from chexops.errors import BadImage, DataError
 from chexops.evaluate.inference import predict_probs
 from chexops.evaluate.metrics import study_level
 from chexops.models.build import build_model

@@ -44,7 +44,8 @@ def defined_names(source: str) -> set[str]:
 
 
 def test_the_scanner_finds_what_it_should() -> None:
-    source = '"""eval.json in a docstring"""\nA = "eval.json"\nB = "chexops.family"\nC = "chexops.cli.train"\nD = "mean_auroc_6"\n'
+    source = ('"""eval.json in a docstring"""\nA = "eval.json"\nB = "chexops.family"\nC = "chexops.cli.train"\n'
+              'D = "mean_auroc_6"\n')
     assert defined_names(source) == {"eval.json", "chexops.family", "mean_auroc_6"}
 
 
