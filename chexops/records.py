@@ -13,6 +13,7 @@ record keeps its field order, so a record written twice from the same inputs is 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import numbers
 from dataclasses import MISSING, asdict, dataclass, field, fields
@@ -236,14 +237,26 @@ class EvalRecord:
         return _build(cls, _read_json(path, "evaluate"), path, "evaluate")
 
 
+def ensemble_sha256(run_dir: Path) -> str:
+    """What the ensemble a run folder holds computes: its checkpoints' bytes in manifest order and the input
+    normalisation. Two trainings that reach the same weights give the same digest (run ids and timings aside)."""
+    manifest = _read_json(Path(run_dir) / naming.MANIFEST_FILE, "train")
+    digest = hashlib.sha256(json.dumps(manifest.get("normalization"), sort_keys=True).encode())
+    for checkpoint in manifest.get("checkpoints", []):
+        with open(Path(run_dir) / checkpoint["file"], "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
 # --- runs/registry/<run>.json --------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class RegistryRecord:
     registered_model: str
     version: int
-    alias: str
-    run_id: str
+    alias: str  # the alias the registration pointed at it ("" when an identical version was reused)
+    run_id: str  # the configuration's current run (a version reused for an identical ensemble came from another)
 
     def write(self, path: Path) -> Path:
         return _write(Path(path), asdict(self))

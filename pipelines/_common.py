@@ -38,13 +38,14 @@ def run_stage(stage: Stage, description: str, per_configuration: bool) -> None:
 
 
 def _run(stage: Stage, args: argparse.Namespace) -> dict:
-    from chexops.components.lock import check_lock
+    from chexops.components.lineage import check_components
     from chexops.config import load_config, validate
     from chexops.naming import DEFAULT_STRATEGY, RunKey
+    from chexops.stages.context import components_of
 
     config = validate(load_config(args.params))
-    check_lock()
     key = None
     if hasattr(args, "family"):
         key = RunKey(args.family, args.init, args.truncate, args.fraction, args.strategy or DEFAULT_STRATEGY)
+        check_components(components_of(config, key))
     return stage(StageContext(config, key, progress=not args.quiet))

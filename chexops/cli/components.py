@@ -44,7 +44,8 @@ def _count_on_meta(family: Any, num_classes: int) -> int:
 @click.argument("name", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--lock", "lock", is_flag=True,
-              help="Record the installed plugins in plugins.lock.json (what `dvc repro`'s plugins stage does).")
+              help="Record the installed plugins in plugins.lock.json and each component's fingerprint in "
+                   "plugins.lock/ (what `dvc repro`'s plugins stage does).")
 @click.option("--check", "check", is_flag=True,
               help="Build every component of plugin NAME (default: of every plugin) on the meta device: timm name "
                    "and tag, blocks in forward order, every truncation depth. Exit 2 on the first problem found.")
@@ -56,10 +57,17 @@ def plugins_command(name: str | None, as_json: bool, lock: bool, check: bool) ->
     if name:
         raise click.UsageError("NAME is only used with --check.")
     if lock:
-        from chexops.components.lock import write_lock
-        from chexops.naming import PLUGINS_LOCK
+        from pathlib import Path
 
-        click.echo(f"{PLUGINS_LOCK}: {'updated' if write_lock() else 'unchanged'}")
+        import yaml
+
+        from chexops.components.lock import write_lock
+        from chexops.naming import PARAMS_FILE, PLUGINS_LOCK
+
+        params = Path(PARAMS_FILE)
+        grid = ((yaml.safe_load(params.read_text()) or {}).get("grid") or {}) if params.is_file() else {}
+        changed = write_lock(grid=grid)
+        click.echo(f"{PLUGINS_LOCK}, plugins.lock/: {'changed: ' + ', '.join(changed) if changed else 'unchanged'}")
         return
     infos = get_registry().plugins.values()
     if as_json:

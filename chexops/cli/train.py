@@ -102,5 +102,7 @@ def _train_main(ctx: StageContext, no_register: bool, under_torchrun: bool) -> N
                f"{result[naming.BEST_RANKING_METRIC]:.3f}")
     click.echo(f"{auroc}; best single checkpoint {result['best_single']['test_mean_auroc']:.3f}")
     if "registered_version" in result:
-        click.echo(f"registered {naming.registered_model_name(config.experiment, ctx.run.name)} version "
-                   f"{result['registered_version']} (alias candidate)")
+        name = naming.registered_model_name(config.experiment, ctx.run.name)
+        click.echo(f"the ensemble is identical to {name} version {result['registered_version']}: nothing new "
+                   "registered, no alias moved" if result["registered_unchanged"] else
+                   f"registered {name} version {result['registered_version']} (alias candidate)")

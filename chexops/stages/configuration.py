@@ -35,7 +35,8 @@ def run_configuration(ctx: StageContext, register_model: bool = True) -> dict[st
               naming.BEST_RANKING_METRIC: summary[naming.BEST_RANKING_METRIC]}
     if register_model:
         done = register.registered(ctx)  # a worker that died after registering already did it
-        result["registered_version"] = done.version if done else register.run(ctx)["version"]
+        made = vars(done) | {"unchanged": False} if done else register.run(ctx)
+        result["registered_version"], result["registered_unchanged"] = made["version"], made["unchanged"]
     return result
 
 

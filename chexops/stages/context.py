@@ -39,6 +39,20 @@ class StageContext:
 Stage = Callable[[StageContext], dict[str, Any]]
 
 
+def components_of(config: Config, key: RunKey) -> dict[Path, dict[str, Any]]:
+    """The plugin components a configuration's stages use, as plugins.lock/ records them now (file -> record):
+    its family, initializer, label policy and, when truncated, its truncation strategy."""
+    from chexops.components.lineage import component_record, initializer_record
+
+    wanted = {Path("families") / f"{key.family}.json": component_record("families", key.family),
+              Path("initializers") / f"{key.initializer}.json": initializer_record(key.initializer),
+              Path("label-policies") / f"{config.data.label_policy}.json":
+                  component_record("label-policies", config.data.label_policy)}
+    if key.depth:
+        wanted[Path("truncations") / f"{key.strategy}.json"] = component_record("truncations", key.strategy)
+    return wanted
+
+
 # --- the prepared data -------------------------------------------------------------------------------------------
 
 def require_prepared(config: Config) -> dict[str, Any]:

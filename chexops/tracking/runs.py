@@ -257,6 +257,14 @@ class Tracker:
         except Exception as exc:  # the original error matters more than a failure to record it
             log.warning(f"could not mark MLflow run {run_id} {status}: {exc}")
 
+    def version_with_tag(self, registered_name: str, key: str, value: str) -> int | None:
+        """The newest version of `registered_name` tagged `key` = `value` (None: none, or no such model)."""
+        from chexops.tracking.registry import versions_of
+
+        with mlflow_errors(f"search the versions of {registered_name!r}", self.uri):
+            found = [v for v in versions_of(self.client, registered_name) if v.tags.get(key) == value]
+        return int(found[-1].version) if found else None
+
     def log_ensemble(self, run_id: str, manifest_path: Path, registered_name: str, tags: Mapping[str, Any],
                      input_example: np.ndarray | None = None, model_name: str = "ensemble",
                      description: str | None = None) -> int:

@@ -33,6 +33,8 @@ TIMM_TAG, PLUGIN, PLUGIN_VERSION = "chexops.timm_tag", "chexops.plugin", "chexop
 DEVICE, PRECISION = "chexops.device", "chexops.precision"
 WEIGHTS_SOURCE = "chexops.weights_source"
 TRIAL = "chexops.trial"
+ENSEMBLE_SHA256 = "ensemble_sha256"  # a registry version's: what its ensemble computes (records.ensemble_sha256)
+REGISTERED_AS = "chexops.registered_as"  # a configuration run's: the registry version its ensemble is
 ERROR = "error"  # a failed run's one-line reason
 
 # registry: promotion records on versions, alias history on models (see tracking.registry)
