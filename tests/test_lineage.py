@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from e2e_helpers import Study, run
+from e2e_helpers import Study, build_study, run
 from lineage import REPO, module_file, stage_modules
 
 pytest_plugins = ["e2e_helpers"]
@@ -116,10 +116,19 @@ def test_an_edit_in_a_stage_closure_marks_the_stage_changed(tiny_study: Study) -
 
 PLUGIN = '''import chexops
 
+UNUSED = 1  # read by no component: editing it re-runs nothing
+BLOCKS = ("layer1", "layer2", "layer3", "layer4")
+
+
+def _family(name, top1):
+    return chexops.FamilySpec(name=name, timm_name="resnet18", tag="tv_in1k", group="ResNet", imagenet_top1=top1,
+                              blocks=BLOCKS, max_drop=3)
+
+
 @chexops.hookimpl
 def register_families(register):
-    register(chexops.FamilySpec(name="resnet18_lineage", timm_name="resnet18", tag="tv_in1k", group="ResNet",
-                                imagenet_top1=69.76, blocks=("layer1", "layer2", "layer3", "layer4"), max_drop=3))
+    register(_family("lineage_net", 69.76))  # the grid trains this one
+    register(_family("lineage_spare", 69.76))  # installed, in no grid
 '''
 
 
@@ -134,30 +143,48 @@ def fake_installed_plugin(site: Path, version: str = "0.1") -> Path:
     return site / "lineage_plugin.py"
 
 
+NET = {"pretrain@lineage_net-random", "tune@lineage_net-random-1.0", "train@lineage_net-random-1.0",
+       "evaluate@lineage_net-random-1.0"}
+
+
 @pytest.mark.slow
-def test_a_plugin_change_marks_the_stages_that_use_plugins_changed(tiny_study: Study, tmp_path: Path) -> None:
-    lock = tiny_study.root / "plugins.lock.json"
-    original = lock.read_bytes()
+def test_a_plugin_change_reruns_exactly_the_stages_of_its_changed_component(tmp_path: Path) -> None:
+    from chexops.naming import registered_model_name
+
     module = fake_installed_plugin(tmp_path / "site")
-    env = tiny_study.env | {"PYTHONPATH": f"{tiny_study.root}:{tmp_path / 'site'}", "CHEXOPS_LOAD_PLUGINS": "lineage"}
-    plugins_stage = [sys.executable, "-m", "dvc", "repro", "--single-item", "plugins"]
-    try:
-        run(plugins_stage, tiny_study.root, env)
-        recorded = json.loads(lock.read_text())["plugins"]
-        assert [(p["distribution"], p["version"]) for p in recorded] == [("lineage-plugin", "0.1")]
-        assert {"ingest", "train@resnet18-random-1.0", "analyze"} <= changed_stages(tiny_study)
-        # the same plugin with other code: a new hash, so the stages stay changed against the new record
-        first_hash = recorded[0]["code_sha256"]
-        module.write_text(PLUGIN.replace("69.76", "69.75"))
-        stale = run([sys.executable, "pipelines/analyze.py", "--quiet"], tiny_study.root, env, check=False)
-        assert stale.returncode == 2 and "lineage code changed" in stale.output, stale.output
-        run(plugins_stage, tiny_study.root, env)
-        assert json.loads(lock.read_text())["plugins"][0]["code_sha256"] != first_hash
-        assert "prepare" in changed_stages(tiny_study)
-    finally:
-        lock.write_bytes(original)
-        tiny_study.dvc("repro", "--single-item", "plugins")  # dvc.lock records the restored (empty) lock again
-    assert changed_stages(tiny_study) == set()
+    root = tmp_path / "repo"
+    env = {"PYTHONPATH": f"{root}:{tmp_path / 'site'}", "CHEXOPS_LOAD_PLUGINS": "lineage"}
+    study = build_study(root, {"grid": {"families": ["lineage_net"], "truncated": {}}}, env)
+    plugins_stage = ("repro", "--single-item", "plugins")
+    lock = json.loads((root / "plugins.lock.json").read_text())["plugins"]
+    assert [(p["distribution"], p["version"]) for p in lock] == [("lineage-plugin", "0.1")]
+    assert changed_stages(study) == set()
+
+    # an edit no component reads, and an edit to a component no stage uses: nothing re-runs
+    module.write_text(PLUGIN.replace("UNUSED = 1", "UNUSED = 2"))
+    study.dvc(*plugins_stage)
+    assert changed_stages(study) == set()
+    module.write_text(PLUGIN.replace('_family("lineage_spare", 69.76)', '_family("lineage_spare", 70.0)'))
+    study.dvc(*plugins_stage)
+    assert changed_stages(study) == set()
+
+    # the grid's family changes: its four stages re-run, nothing else (not the data, not the analysis)
+    module.write_text(PLUGIN.replace('_family("lineage_net", 69.76)', '_family("lineage_net", 69.75)'))
+    stale = run([sys.executable, "pipelines/train.py", "--quiet", "--family", "lineage_net", "--init", "random"],
+                root, study.env, check=False)
+    assert stale.returncode == 2 and "family 'lineage_net'" in stale.output and "changed" in stale.output, stale.output
+    study.dvc(*plugins_stage)
+    assert changed_stages(study) == NET
+    # the re-run trains the same weights (imagenet_top1 does not reach a random init): no new registry version
+    again = study.dvc("repro").output
+    assert "identical to" in again and "no new version registered" in again, again[-3000:]
+    from mlflow import MlflowClient
+
+    name = registered_model_name("chextransfer-e2e", "lineage_net/random/full")
+    client = MlflowClient(tracking_uri=study.tracking_uri)
+    assert [v.version for v in client.search_model_versions(f"name = '{name}'")] == ["1"]
+    assert client.get_registered_model(name).aliases == {"candidate": "1"}
+    assert changed_stages(study) == set()
 
 
 @pytest.mark.slow

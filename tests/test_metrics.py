@@ -1,4 +1,4 @@
-"""AUROC, study-level aggregation and the evaluate() summary."""
+"""AUROC, study-level aggregation and the auroc_metrics() summary."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from sklearn.metrics import roc_auc_score
 
 from chexops.data.labels import COMPETITION_TASKS, OBSERVATIONS, STUDY_TASKS, task_index
 from chexops.errors import ConfigError, DataError
-from chexops.evaluate.metrics import auroc, evaluate, study_level, weighted_auroc
+from chexops.evaluate.metrics import auroc, auroc_metrics, exam_level, weighted_auroc
 
 
 def _tied_case(rng: np.random.Generator, n: int, prevalence: float, decimals: int):
@@ -88,7 +88,7 @@ def test_float_weights_equal_sklearn_sample_weight():
 def test_study_level_takes_the_max_over_views_in_first_appearance_order():
     ids = ["p2/s1", "p1/s1", "p2/s1", "p3/s1", "p1/s1"]
     probs = np.array([[0.1, 0.9], [0.5, 0.2], [0.7, 0.3], [0.4, 0.4], [0.2, 0.6]])
-    got_ids, got = study_level(probs, ids)
+    got_ids, got = exam_level(probs, ids)
     assert got_ids == ["p2/s1", "p1/s1", "p3/s1"]
     np.testing.assert_array_equal(got, [[0.7, 0.9], [0.5, 0.6], [0.4, 0.4]])
 
@@ -97,7 +97,7 @@ def test_study_level_matches_pandas_groupby_on_a_large_case():
     rng = np.random.default_rng(5)
     ids = [f"patient{k:05d}/study1" for k in rng.integers(0, 20_000, 60_000)]
     probs = rng.random((60_000, 14))
-    got_ids, got = study_level(probs, ids)
+    got_ids, got = exam_level(probs, ids)
     ref = pd.DataFrame(probs).groupby(pd.Series(ids), sort=False).max()
     assert got_ids == list(ref.index)
     np.testing.assert_array_equal(got, ref.to_numpy())
@@ -105,7 +105,7 @@ def test_study_level_matches_pandas_groupby_on_a_large_case():
 
 def test_study_level_rejects_mismatched_ids():
     with pytest.raises(DataError, match="study ids"):
-        study_level(np.zeros((3, 2)), ["a", "b"])
+        exam_level(np.zeros((3, 2)), ["a", "b"])
 
 
 def _full_case(n: int = 300, seed: int = 6):
@@ -117,7 +117,7 @@ def _full_case(n: int = 300, seed: int = 6):
 
 def test_evaluate_per_task_and_means_match_sklearn():
     y, p = _full_case()
-    res = evaluate(y, p)
+    res = auroc_metrics(y, p)
     for t, j in zip(OBSERVATIONS, task_index(OBSERVATIONS), strict=True):
         assert res.auroc[t] == pytest.approx(roc_auc_score(y[:, j], p[:, j]), abs=1e-12)
     six = np.mean([roc_auc_score(y[:, j], p[:, j]) for j in task_index(STUDY_TASKS)])
@@ -131,7 +131,7 @@ def test_evaluate_reports_single_class_tasks_as_undefined_and_leaves_them_out_of
     y, p = _full_case()
     edema = OBSERVATIONS.index("Edema")
     y[:, edema] = 0
-    res = evaluate(y, p)
+    res = auroc_metrics(y, p)
     assert math.isnan(res.auroc["Edema"])
     assert res.undefined == ("Edema",)
     assert res.mean_undefined == {"mean_auroc_6": ("Edema",), "mean_auroc_5": ("Edema",)}
@@ -145,7 +145,7 @@ def test_evaluate_reports_single_class_tasks_as_undefined_and_leaves_them_out_of
 def test_evaluate_mean_is_nan_when_every_task_is_undefined():
     y, p = _full_case()
     y[:, task_index(COMPETITION_TASKS)] = 1
-    res = evaluate(y, p)
+    res = auroc_metrics(y, p)
     assert math.isnan(res.mean_auroc_5)
     assert not math.isnan(res.mean_auroc_6)  # No Finding is still defined
     assert set(res.undefined) == set(COMPETITION_TASKS)
@@ -153,28 +153,28 @@ def test_evaluate_mean_is_nan_when_every_task_is_undefined():
 
 def test_evaluate_flat_dict_keys_are_mlflow_friendly():
     y, p = _full_case()
-    flat = evaluate(y, p).to_flat_dict()
-    assert flat["auroc_Pleural_Effusion"] == evaluate(y, p).auroc["Pleural Effusion"]
+    flat = auroc_metrics(y, p).to_flat_dict()
+    assert flat["auroc_Pleural_Effusion"] == auroc_metrics(y, p).auroc["Pleural Effusion"]
     assert {"auroc_No_Finding", "mean_auroc_6", "mean_auroc_5"} <= set(flat)
     assert len(flat) == 16 and not any(" " in k for k in flat)
-    assert set(evaluate(y, p).to_flat_dict("valid")) == {f"valid_{k}" for k in flat}
+    assert set(auroc_metrics(y, p).to_flat_dict("valid")) == {f"valid_{k}" for k in flat}
 
 
 def test_evaluate_accepts_one_column_per_task():
     y, p = _full_case()
     cols = task_index(STUDY_TASKS)
-    narrow = evaluate(y[:, cols], p[:, cols], tasks=STUDY_TASKS)
-    wide = evaluate(y, p, tasks=STUDY_TASKS)
+    narrow = auroc_metrics(y[:, cols], p[:, cols], tasks=STUDY_TASKS)
+    wide = auroc_metrics(y, p, tasks=STUDY_TASKS)
     assert narrow.auroc == wide.auroc
     assert narrow.mean_auroc_6 == wide.mean_auroc_6
     # Two columns cannot hold the six study tasks, so that mean is absent rather than wrong.
-    two = evaluate(y[:, [2, 5]], p[:, [2, 5]], tasks=("Cardiomegaly", "Edema"))
+    two = auroc_metrics(y[:, [2, 5]], p[:, [2, 5]], tasks=("Cardiomegaly", "Edema"))
     assert two.mean_auroc_6 is None and "mean_auroc_6" not in two.to_flat_dict()
 
 
 def test_evaluate_rejects_unknown_task_and_wrong_width():
     y, p = _full_case()
     with pytest.raises(ConfigError, match="Did you mean: Edema"):
-        evaluate(y, p, tasks=("Edemma",))
+        auroc_metrics(y, p, tasks=("Edemma",))
     with pytest.raises(DataError, match="columns"):
-        evaluate(y[:, :3], p[:, :3], tasks=STUDY_TASKS)
+        auroc_metrics(y[:, :3], p[:, :3], tasks=STUDY_TASKS)

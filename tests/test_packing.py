@@ -6,9 +6,9 @@ import subprocess
 
 import pytest
 
-from chexops import packing
 from chexops.errors import ConfigError
-from chexops.train.plan import ModelTiming, Profile
+from chexops.scaleout import packing
+from chexops.scaleout.profile import ModelTiming, Profile
 
 
 def test_per_device_packs_only_a_measured_gain_that_fits_in_memory():

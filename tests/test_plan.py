@@ -10,7 +10,8 @@ from test_train import prepare_study
 from chexops.config import config_from_dict, with_overrides
 from chexops.errors import ConfigError
 from chexops.naming import RunKey
-from chexops.train import plan
+from chexops.scaleout import plan
+from chexops.scaleout.profile import ModelTiming, Profile
 from chexops.train.loop import train_run
 
 KEYS = [RunKey("resnet18", "random", 0), RunKey("resnet18", "random", 3)]  # resnet18 whole, and cut to one block
@@ -40,7 +41,7 @@ def test_schedule_is_the_loops(prepared, tmp_path, train, one_thread):
     config = make_config(prepared, runs_dir=str(tmp_path), **train)
     logged = []
     result = train_run(config, KEYS[1], log=lambda metrics, step: logged.append(step), progress=False)
-    sizes = plan.split_sizes(config)
+    sizes = plan.image_counts(config)
     t = config.train
     budget = min(t.epochs * sizes.train, t.max_examples or t.epochs * sizes.train)
     assert plan.schedule(sizes.train, budget, t.batch_size, t.eval_every, t.epochs) == (result.examples, len(logged))
@@ -48,8 +49,8 @@ def test_schedule_is_the_loops(prepared, tmp_path, train, one_thread):
 
 def test_plan_of_two_configurations_is_within_2x_of_the_measured_runs(prepared, tmp_path, one_thread):
     config = make_config(prepared, runs_dir=str(tmp_path))
-    sizes = plan.split_sizes(config)
-    profile = plan.Profile("cpu", "fp32", "off", 32, 8, 256)
+    sizes = plan.image_counts(config)
+    profile = Profile("cpu", "fp32", "off", 32, 8, 256)
     measured = 0.0
     for key in KEYS:  # each model measured right before its run: the machine's load drifts, a shared one's a lot
         timing = plan.measure_model(config, key.family, key.depth, key.strategy, steps=8, warmup=2)
@@ -67,25 +68,25 @@ def test_plan_of_two_configurations_is_within_2x_of_the_measured_runs(prepared, 
 
 def test_profile_round_trip_and_missing_models(prepared, tmp_path):
     config = make_config(prepared, runs_dir=str(tmp_path))
-    timing = plan.ModelTiming("resnet18", 3, "drop-last-k", 1e-3, 1e-4, 0.5, 0.1, None)
-    profile = plan.Profile("cpu", "fp32", "off", 32, 8, 256, {timing.model: timing}, pack=3, packing_gain=2.0,
+    timing = ModelTiming("resnet18", 3, "drop-last-k", 1e-3, 1e-4, 0.5, 0.1, None)
+    profile = Profile("cpu", "fp32", "off", 32, 8, 256, {timing.model: timing}, pack=3, packing_gain=2.0,
                            packing_model=timing.model)
     path = tmp_path / "profile.json"
     path.write_text(profile.to_json())
-    assert plan.Profile.read(path) == profile
+    assert Profile.read(path) == profile
     with pytest.raises(ConfigError, match="no measurement of resnet18: "):  # the full model
-        plan.plan(config, profile, plan.split_sizes(config))
+        plan.plan(config, profile, plan.image_counts(config))
     only_first = make_config(prepared, runs_dir=str(tmp_path))
     only_first = config_from_dict({**only_first.to_dict(), "grid": {
         "families": [], "initializers": ["random"], "truncated": [{"family": "resnet18", "depth": 3, "init": "random"}],
         "label_fractions": [1.0]}})
-    result = plan.plan(only_first, profile, plan.SplitSizes(100, 10, 10))
+    result = plan.plan(only_first, profile, plan.ImageCounts(100, 10, 10))
     (row,) = result["configurations"]
     assert row["train"] == pytest.approx(row["examples"] * 1e-3)
     assert result["packed_seconds"] == pytest.approx(result["sequential_seconds"] / 2.0)
     path.write_text("{}")
     with pytest.raises(ConfigError, match="not a chexops plan profile"):
-        plan.Profile.read(path)
+        Profile.read(path)
 
 
 def test_ssl_pretraining_is_measured_and_planned(prepared, tmp_path, one_thread):
@@ -95,16 +96,16 @@ def test_ssl_pretraining_is_measured_and_planned(prepared, tmp_path, one_thread)
     assert plan.grid_pretraining(config) == [("resnet18", "ssl")]  # random has no pretraining step
     timing = plan.measure_pretraining(config, "resnet18", "ssl")
     assert timing.s_per_example > 0 and timing.fixed_s >= 0
-    model = plan.ModelTiming("resnet18", 0, "drop-last-k", 1e-3, 1e-4, 0.5, 0.1, None)
-    profile = plan.Profile("cpu", "fp32", "off", 32, 8, 256, {model.model: model}, {"resnet18/ssl": timing})
-    result = plan.plan(config, profile, plan.split_sizes(config))
+    model = ModelTiming("resnet18", 0, "drop-last-k", 1e-3, 1e-4, 0.5, 0.1, None)
+    profile = Profile("cpu", "fp32", "off", 32, 8, 256, {model.model: model}, {"resnet18/ssl": timing})
+    result = plan.plan(config, profile, plan.image_counts(config))
     rows = {r["run"]: r for r in result["configurations"]}
     assert set(rows) == {"resnet18/ssl/full", "resnet18/random/full", "resnet18/ssl/pretrain"}
     assert rows["resnet18/ssl/pretrain"]["total"] == pytest.approx(timing.fixed_s + 800 * timing.s_per_example)
     assert result["sequential_seconds"] == pytest.approx(sum(r["total"] for r in rows.values()))
     with pytest.raises(ConfigError, match="no measurement of resnet18/ssl pretraining"):
-        plan.plan(config, plan.Profile("cpu", "fp32", "off", 32, 8, 256, {model.model: model}),
-                  plan.split_sizes(config))
+        plan.plan(config, Profile("cpu", "fp32", "off", 32, 8, 256, {model.model: model}),
+                  plan.image_counts(config))
     with pytest.raises(ConfigError, match="cannot time the pretraining of the 'random' initializer"):
         plan.measure_pretraining(config, "resnet18", "random")
 

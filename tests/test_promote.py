@@ -20,7 +20,7 @@ from chexops import cli
 from chexops.data.labels import OBSERVATIONS, STUDY_TASKS
 from chexops.evaluate.bootstrap import paired_bootstrap
 from chexops.evaluate.delong import delong_test
-from chexops.evaluate.metrics import evaluate
+from chexops.evaluate.metrics import auroc_metrics
 from chexops.evaluate.scoring import predictions_frame
 from chexops.tracking.runs import Tracker
 
@@ -68,7 +68,7 @@ def add_version(tracker: Tracker, probs: np.ndarray, studies: list[str] = STUDIE
     if not client.search_registered_models(f"name = '{NAME}'"):
         client.create_registered_model(NAME)
     version = client.create_model_version(NAME, source=f"runs:/{run_id}/ensemble", run_id=run_id).version
-    mean = evaluate(truth, probs).mean_auroc_6
+    mean = auroc_metrics(truth, probs).mean_auroc_6
     for key, value in {"test_mean_auroc_6": mean, "test_mean_auroc_6_ci_low": mean - 0.02,
                        "test_mean_auroc_6_ci_high": mean + 0.02}.items():
         client.set_model_version_tag(NAME, version, key, str(value))
@@ -223,7 +223,7 @@ def test_registry_list_shows_versions_aliases_auroc_runs_and_history(tracker: Tr
     assert model["alias_history"] == {"champion": [good, bad]}
     v1, v2 = model["versions"]
     assert v1["version"] == good and v1["aliases"] == [] and v2["aliases"] == ["candidate", "champion"]
-    assert v1["test_mean_auroc_6"] == pytest.approx(evaluate(TRUTH, good_probs()).mean_auroc_6)
+    assert v1["test_mean_auroc_6"] == pytest.approx(auroc_metrics(TRUTH, good_probs()).mean_auroc_6)
     assert v1["ci_low"] == pytest.approx(v1["test_mean_auroc_6"] - 0.02)
     assert v1["run_name"] == "resnet18/random/drop-3" and len(v1["run_id"]) == 32
     assert [r["decision"] for r in v1["promotions"]] == ["promoted"]

@@ -20,7 +20,7 @@ from chexops.errors import ConfigError
 from chexops.evaluate import scoring
 from chexops.evaluate.bootstrap import Resampling, bootstrap_ci, bootstrap_indices, paired_bootstrap
 from chexops.evaluate.ensemble import Ensemble, predict_frame
-from chexops.evaluate.metrics import evaluate, headline_key, headline_text
+from chexops.evaluate.metrics import auroc_metrics, headline_key, headline_text
 
 SIZE = 16
 CARDIO = OBSERVATIONS.index("Cardiomegaly")
@@ -49,9 +49,9 @@ def test_two_views_combine_in_the_labs_order() -> None:
     # member 1: 0.9 on view 1, 0.1 on view 2; member 2 the reverse. Lab: max per member (0.9, 0.9), then mean 0.9.
     # The other order (mean per view 0.5, 0.5, then max) would give 0.5.
     members = np.array([[[0.9], [0.1]], [[0.1], [0.9]]], dtype=np.float32)
-    ids, probs = Ensemble.combine_studies(members, ["p1/s1", "p1/s1"])
+    ids, probs = Ensemble.combine_exams(members, ["p1/s1", "p1/s1"])
     assert ids == ["p1/s1"] and probs[0, 0] == pytest.approx(0.9)
-    _, mean_first = Ensemble.combine_studies(members.mean(axis=0, keepdims=True), ["p1/s1", "p1/s1"])
+    _, mean_first = Ensemble.combine_exams(members.mean(axis=0, keepdims=True), ["p1/s1", "p1/s1"])
     assert mean_first[0, 0] == pytest.approx(0.5)  # what the lab's order avoids
 
 
@@ -59,19 +59,19 @@ def test_served_model_and_evaluation_use_the_labs_order(tmp_path: Path, monkeypa
     ensemble = probe_ensemble()
     # studies 1-2: a bright and a dark view (each probe sure on one of them); 3-4: two dark views
     views = [BRIGHT, DARK, BRIGHT, DARK, DARK, DARK, DARK, DARK]
-    study_ids = ["p1/s1", "p1/s1", "p2/s1", "p2/s1", "p3/s1", "p3/s1", "p4/s1", "p4/s1"]
+    exam_ids = ["p1/s1", "p1/s1", "p2/s1", "p2/s1", "p3/s1", "p3/s1", "p4/s1", "p4/s1"]
     paths = []
     for i, img in enumerate(views):
         paths.append(tmp_path / f"view{i}.png")
         Image.fromarray(img).save(paths[-1])
-    served = predict_frame(ensemble, pd.DataFrame({"path": [str(p) for p in paths], "study": study_ids}))
+    served = predict_frame(ensemble, pd.DataFrame({"path": [str(p) for p in paths], "study": exam_ids}))
     assert list(served["study"]) == ["p1/s1", "p2/s1", "p3/s1", "p4/s1"]
     # two-view studies: both members' maxima are ~1, so ~1 (the mean-first order gives 0.5); dark-only: (0 + 1) / 2
     np.testing.assert_allclose(served["Edema"], [1.0, 1.0, 0.5, 0.5], atol=1e-4)
 
     labels = np.zeros((8, len(OBSERVATIONS)))
     labels[:4] = 1.0  # studies 1 and 2 positive for every finding
-    index = pd.DataFrame({"study": study_ids, "patient": [s.split("/")[0] for s in study_ids]})
+    index = pd.DataFrame({"study": exam_ids, "patient": [s.split("/")[0] for s in exam_ids]})
     index[list(OBSERVATIONS)] = labels
     (tmp_path / "run").mkdir()
     manifest = {"run": "probe/random/full", "family": "resnet18", "depth": 0, "num_classes": 14, "image_size": SIZE,
@@ -100,7 +100,7 @@ def test_a_mean_over_fewer_tasks_is_not_called_the_6_task_mean() -> None:
     flat = res.to_flat_dict("test")
     assert "test_mean_auroc_6" not in flat and "test_mean_auroc_5" not in flat
     five = [t for t in STUDY_TASKS if t != "Cardiomegaly"]
-    by_hand = np.mean([evaluate(y[:, [OBSERVATIONS.index(t)]], p[:, [OBSERVATIONS.index(t)]], (t,)).auroc[t]
+    by_hand = np.mean([auroc_metrics(y[:, [OBSERVATIONS.index(t)]], p[:, [OBSERVATIONS.index(t)]], (t,)).auroc[t]
                        for t in five])
     assert flat["test_mean_auroc_5of6"] == pytest.approx(by_hand, abs=1e-12)
     assert "test_mean_auroc_4of5" in flat and headline_key(flat) == "test_mean_auroc_5of6"
@@ -109,7 +109,7 @@ def test_a_mean_over_fewer_tasks_is_not_called_the_6_task_mean() -> None:
     usable = res.usable_replicates()
     assert usable["auroc_Cardiomegaly"] == 0 and 0 < usable["mean_auroc_5of6"] <= 100
     # the same names at validation, where checkpoints are ranked
-    assert "val_mean_auroc_5of6" in evaluate(y, p).to_flat_dict("val")
+    assert "val_mean_auroc_5of6" in auroc_metrics(y, p).to_flat_dict("val")
 
 
 def test_evaluation_records_undefined_tasks_and_usable_replicates(tmp_path: Path,

@@ -17,7 +17,7 @@ from sklearn.metrics import roc_auc_score
 from chexops.cli.data import synth_command
 from chexops.data.labels import CSV_HEADER, OBSERVATIONS
 from chexops.data.phantom import render
-from chexops.data.synthetic import plan, sample_study, write_synthetic
+from chexops.data.synthetic import sample_exam, sample_exams, write_synthetic
 from chexops.errors import ConfigError, DataError
 
 PATIENTS, SIZE, SEED = 20, 64, 3
@@ -169,7 +169,7 @@ def test_bad_arguments_and_existing_output(tmp_path: Path) -> None:
 
 
 def test_label_model_prevalences_and_co_occurrence() -> None:
-    studies = [s for s in plan(2000, seed=0) if s.split == "train"]
+    studies = [s for s in sample_exams(2000, seed=0) if s.split == "train"]
     lab = np.array([[np.nan if v is None else v for v in s.labels] for s in studies])
     pos = lab == 1
     for name, lo, hi in [("Support Devices", 0.45, 0.6), ("Pleural Effusion", 0.33, 0.44), ("No Finding", 0.05, 0.18),
@@ -186,7 +186,7 @@ def test_uncertain_findings_render_weaker_than_positive() -> None:
     rng = np.random.default_rng(0)
     sev = {1.0: [], -1.0: [], 0.0: []}
     for _ in range(2000):
-        labels, severity = sample_study(rng, "train")
+        labels, severity = sample_exam(rng, "train")
         for lab, s in zip(labels[1:], severity[1:], strict=True):
             if lab is not None:
                 sev[lab].append(s)

@@ -26,7 +26,7 @@ from optuna.trial import TrialState
 from chexops.errors import WorkerError
 from chexops.evaluate.metrics import headline_key
 from chexops.naming import RunKey
-from chexops.worker import RUN_PARAM, Grid, claim, claim_lock, grid_pending, open_grid, open_trial
+from chexops.scaleout.worker import RUN_PARAM, Grid, claim, grid_pending, open_grid, open_trial, serialised_claims
 
 KEYS = [RunKey("resnet18", "random", d) for d in range(4)]
 NAMES = [k.name for k in KEYS]
@@ -69,7 +69,7 @@ def _claim_all(url: str, study: str, got: list[int], start: threading.Barrier) -
     grid = open_grid(url, study, _many_keys(), heartbeat=5)  # its own storage and connections, like another worker
     start.wait(timeout=60)
     while True:
-        with claim_lock(url):
+        with serialised_claims(url):
             trial_id = claim(grid)
         if trial_id is None:
             return
@@ -227,7 +227,7 @@ def grid_params(root: Path, tracking_uri: str) -> dict:
 
 
 def start_worker(root: Path, storage: str, name: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "chexops", "worker", "--storage", storage, "--study", "grid", "--params",
+    cmd = [sys.executable, "-m", "chexops", "worker", "--storage", storage, "--optuna-study", "grid", "--params",
            str(root / "params.yaml"), "--heartbeat", "2", "--grace", "6", "--quiet"]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"OMP_NUM_THREADS": "1"}
     return subprocess.Popen(cmd, cwd=root, env=env, stdout=open(root / f"{name}.log", "w"), stderr=subprocess.STDOUT)

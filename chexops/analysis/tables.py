@@ -21,7 +21,7 @@ from scipy import stats
 from chexops.data.labels import OBSERVATIONS, STUDY_TASKS, task_index
 from chexops.errors import DataError
 from chexops.evaluate.bootstrap import Resampling, auroc_replicates, bootstrap_p_value, paired_bootstrap
-from chexops.evaluate.metrics import evaluate, headline_key
+from chexops.evaluate.metrics import auroc_metrics, headline_key
 
 MEASURED = "measured"
 _Y = [f"y_{o}" for o in OBSERVATIONS]
@@ -183,7 +183,7 @@ def _align(frames: Mapping[str, pd.DataFrame]
 def _consistency_notes(runs: pd.DataFrame, truth: np.ndarray, probs: Mapping[str, np.ndarray]) -> list[str]:
     notes = []
     for run, p in probs.items():
-        recomputed = evaluate(truth, p, STUDY_TASKS).mean_auroc_6
+        recomputed = auroc_metrics(truth, p, STUDY_TASKS).mean_auroc_6
         stated = runs.loc[run, "auroc_6"]
         if recomputed is not None and abs(recomputed - stated) > _CONSISTENCY_TOL:
             notes.append(

@@ -16,7 +16,7 @@ from chexops.data.labels import OBSERVATIONS, STUDY_TASKS
 from chexops.evaluate.bootstrap import bootstrap_ci
 from chexops.evaluate.ensemble import checkpoint_paths, load_ensemble, read_manifest
 from chexops.evaluate.inference import binary_truth
-from chexops.evaluate.metrics import evaluate, headline_key, study_level
+from chexops.evaluate.metrics import auroc_metrics, exam_level, headline_key
 from chexops.naming import HEADLINE_MEAN, MANIFEST_FILE, PREDICTIONS_FILE, RANKING_METRIC, ROC_FILE
 from chexops.records import TestScores
 
@@ -37,7 +37,7 @@ def roc_figure(truth: np.ndarray, probs: np.ndarray, title: str, path: Path) -> 
             ax.text(0.5, 0.5, "undefined:\none class only", ha="center", va="center")
         else:
             fpr, tpr, _ = roc_curve(truth[:, j], probs[:, j])
-            auc = evaluate(truth[:, [j]], probs[:, [j]], tasks=(task,)).auroc[task]
+            auc = auroc_metrics(truth[:, [j]], probs[:, [j]], tasks=(task,)).auroc[task]
             ax.plot(fpr, tpr, lw=2, label=f"AUROC {auc:.3f}")
             ax.legend(loc="lower right")
         ax.set_title(task)
@@ -74,18 +74,18 @@ def score_ensemble(run_dir: Path, out_dir: Path, test_images: np.ndarray, test_i
     manifest = read_manifest(manifest_path)
     ensemble = load_ensemble(manifest, checkpoint_paths(manifest_path, manifest), device)
     each = ensemble.member_probs(test_images)
-    study_ids = test_index["study"].astype(str).tolist()
-    studies, truth = study_level(binary_truth(test_index[list(OBSERVATIONS)].to_numpy(float)), study_ids)
+    exam_ids = test_index["study"].astype(str).tolist()
+    studies, truth = exam_level(binary_truth(test_index[list(OBSERVATIONS)].to_numpy(float)), exam_ids)
     truth = truth.astype(np.int8)
-    _, per_member = ensemble.member_studies(each, study_ids)
-    study_probs = ensemble.average_studies(per_member)  # = combine_studies, the members' maxima computed once
-    patients = study_patients(test_index, studies)
+    _, per_member = ensemble.member_exams(each, exam_ids)
+    exam_probs = ensemble.average_exams(per_member)  # = combine_exams, the members' maxima computed once
+    patients = exam_patients(test_index, studies)
     # the cluster bootstrap: a patient's studies are resampled together when a patient has several
-    result = bootstrap_ci(truth, study_probs, n_resamples=n_resamples, ci=ci, seed=seed, tasks=OBSERVATIONS,
+    result = bootstrap_ci(truth, exam_probs, n_resamples=n_resamples, ci=ci, seed=seed, tasks=OBSERVATIONS,
                           groups=patients)
-    singles = [evaluate(truth, p).mean_auroc_6 for p in per_member]
-    predictions_frame(studies, truth, study_probs, patients).to_csv(out_dir / PREDICTIONS_FILE, index=False)
-    roc_figure(truth, study_probs, f"{manifest['run']}: ensemble of {len(each)} checkpoints, test split",
+    singles = [auroc_metrics(truth, p).mean_auroc_6 for p in per_member]
+    predictions_frame(studies, truth, exam_probs, patients).to_csv(out_dir / PREDICTIONS_FILE, index=False)
+    roc_figure(truth, exam_probs, f"{manifest['run']}: ensemble of {len(each)} checkpoints, test split",
                out_dir / ROC_FILE)
     best_val = int(np.argmax([c[RANKING_METRIC] for c in manifest["checkpoints"]]))
     metrics = {k: v for k, v in result.to_flat_dict(prefix="test").items() if v is not None}
@@ -106,7 +106,7 @@ def score_ensemble(run_dir: Path, out_dir: Path, test_images: np.ndarray, test_i
     )
 
 
-def study_patients(index: pd.DataFrame, studies: list[str]) -> list[str]:
+def exam_patients(index: pd.DataFrame, studies: list[str]) -> list[str]:
     """The patient of each study, in `studies` order (the index has one patient per study)."""
     first = index.drop_duplicates("study")
     owner = pd.Series(first["patient"].astype(str).to_numpy(), index=first["study"].astype(str).to_numpy())

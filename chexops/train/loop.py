@@ -25,7 +25,7 @@ from chexops.data.loader import BatchLoader, on_device_ahead
 from chexops.data.splits import label_fraction_rows
 from chexops.errors import ConfigError
 from chexops.evaluate.inference import binary_truth, predict_probs
-from chexops.evaluate.metrics import evaluate, study_level
+from chexops.evaluate.metrics import auroc_metrics, exam_level
 from chexops.models.build import build_model
 from chexops.naming import (
     BEST_RANKING_METRIC,
@@ -108,14 +108,14 @@ class Validator:
         self.valid, self.runtime, self.mean, self.std, self.batch_size = valid, runtime, mean, std, batch_size
         self.select_metric = select_metric
         self.studies = valid.index["study"].astype(str).tolist()
-        _, self.truth = study_level(binary_truth(valid.labels).astype(np.float32), self.studies)
+        _, self.truth = exam_level(binary_truth(valid.labels).astype(np.float32), self.studies)
 
     def __call__(self, model: torch.nn.Module) -> tuple[float, dict[str, float]]:
         rt = self.runtime
         probs = predict_probs(model, self.valid.images, rt.device, self.mean, self.std, self.batch_size,
                               autocast=rt.precision == "bf16", channels_last=rt.channels_last)
-        _, study_probs = study_level(probs, self.studies)
-        result = evaluate(self.truth.astype(np.int8), study_probs)
+        _, exam_probs = exam_level(probs, self.studies)
+        result = auroc_metrics(self.truth.astype(np.int8), exam_probs)
         metrics = {f"val_{k}": v for k, v in result.to_flat_dict().items() if v == v}
         return getattr(result, self.select_metric), metrics
 

@@ -116,7 +116,7 @@ def open_storage(url: str, heartbeat: int, grace: int | None, retry: Any) -> Any
 
 
 @contextlib.contextmanager
-def claim_lock(url: str) -> Iterator[None]:
+def serialised_claims(url: str) -> Iterator[None]:
     """Serialise claims and stale-trial checks on SQLite (no row locks); PostgreSQL/MySQL lock rows themselves."""
     if not url.startswith("sqlite"):
         yield
@@ -290,7 +290,7 @@ def _hand_back(grid: Grid, trial_id: int) -> None:
     """Fail an interrupted trial now and enqueue its retry, instead of waiting for it to go stale."""
     from optuna.trial import TrialState
 
-    with contextlib.suppress(Exception), claim_lock(grid.url), _quiet_experimental():
+    with contextlib.suppress(Exception), serialised_claims(grid.url), _quiet_experimental():
         if grid.storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
             grid.retry(grid.study, grid.storage.get_trial(trial_id))
             log.warning(f"[worker] interrupted: configuration of trial {trial_id} handed back for retry.")
@@ -308,7 +308,7 @@ def run_worker(config: Config, storage_url: str, study_name: str, heartbeat: int
     options = {"heartbeat": heartbeat, "register": register, "progress": progress}
     report = WorkerReport()
     while True:
-        with claim_lock(storage_url), _quiet_experimental():
+        with serialised_claims(storage_url), _quiet_experimental():
             optuna.storages.fail_stale_trials(grid.study)
             trial_id = claim(grid)
         if trial_id is None:

@@ -16,10 +16,10 @@ import sys
 from pathlib import Path
 
 from chexops.errors import ConfigError
+from chexops.scaleout.profile import MIN_GAIN, Profile
 
 log = logging.getLogger(__name__)
 
-MIN_GAIN = 1.1  # below this a measured packing gain is within run-to-run noise: one worker per device
 MEMORY_SHARE = 0.9  # of the device's memory the packed workers may plan to use (the rest: CUDA contexts, caches)
 
 
@@ -51,7 +51,6 @@ def resolve_per_device(value: str, profile_path: str | None, device: str) -> int
     if not profile_path:
         raise ConfigError("--per-device auto on a GPU needs a measurement of this device: run `chexops plan --pack 3 "
                           "--save plan.json` here once, then `chexops worker --per-device auto --profile plan.json`.")
-    from chexops.train.plan import Profile
 
     profile = Profile.read(profile_path)
     peak = max((t.peak_memory_mb or 0.0 for t in profile.timings.values()), default=0.0)

@@ -22,93 +22,24 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from chexops.config import Config, grid_runs
 from chexops.errors import ConfigError
 from chexops.naming import STATE_FILE, RunKey
-from chexops.packing import MIN_GAIN
-
-PROFILE_VERSION = 1
-
-
-@dataclass
-class ModelTiming:
-    """Measured rates of one model of the grid on one device (what a saved profile holds)."""
-
-    family: str
-    depth: int
-    strategy: str
-    train_s_per_example: float
-    eval_s_per_example: float
-    setup_s: float
-    save_s: float  # one validation's writes: the resumable state (model and optimiser) and a checkpoint
-    peak_memory_mb: float | None = None
-
-    @property
-    def model(self) -> str:
-        return model_name(self.family, self.depth, self.strategy)
-
-
-@dataclass
-class PretrainTiming:
-    """Measured pretraining (e.g. ssl's MoCo v2) of one family: a fixed part and seconds per example."""
-
-    family: str
-    initializer: str
-    s_per_example: float
-    fixed_s: float  # filling the queue of negatives, saving the backbone
-
-
-@dataclass
-class Profile:
-    """A device's measurements for a study's settings: reusable with `chexops plan --profile FILE`."""
-
-    device: str
-    precision: str
-    compile: str
-    image_size: int
-    batch_size: int
-    eval_batch_size: int
-    timings: dict[str, ModelTiming] = field(default_factory=dict)
-    pretraining: dict[str, PretrainTiming] = field(default_factory=dict)  # per "<family>/<initializer>"
-    pack: int = 1
-    packing_gain: float | None = None  # None: not measured (pack 1)
-    packing_model: str | None = None
-
-    def to_json(self) -> str:
-        d = asdict(self) | {"version": PROFILE_VERSION}
-        return json.dumps(d, indent=2)
-
-    @classmethod
-    def read(cls, path: str | Path) -> Profile:
-        path = Path(path)
-        try:
-            raw = json.loads(path.read_text())
-            if raw.pop("version", None) != PROFILE_VERSION:
-                raise ValueError(f"not a version {PROFILE_VERSION} plan profile")
-            raw["timings"] = {k: ModelTiming(**v) for k, v in raw["timings"].items()}
-            raw["pretraining"] = {k: PretrainTiming(**v) for k, v in raw["pretraining"].items()}
-            return cls(**raw)
-        except (OSError, ValueError, TypeError, KeyError) as exc:
-            raise ConfigError(f"{path} is not a chexops plan profile ({exc}); write one with "
-                              "`chexops plan --save FILE` on the device it describes.") from exc
-
-
-def model_name(family: str, depth: int, strategy: str) -> str:
-    return f"{family}/{strategy}-{depth}" if depth else family
+from chexops.scaleout.profile import MIN_GAIN, ModelTiming, PretrainTiming, Profile, model_name
 
 
 @dataclass(frozen=True)
-class SplitSizes:
+class ImageCounts:
     train: int
     valid: int
     test: int
 
 
-def split_sizes(config: Config, given: str | None = None) -> SplitSizes:
+def image_counts(config: Config, given: str | None = None) -> ImageCounts:
     """Images per split: `given` as TRAIN,VALID,TEST, else what the prepare stage recorded for `data.cache_dir`."""
     if given:
         try:
@@ -116,7 +47,7 @@ def split_sizes(config: Config, given: str | None = None) -> SplitSizes:
         except ValueError as exc:
             raise ConfigError(f"--images must be TRAIN,VALID,TEST image counts, e.g. 191027,202,518; got {given!r}."
                               ) from exc
-        return SplitSizes(train, valid, test)
+        return ImageCounts(train, valid, test)
     from chexops.naming import cache_file
 
     path = cache_file(config.data.cache_dir)
@@ -124,7 +55,7 @@ def split_sizes(config: Config, given: str | None = None) -> SplitSizes:
         raise ConfigError(f"no prepared data in {config.data.cache_dir} to count the splits' images: run "
                           "`dvc repro prepare`, or give the counts with --images TRAIN,VALID,TEST.")
     splits = json.loads(path.read_text())["splits"]
-    return SplitSizes(*(int(splits[s]["images"]) for s in ("train", "valid", "test")))
+    return ImageCounts(*(int(splits[s]["images"]) for s in ("train", "valid", "test")))
 
 
 def schedule(labelled: int, budget: int, batch: int, eval_every: int, epochs: int) -> tuple[int, int]:
@@ -147,7 +78,7 @@ def schedule(labelled: int, budget: int, batch: int, eval_every: int, epochs: in
             return examples, count
 
 
-def configuration_seconds(config: Config, key: RunKey, timing: ModelTiming, sizes: SplitSizes) -> dict[str, float]:
+def configuration_seconds(config: Config, key: RunKey, timing: ModelTiming, sizes: ImageCounts) -> dict[str, float]:
     """The estimated seconds of one configuration, by part."""
     t = config.train
     labelled = max(1, round(sizes.train * key.fraction))
@@ -165,7 +96,7 @@ def grid_models(config: Config) -> list[tuple[str, int, str]]:
     return list(dict.fromkeys((f, d, s) for f, _, d, _, s in grid_runs(config)))
 
 
-def plan(config: Config, profile: Profile, sizes: SplitSizes) -> dict[str, Any]:
+def plan(config: Config, profile: Profile, sizes: ImageCounts) -> dict[str, Any]:
     """Per configuration and in total: expected seconds, sequential and packed."""
     rows, missing = [], []
     for run in grid_runs(config):
