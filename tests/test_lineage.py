@@ -182,8 +182,8 @@ def test_a_plugin_change_reruns_exactly_the_stages_of_its_changed_component(tmp_
 
     name = registered_model_name("chextransfer-e2e", "lineage_net/random/full")
     client = MlflowClient(tracking_uri=study.tracking_uri)
-    assert [v.version for v in client.search_model_versions(f"name = '{name}'")] == ["1"]
-    assert client.get_registered_model(name).aliases == {"candidate": "1"}
+    assert [int(v.version) for v in client.search_model_versions(f"name = '{name}'")] == [1]
+    assert {k: int(v) for k, v in client.get_registered_model(name).aliases.items()} == {"candidate": 1}
     assert changed_stages(study) == set()
 
 
