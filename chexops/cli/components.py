@@ -81,6 +81,7 @@ def plugins_command(name: str | None, as_json: bool, lock: bool, check: bool) ->
 
 def check_plugins(name: str | None) -> None:
     """Deep-check the components of one plugin (entry-point or distribution name), or of all of them."""
+    from chexops.components import verify
     from chexops.errors import UnknownComponentError, did_you_mean
 
     registry = get_registry()
@@ -92,7 +93,7 @@ def check_plugins(name: str | None) -> None:
     for kind in KINDS:
         for entry in registry.entries(kind):
             if name is None or name in (entry.plugin.name, entry.plugin.distribution):
-                click.echo(registry.check(kind, entry.name).summary())
+                click.echo(verify.check(kind, entry.name).summary())
                 checked += 1
     if not checked:
         click.echo(f"plugin {name} registers no components (only commands, or nothing).")

@@ -96,19 +96,6 @@ class Registry:
             f"Installed plugins: {plugins}.{hiding}"
         )
 
-    def check(self, kind: str, name: str) -> checks.CheckReport:
-        """The deep check of one registered component (builds networks on the meta device; imports torch)."""
-        self.entries(kind)  # an unknown kind is an error listing the kinds
-        entry = self.entry(kind, name)
-        spec, plugin = entry.spec, entry.plugin
-        if kind == "families":
-            return checks.check_family(spec, plugin, {e.name: e.spec for e in self.entries("truncations")})
-        if kind == "truncations":
-            return checks.check_truncation(spec, plugin, self.reference_family())
-        if kind == "initializers":
-            return checks.check_initializer(spec, plugin, self.reference_family())
-        return checks.check_label_policy(spec, plugin)
-
     def reference_family(self) -> FamilySpec:
         """The family strategies and initializers are checked on: a small built-in one."""
         return self.family(checks.REFERENCE_FAMILY)
