@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 @click.option("--family", required=True, help="Architecture family, e.g. densenet121 (see `chexops components`).")
 @click.option("--init", "initializer", default="random", show_default=True,
               help="random, imagenet, ssl (pretrains first when needed) or checkpoint:PATH.")
-@click.option("--truncate", default=0, show_default=True, type=click.IntRange(min=0), help="Final blocks to drop.")
+@click.option("--truncate", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Truncation depth, as --strategy reads it (drop-last-k: final blocks dropped).")
 @click.option("--strategy", default=DEFAULT_STRATEGY, show_default=True,
               help="Truncation strategy, as `strategy:` in a grid.truncated entry.")
 @click.option("--fraction", default=1.0, show_default=True, type=click.FloatRange(0, 1, min_open=True),
@@ -40,7 +41,7 @@ def train_command(family: str, initializer: str, truncate: int, strategy: str, f
     """Train one configuration under params.yaml, evaluate its ensemble, register it in MLflow."""
     from chexops.components.lock import check_lock
     from chexops.config import check_run, load_config, validate
-    from chexops.stages.context import StageContext
+    from chexops.stages.context import StageContext, check_components
 
     config = validate(load_config(params_path))
     if lr is not None and not 0 < lr < float("inf"):
@@ -49,6 +50,7 @@ def train_command(family: str, initializer: str, truncate: int, strategy: str, f
     # validated like a grid entry, before anything is written
     check_run(key.family, key.initializer, key.depth, strategy=key.strategy)
     check_lock()
+    check_components(config, [key])  # deep checks of its plugin components, before any data is prepared
     ctx = StageContext(config, key, progress=not quiet, restart=restart, lr=lr)
     from chexops.train import distributed
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import copy
 import difflib
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from chexops.components.checks import fail
@@ -201,11 +203,15 @@ def check_label_policy(spec: LabelPolicySpec, plugin: Any) -> CheckReport:
 
     start = time.perf_counter()
     labels = np.array([[1.0, 0.0, -1.0, np.nan] * 3 + [1.0, -1.0]] * 3)
+    given = labels.copy()
     try:
-        result = spec.apply(labels.copy())
+        result = spec.apply(given)
     except Exception as exc:  # noqa: BLE001 - plugin code
         raise fail("label policy", spec, plugin, f"apply failed on labels holding 1, 0, -1 and NaN "
                     f"({type(exc).__name__}: {exc})", "accept an (N, 14) float array of 1, 0, -1 and NaN") from exc
+    if not np.array_equal(given, labels, equal_nan=True):  # the training labels are shared (and memory-mapped)
+        raise fail("label policy", spec, plugin, "apply changed the labels it was given",
+                   "work on a copy (labels = labels.copy()) and return new arrays")
     fix = "return (targets, mask), both float32 arrays of shape (N, 14), targets in [0, 1], mask 0 or 1"
     if not (isinstance(result, tuple) and len(result) == 2):
         raise fail("label policy", spec, plugin, f"apply returned {type(result).__name__}", fix)
@@ -243,3 +249,30 @@ def check_initializer(spec: InitializerSpec, plugin: Any, family: FamilySpec) ->
         raise fail("initializer", spec, plugin, f"apply returned {type(report).__name__}",
                     "return a chexops.InitReport describing what was loaded")
     return CheckReport("initializer", spec.name, plugin.distribution, seconds=time.perf_counter() - start)
+
+
+def verified_cache() -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "chexops" / "verified"
+
+
+def ensure_verified(components: list[tuple[str, str]]) -> None:
+    """Deep-check the plugin components a command is about to use, once per version of their code: a check passed
+    is remembered under the component's fingerprint (components.lineage), so a changed component is checked again
+    and an unchanged one costs a file lookup. Built-in components are chexops' own, tested with it; skipped."""
+    from chexops.components.lineage import component_record
+
+    registry = get_registry()
+    for kind, name in dict.fromkeys(components):
+        if registry.entry(kind, name).plugin.builtin:
+            continue
+        record = component_record(kind, name)
+        done = verified_cache() / kind / f"{name}-{record['fingerprint']}"
+        if done.is_file():
+            continue
+        check(kind, name)
+        try:  # a read-only home only costs the cache
+            done.parent.mkdir(parents=True, exist_ok=True)
+            done.write_text(f"{record['distribution']} {record['version']}\n")
+        except OSError:
+            pass

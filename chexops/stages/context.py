@@ -39,18 +39,29 @@ class StageContext:
 Stage = Callable[[StageContext], dict[str, Any]]
 
 
+def components_used(config: Config, key: RunKey) -> list[tuple[str, str]]:
+    """(kind, name) of each plugin component the configuration's stages use: its family, initializer, label policy
+    and, when truncated, its truncation strategy."""
+    used = [("families", key.family), ("initializers", key.initializer.partition(":")[0]),
+            ("label-policies", config.data.label_policy)]
+    return used + ([("truncations", key.strategy)] if key.depth else [])
+
+
 def components_of(config: Config, key: RunKey) -> dict[Path, dict[str, Any]]:
-    """The plugin components a configuration's stages use, as plugins.lock/ records them now (file -> record):
-    its family, initializer, label policy and, when truncated, its truncation strategy."""
+    """The components a configuration's stages use as plugins.lock/ records them now (file -> record)."""
     from chexops.components.lineage import component_record, initializer_record
 
-    wanted = {Path("families") / f"{key.family}.json": component_record("families", key.family),
-              Path("initializers") / f"{key.initializer}.json": initializer_record(key.initializer),
-              Path("label-policies") / f"{config.data.label_policy}.json":
-                  component_record("label-policies", config.data.label_policy)}
-    if key.depth:
-        wanted[Path("truncations") / f"{key.strategy}.json"] = component_record("truncations", key.strategy)
-    return wanted
+    return {Path(kind) / f"{key.initializer if kind == 'initializers' else name}.json":
+            initializer_record(key.initializer) if kind == "initializers" else component_record(kind, name)
+            for kind, name in components_used(config, key)}
+
+
+def check_components(config: Config, keys: list[RunKey]) -> None:
+    """Before a configuration uses its plugin components: each passes the deep checks (once per version of its
+    code), so a mistake is one line and exit 2 before any data is prepared or model trained."""
+    from chexops.components.verify import ensure_verified
+
+    ensure_verified([c for key in keys for c in components_used(config, key)])
 
 
 # --- the prepared data -------------------------------------------------------------------------------------------
