@@ -344,12 +344,12 @@ def validate(config: Config) -> Config:
         _check(other == strategy,
                f"grid.truncated has {name}/{init} at depth {depth} with strategies {other} and {strategy}: a run's "
                "folder (and its DVC outputs) is named by family, initializer and depth only; give them other depths.")
-    for t in g.truncated:
+    for entry in g.truncated:
         # a truncated run is judged against its full model, and shares that model's pretraining stage
-        _check(t.family in g.families and t.init in g.initializers,
-               f"grid.truncated has {t.family}/{t.init}, which is not a full configuration of the grid; add "
-               f"{t.family} to grid.families and {t.init} to grid.initializers.")
-        _check(t.depth > 0, f"grid.truncated has {t.family} at depth {t.depth}; a truncated run drops 1 or more "
+        _check(entry.family in g.families and entry.init in g.initializers,
+               f"grid.truncated has {entry.family}/{entry.init}, which is not a full configuration of the grid; "
+               f"add {entry.family} to grid.families and {entry.init} to grid.initializers.")
+        _check(entry.depth > 0, f"grid.truncated has {entry.family} at depth {entry.depth}; a truncated run drops 1 or more "
                "blocks.")
     return config
 

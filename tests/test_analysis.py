@@ -13,6 +13,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from fixtures.analysis import (
+    FAMILIES,
+    N_STUDIES,
+    RHO_IMAGENET,
+    SEP,
+    B,
+    truth_and_noise,
+    write_full_grid,
+    write_run,
+    write_truncations,
+)
 from scipy import stats
 
 from chexops.analysis.tables import (
@@ -23,77 +34,7 @@ from chexops.analysis.tables import (
     spearman,
     truncation_table,
 )
-from chexops.data.labels import OBSERVATIONS
 from chexops.errors import DataError
-from chexops.evaluate.bootstrap import bootstrap_ci
-from chexops.evaluate.metrics import headline_key
-
-N_STUDIES = 200
-B = 200  # bootstrap resamples in tests: enough for CIs that clearly exclude 0, fast
-
-# family -> (group, ImageNet top-1, parameters): top-1 and parameters both increase down the list.
-FAMILIES = {
-    "alpha": ("G1", 70.0, 1_000_000),
-    "beta": ("G1", 72.0, 2_000_000),
-    "gamma": ("G2", 74.0, 4_000_000),
-    "delta": ("G2", 76.0, 8_000_000),
-}
-# Random init: AUROC increases with top-1 and parameters (rho = 1). ImageNet init: AUROC ranks 2, 1, 4, 3 against
-# top-1 ranks 1, 2, 3, 4, so sum d^2 = 4 and rho = 1 - 6 * 4 / (4 * (16 - 1)) = 0.6. ImageNet is far better.
-SEP = {"random": {"alpha": 0.2, "beta": 0.3, "gamma": 0.4, "delta": 0.5},
-       "imagenet": {"alpha": 1.6, "beta": 1.4, "gamma": 2.0, "delta": 1.8}}
-RHO_IMAGENET = 1 - 6 * (1 + 1 + 1 + 1) / (4 * (4**2 - 1))
-
-
-def truth_and_noise(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 2, size=(N_STUDIES, len(OBSERVATIONS)))
-    y[0], y[1] = 0, 1  # both classes in every task
-    return y, rng.normal(size=y.shape)
-
-
-def write_run(root: Path, family: str, init: str, sep: float, depth: int = 0, params: int | None = None,
-              top1: float | None = None, group: str | None = None, seed: int = 0,
-              studies: list[str] | None = None, order: np.ndarray | None = None, jitter: float = 0.0,
-              single_class: tuple[str, ...] = (), eval_fields: dict | None = None) -> Path:
-    """One run folder exactly as the evaluate stage leaves it; eval.json metrics computed from the predictions.
-
-    `jitter` adds run-specific noise, so two runs of equal `sep` differ by chance only; `single_class` tasks have
-    only negative test studies; `eval_fields` adds eval.json fields.
-    """
-    y, noise = truth_and_noise(seed)
-    for task in single_class:
-        y[:, OBSERVATIONS.index(task)] = 0
-    extra = jitter * np.random.default_rng(99).normal(size=y.shape)
-    p = 1.0 / (1.0 + np.exp(-(sep * (2 * y - 1) + noise + extra)))
-    g, t1, n_params = FAMILIES.get(family, ("Other", None, 1_000_000))
-    trunc = "full" if depth == 0 else f"drop-last-{depth}"
-    run = f"{family}/{init}/{trunc}"
-    folder = root / run.replace("/", "-")
-    folder.mkdir(parents=True)
-    metrics = bootstrap_ci(y, p, n_resamples=50, seed=0).to_flat_dict("test")
-    doc = {"run": run, "family": family, "group": group or g, "initializer": init, "truncation": trunc,
-           "depth": depth, "parameters": params or n_params, "imagenet_top1": top1 if top1 is not None else t1,
-           "timm_tag": f"{family}.test", "test_source": "synthetic", "n_test_studies": N_STUDIES,
-           "metrics": metrics, "best_single": {"test_mean_auroc": metrics[headline_key(metrics)] - 0.01},
-           "mlflow_run_id": "0" * 32, **(eval_fields or {})}
-    (folder / "eval.json").write_text(json.dumps(doc))
-    cols = {"study": studies or [f"study{i:04d}" for i in range(N_STUDIES)]}
-    for k, o in enumerate(OBSERVATIONS):
-        cols[f"y_{o}"], cols[f"p_{o}"] = y[:, k], p[:, k]
-    df = pd.DataFrame(cols)
-    (df.iloc[order] if order is not None else df).to_csv(folder / "predictions.csv", index=False)
-    return folder
-
-
-def write_full_grid(root: Path, inits: tuple[str, ...] = ("random", "imagenet")) -> list[Path]:
-    return [write_run(root, f, init, SEP[init][f]) for init in inits for f in FAMILIES]
-
-
-def write_truncations(root: Path) -> list[Path]:
-    """alpha/imagenet with 1 block dropped (identical predictions, half the parameters) and 2 dropped (worse)."""
-    return [write_run(root, "alpha", "imagenet", SEP["imagenet"]["alpha"], depth=1, params=500_000),
-            write_run(root, "alpha", "imagenet", 0.2, depth=2, params=250_000)]
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 import yaml
-from test_train import prepare_study
+from fixtures.training import prepare_study
 
 from chexops.config import config_from_dict
 from chexops.data.loader import BatchLoader

@@ -27,7 +27,6 @@ import pytest
 import yaml
 from conftest import build_chexpert
 from PIL import Image
-from test_images import model_dir  # noqa: F401 - the saved ensemble `chexops predict` reads
 
 from chexops import components as plugins
 from chexops.naming import RUN_RECORD_FILE

@@ -10,15 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures.registry import chexops
 from PIL import Image
-from test_promote import chexops
-from test_serving import make_manifest
 
-from chexops import components as plugins
 from chexops.data.cache import load_image, prepare_split, resize_crop
 from chexops.data.chexpert import read_chexpert
 from chexops.data.images import to_gray8, window_to_uint8
-from chexops.tracking.pyfunc import save_ensemble_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -101,16 +98,6 @@ def test_prepare_caches_a_16_bit_radiograph_like_its_8_bit_rescale(make_chexpert
     assert np.array_equal(caches[0], caches[1])
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A chexops ensemble saved as a pyfunc model folder: `chexops predict` takes its path as the model URI."""
-    with pytest.MonkeyPatch.context() as mp:  # module fixtures run before conftest's plugin isolation
-        mp.setenv("CHEXOPS_LOAD_PLUGINS", "")
-        plugins.reset()
-        root = tmp_path_factory.mktemp("model")
-        save_ensemble_model(make_manifest(root), root / "model")
-        yield root / "model"
-    plugins.reset()
 
 
 def test_predict_gives_a_16_bit_png_the_probabilities_of_its_8_bit_rescale(model_dir: Path, tmp_path: Path,

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from lineage import REPO, module_file
+from fixtures.lineage import REPO, module_file
 
 MODULES = {".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): p
            for p in (REPO / "chexops").rglob("*.py")}

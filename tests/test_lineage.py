@@ -15,10 +15,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from e2e_helpers import Study, build_study, run
-from lineage import REPO, module_file, stage_modules
-
-pytest_plugins = ["e2e_helpers"]
+from fixtures.lineage import REPO, module_file, stage_modules
+from fixtures.study import Study, build_study, run
 
 SCRIPT = re.compile(r"pipelines/(\w+)\.py")
 

@@ -22,13 +22,9 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # e2e_helpers, however pytest was pointed at this file
-pytest.register_assert_rewrite("e2e_helpers")
-
-from e2e_helpers import RUN_NAMES, STUDY, SUMMARY_RUN, Study  # noqa: E402
+from fixtures.study import RUN_NAMES, STUDY, SUMMARY_RUN, Study
 
 from chexops.tracking.presentation import STUDY_VIEW_QUERY  # noqa: E402
-
-pytest_plugins = ["e2e_helpers"]
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

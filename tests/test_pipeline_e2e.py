@@ -12,13 +12,10 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # e2e_helpers, however pytest was pointed at this file
-pytest.register_assert_rewrite("e2e_helpers")
-
-from e2e_helpers import FULL_RUNS, RUN_NAMES, STUDY, SUMMARY_RUN, Study  # noqa: E402
+from fixtures.study import FULL_RUNS, RUN_NAMES, STUDY, SUMMARY_RUN, Study
 
 from chexops.evaluate.metrics import headline_key  # noqa: E402
 
-pytest_plugins = ["e2e_helpers"]
 pytestmark = pytest.mark.slow
 
 RAN = re.compile(r"Running stage '([^']+)'")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from test_train import prepare_study
+from fixtures.training import prepare_study
 
 from chexops.config import config_from_dict, with_overrides
 from chexops.errors import ConfigError

@@ -4,64 +4,20 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from fixtures.predict import CHAMPION, NAME, Registered
+from fixtures.registry import chexops
 from PIL import Image, ImageFile
-from test_promote import STUDIES, TRUTH, chexops, random_probs
-from test_serving import make_manifest
 
-from chexops import components as plugins
 from chexops.data.cache import load_image
 from chexops.data.chexpert import resolve_image
 from chexops.data.labels import CSV_HEADER, OBSERVATIONS
 from chexops.evaluate import ensemble as serving
-from chexops.evaluate.scoring import predictions_frame
-from chexops.tracking import promotion
-from chexops.tracking.runs import Tracker
-from chexops.tracking.store import open_client
-
-NAME = "study.resnet18.random.drop-3"
-CHAMPION = f"models:/{NAME}@champion"
-
-
-@dataclass(frozen=True)
-class Registered:
-    """A store holding one real ensemble as version 1 of NAME, alias champion given by `promote`."""
-
-    uri: str
-    manifest: Path
-
-
-def register_champion(root: Path) -> Registered:
-    """Train-free registration as the study does it: a run with predictions.csv, log_ensemble, then promote."""
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    tracker = Tracker.open(uri, str(root / "mlartifacts"), "study")
-    manifest = make_manifest(root)
-    run_id = tracker.start_run("resnet18/random/drop-3", {}, {})
-    predictions_frame(STUDIES, TRUTH, random_probs()).to_csv(root / "predictions.csv", index=False)
-    tracker.log_artifact(run_id, root / "predictions.csv")
-    version = tracker.log_ensemble(run_id, manifest, NAME, {"test_mean_auroc_6": 0.5}, np.zeros((1, 32, 32), np.uint8))
-    tracker.end_run(run_id)
-    decision = promotion.promote(open_client(uri), NAME, version)
-    assert decision.decision == "promoted"
-    return Registered(uri, manifest)
-
-
-@pytest.fixture(scope="module")
-def registered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registered]:
-    with pytest.MonkeyPatch.context() as mp:  # module fixtures run before conftest's plugin isolation
-        mp.setenv("CHEXOPS_LOAD_PLUGINS", "")
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        plugins.reset()
-        yield register_champion(tmp_path_factory.mktemp("registry"))
-    plugins.reset()
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from test_train import prepare_study
+from fixtures.training import prepare_study
 
 from chexops import naming
 from chexops.config import config_from_dict, validate

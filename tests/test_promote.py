@@ -9,82 +9,18 @@ from __future__ import annotations
 
 import getpass
 import json
-import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures.registry import N_STUDIES, NAME, STUDIES, TRUTH, add_version, chexops, good_probs, random_probs
 
-from chexops import cli
 from chexops.data.labels import OBSERVATIONS, STUDY_TASKS
 from chexops.evaluate.bootstrap import paired_bootstrap
 from chexops.evaluate.delong import delong_test
 from chexops.evaluate.metrics import auroc_metrics
-from chexops.evaluate.scoring import predictions_frame
 from chexops.tracking.runs import Tracker
-
-NAME = "study.resnet18.random.drop-3"
-N_STUDIES = 150
-STUDIES = [f"patient{p:05d}/study1" for p in range(N_STUDIES)]
-TRUTH = np.random.default_rng(0).integers(0, 2, size=(N_STUDIES, len(OBSERVATIONS)))
-
-
-def good_probs(seed: int = 1) -> np.ndarray:
-    """Close to the labels: AUROC near 1."""
-    noise = np.random.default_rng(seed).uniform(0, 1, size=TRUTH.shape)
-    return 0.7 * TRUTH + 0.3 * noise
-
-
-def random_probs(seed: int = 2) -> np.ndarray:
-    """Unrelated to the labels: AUROC near 0.5."""
-    return np.random.default_rng(seed).uniform(0, 1, size=TRUTH.shape)
-
-
-@pytest.fixture
-def tracker(tmp_path: Path, empty_store: Path, monkeypatch: pytest.MonkeyPatch) -> Tracker:
-    """A private store that the CLI finds through MLFLOW_TRACKING_URI, run from a folder without params.yaml."""
-    shutil.copy(empty_store, tmp_path / "mlflow.db")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.chdir(tmp_path)
-    return Tracker.open(uri, str(tmp_path / "mlartifacts"), "study")
-
-
-def add_version(tracker: Tracker, probs: np.ndarray, studies: list[str] = STUDIES, truth: np.ndarray = TRUTH,
-                order: np.ndarray | None = None, predictions: bool = True) -> int:
-    """A run whose predictions.csv scores `studies` with `probs`, registered as a new version (alias candidate)."""
-    run_id = tracker.start_run("resnet18/random/drop-3", {}, {})
-    frame = predictions_frame(studies, truth, probs)
-    if order is not None:  # the stored row order must not matter: comparison goes by study
-        frame = frame.iloc[order]
-    if predictions:
-        folder = Path(f"eval-{run_id}")
-        folder.mkdir()
-        frame.to_csv(folder / "predictions.csv", index=False)
-        tracker.log_artifact(run_id, folder / "predictions.csv")
-    tracker.end_run(run_id)
-    client = tracker.client
-    if not client.search_registered_models(f"name = '{NAME}'"):
-        client.create_registered_model(NAME)
-    version = client.create_model_version(NAME, source=f"runs:/{run_id}/ensemble", run_id=run_id).version
-    mean = auroc_metrics(truth, probs).mean_auroc_6
-    for key, value in {"test_mean_auroc_6": mean, "test_mean_auroc_6_ci_low": mean - 0.02,
-                       "test_mean_auroc_6_ci_high": mean + 0.02}.items():
-        client.set_model_version_tag(NAME, version, key, str(value))
-    client.set_registered_model_alias(NAME, "candidate", version)
-    return int(version)
-
-
-def chexops(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run the CLI in this process: (exit code, stdout, stderr)."""
-    try:
-        cli.main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def tags(tracker: Tracker, version: int) -> dict[str, str]:

@@ -17,8 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from test_promote import NAME, add_version, good_probs
-from test_worker import mlflow_server, postgres  # noqa: F401 - the scale-out test's servers, reused
+from fixtures.registry import NAME, add_version, good_probs
 
 from chexops.errors import LockBusyError
 from chexops.tracking import registry_lock

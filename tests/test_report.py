@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from fixtures.analysis import FAMILIES, RHO_IMAGENET, B, write_full_grid, write_run, write_truncations
 from PIL import Image
 from scipy import stats
-from test_analysis import FAMILIES, RHO_IMAGENET, B, write_full_grid, write_run, write_truncations
 
 from chexops.analysis.figures import (
     figure_auroc_vs_params,

@@ -17,7 +17,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
-from test_predict import CHAMPION, Registered, registered  # noqa: F401 - the module fixture
+from fixtures.predict import CHAMPION, Registered
 
 from chexops.data.labels import OBSERVATIONS
 from chexops.tracking.store import global_tracking_uri

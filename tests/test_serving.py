@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from fixtures.ensembles import MEAN, SIZE, STD, make_manifest
 from PIL import Image
 
 from chexops import components as plugins
@@ -22,27 +23,6 @@ from chexops.errors import DataError
 from chexops.evaluate import ensemble as serving
 from chexops.models.build import build_model
 from chexops.tracking import pyfunc
-
-SIZE = 32
-MEAN, STD = [0.5, 0.45, 0.4], [0.25, 0.2, 0.3]
-
-
-def make_manifest(root: Path, seeds: tuple[int, ...] = (1, 2), size: int = SIZE) -> Path:
-    """A real run folder: resnet18 cut by 3 blocks, one checkpoint per seed, manifest.json as training writes it."""
-    run = root / "runs" / "resnet18__random__drop-3"
-    checkpoints = []
-    for i, seed in enumerate(seeds):
-        model, report = build_model("resnet18", "random", truncate=3, num_classes=14, seed=seed)
-        file = f"checkpoints/ckpt-{(i + 1) * 1024:010d}.pt"
-        (run / file).parent.mkdir(parents=True, exist_ok=True)
-        torch.save(model.state_dict(), run / file)
-        checkpoints.append({"file": file, "step": (i + 1) * 64, "examples": (i + 1) * 1024, "epoch": 0,
-                            "val_score": 0.7 - i / 100, "metrics": {}})
-    manifest = {"run": "resnet18/random/drop-3", "family": "resnet18", "initializer": "random", "depth": 3,
-                "num_classes": 14, "image_size": size, "normalization": {"mean": MEAN, "std": STD},
-                "checkpoints": checkpoints, "report": report.to_dict()}
-    (run / "manifest.json").write_text(json.dumps(manifest))
-    return run / "manifest.json"
 
 
 def images(n: int, h: int = SIZE, w: int = SIZE, seed: int = 0) -> np.ndarray:

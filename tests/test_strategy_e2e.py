@@ -12,9 +12,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-pytest.register_assert_rewrite("e2e_helpers")
-
-from e2e_helpers import STUDY, build_study  # noqa: E402
+from fixtures.study import STUDY, build_study
 
 pytestmark = pytest.mark.slow
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from fixtures.training import KEY, make_config
 from mlflow import MlflowClient
-from test_train import KEY, make_config, prepared  # noqa: F401 - the module-scoped dataset fixture
 
 from chexops.evaluate.metrics import headline_key
 from chexops.stages import evaluate, register, train

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import types
 
-import keep_first_plugin
 import numpy as np
 import pytest
+from fixtures import keep_first_plugin
 
 import chexops
 from chexops.config import config_from_dict, grid_runs, validate
@@ -21,9 +21,9 @@ def test_the_fixture_loads_only_what_it_is_given(chexops_plugins, monkeypatch):
     monkeypatch.delenv("CHEXOPS_LOAD_PLUGINS")  # every installed plugin would load; the fixture's choice wins
     loaded = chexops_plugins(keep_first_plugin)
     strategy = loaded.component("truncations", "keep-first")
-    assert (strategy.plugin, strategy.distribution) == ("keep_first_plugin", "(in-test)")
+    assert (strategy.plugin, strategy.distribution) == ("fixtures.keep_first_plugin", "(in-test)")
     assert loaded.names("truncations") == ["none", "drop-last-k", "keep-first"]
-    assert loaded.plugins()[-1] == "keep_first_plugin"
+    assert loaded.plugins()[-1] == "fixtures.keep_first_plugin"
     with pytest.raises(UnknownComponentError, match=r"Available: none, drop-last-k\. "):
         chexops_plugins().component("truncations", "keep-first")
     with pytest.raises(PluginError, match="not an installed chexops plugin"):

@@ -11,8 +11,8 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
+from fixtures.ensembles import make_manifest
 from PIL import Image
-from test_serving import make_manifest  # the tiny real run folder both test modules use
 
 from chexops import naming
 from chexops.data.labels import OBSERVATIONS

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+from fixtures.training import KEY, make_config
 from PIL import Image
 
-from chexops.config import config_from_dict, validate
+from chexops.config import validate
 from chexops.data.labels import OBSERVATIONS
 from chexops.errors import ConfigError
 from chexops.evaluate.ensemble import checkpoint_paths, load_ensemble, predict_frame, read_manifest
@@ -19,43 +18,6 @@ from chexops.evaluate.scoring import score_ensemble
 from chexops.naming import RunKey
 from chexops.train import loop
 from chexops.train.loop import train_run
-
-KEY = RunKey("resnet18", "random", 3)  # resnet18 with three of four blocks cut: fast on a CPU
-
-
-def make_config(root: Path, **train):
-    return config_from_dict({
-        "study": {"name": "test"},
-        "data": {"source": "synthetic", "synthetic": {"patients": 60, "seed": 1, "image_size": 48},
-                 "image_size": 32, "index_dir": str(root / "index"), "cache_dir": str(root / "cache"), "workers": 1},
-        "train": {"batch_size": 8, "epochs": 2, "eval_every": 64, "top_k": 3, "lr": 1e-3,
-                  "runs_dir": str(root / "runs")} | train,
-        "grid": {"families": ["resnet18"], "initializers": ["random"]},
-    })
-
-
-def prepare_study(root: Path, config: Any) -> Path:
-    """Ingest and cache `config`'s data under `root`, where the pipeline would write it (relative paths)."""
-    import os
-
-    from chexops.stages import ingest, prepare
-    from chexops.stages.context import StageContext
-
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
-        ingest.run(StageContext(config, progress=False))
-        prepare.run(StageContext(config, progress=False))
-    finally:
-        os.chdir(cwd)
-    return root
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    """A small synthetic dataset, ingested and cached once for the module."""
-    root = tmp_path_factory.mktemp("study")
-    return prepare_study(root, make_config(root))
 
 
 def test_training_keeps_top_k_with_a_manifest(prepared, tmp_path):

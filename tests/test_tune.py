@@ -7,8 +7,8 @@ from dataclasses import replace
 
 import optuna
 import pytest
+from fixtures.training import KEY, make_config
 from mlflow import MlflowClient
-from test_train import KEY, make_config, prepared  # noqa: F401 - the module-scoped dataset fixture
 
 from chexops.config import TuneConfig
 from chexops.stages.context import StageContext

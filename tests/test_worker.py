@@ -3,23 +3,19 @@ end-to-end run of two workers against a real PostgreSQL server and a real `mlflo
 
 from __future__ import annotations
 
-import glob
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import optuna
 import pytest
 import yaml
+from fixtures.servers import wait_for
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
@@ -32,20 +28,8 @@ KEYS = [RunKey("resnet18", "random", d) for d in range(4)]
 NAMES = [k.name for k in KEYS]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def wait_for(check, timeout: float, what: str, poll: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(poll)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
 # --- the claim mechanism, on SQLite (one machine) and PostgreSQL ---------------------------------------------
@@ -130,83 +114,12 @@ def test_grid_pending_until_every_trial_is_finished(tmp_path):
 
 # --- servers --------------------------------------------------------------------------------------------------
 
-def postgres_bin() -> Path | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if found:
-        return Path(found[-1]).parent
-    initdb = shutil.which("initdb")
-    return Path(initdb).parent if initdb else None
 
 
-def _run(cmd: list[str], **kwargs) -> None:
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, **kwargs)
-    if done.returncode:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
 
 
-@pytest.fixture(scope="module")
-def postgres():
-    """A throwaway PostgreSQL server on 127.0.0.1 (as user postgres when the tests run as root)."""
-    bin_dir = postgres_bin()
-    if bin_dir is None:
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found: install Debian's `postgresql` package "
-                    "(apt-get install -y postgresql).")
-    home = Path(tempfile.mkdtemp(prefix="chexops-pg-"))
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses to run as root
-        shutil.chown(home, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    port = free_port()
-    _run([*as_user, str(bin_dir / "initdb"), "-D", str(home / "data"), "-U", "postgres", "--auth=trust", "-E", "UTF8"])
-    _run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(home / "data"), "-l", str(home / "server.log"), "-w", "-t",
-          "60", "-o", f"-k {home} -h 127.0.0.1 -p {port}", "start"])
-    created: set[str] = set()
-
-    def url(database: str) -> str:
-        if database not in created:
-            _run([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", database])
-            created.add(database)
-        return f"postgresql+psycopg2://postgres@127.0.0.1:{port}/{database}"
-
-    try:
-        yield {"url": url, "port": port}
-    finally:
-        subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(home / "data"), "-m", "immediate", "-w",
-                        "stop"], capture_output=True, timeout=60)
-        shutil.rmtree(home, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def mlflow_server(postgres, tmp_path_factory):
-    """`mlflow server` on PostgreSQL with proxied artifacts, as the README's scaling-out set-up runs it."""
-    root = tmp_path_factory.mktemp("mlflow")
-    port = free_port()
-    log = open(root / "server.log", "w")
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", postgres["url"]("mlflow"),
-           "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-           "--workers", "1"]
-    server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        if server.poll() is not None:
-            pytest.fail(f"mlflow server exited with {server.returncode}:\n{(root / 'server.log').read_text()[-3000:]}")
-        try:
-            return urllib.request.urlopen(f"{uri}/health", timeout=2).status == 200
-        except OSError:
-            return False
-
-    try:
-        wait_for(healthy, 180, "mlflow server to answer /health", poll=1.0)
-        yield uri
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)  # its own session: the server and the workers it forked
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=30)
-        log.close()
 
 
 # --- end to end -----------------------------------------------------------------------------------------------

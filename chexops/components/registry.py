@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from chexops.components import checks
 from chexops.components.manager import PluginInfo, filter_description, hidden_plugins, plugin_manager
@@ -46,6 +46,7 @@ class _Register:
 
     def __call__(self, spec: Any) -> None:
         _, cls, noun = KINDS[self.kind]
+        cls = cast(type, cls)
         if not isinstance(spec, cls):
             raise PluginError(
                 f"plugin {self.plugin.name!r} registered {spec!r} as a {noun}; "

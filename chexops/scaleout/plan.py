@@ -107,13 +107,13 @@ def plan(config: Config, profile: Profile, sizes: ImageCounts) -> dict[str, Any]
             continue
         rows.append({"run": key.name, "model": timing.model} | configuration_seconds(config, key, timing, sizes))
     for family, initializer in grid_pretraining(config):
-        timing = profile.pretraining.get(f"{family}/{initializer}")
-        if timing is None:
+        pretraining = profile.pretraining.get(f"{family}/{initializer}")
+        if pretraining is None:
             missing.append(f"{family}/{initializer} pretraining")
             continue
-        seconds = timing.fixed_s + config.pretrain.examples * timing.s_per_example
-        rows.append({"run": f"{family}/{initializer}/pretrain", "model": family, "setup": timing.fixed_s,
-                     "train": seconds - timing.fixed_s, "validation": 0.0, "test": 0.0, "total": seconds,
+        seconds = pretraining.fixed_s + config.pretrain.examples * pretraining.s_per_example
+        rows.append({"run": f"{family}/{initializer}/pretrain", "model": family, "setup": pretraining.fixed_s,
+                     "train": seconds - pretraining.fixed_s, "validation": 0.0, "test": 0.0, "total": seconds,
                      "examples": float(config.pretrain.examples), "validations": 0.0})
     if missing:
         raise ConfigError(f"the profile has no measurement of {', '.join(sorted(set(missing)))}: measure them with "
@@ -218,10 +218,10 @@ def measure(config: Config, steps: int = 10, warmup: int = 3, pack: int = 1,
         if progress:
             progress(timing)
     for family, initializer in grid_pretraining(config):
-        timing = measure_pretraining(config, family, initializer)
-        profile.pretraining[f"{family}/{initializer}"] = timing
+        pretraining = measure_pretraining(config, family, initializer)
+        profile.pretraining[f"{family}/{initializer}"] = pretraining
         if progress:
-            progress(timing)
+            progress(pretraining)
     if pack > 1:
         longest = max(profile.timings.values(), key=lambda m: m.train_s_per_example)
         profile.packing_gain = packing_gain(config, longest, pack, steps, warmup)

@@ -57,12 +57,14 @@ def run(ctx: StageContext) -> dict[str, Any]:
     records.save_run_record(run_dir, run_id=run_id, run=key.name)
     before = (tracker.metric_at(run_id, "train_seconds", trainer.resume_examples) or 0.0
               if trainer.resume_examples else 0.0)
+    def log(metrics: dict[str, float], step: int) -> None:
+        tracker.log_metrics(run_id, metrics, step)
+        tracker.flush(run_id)
+
     with tracker.run_guard(run_id):
         tracker.log_datasets(run_id, dataset_inputs(config, ("train", "valid")))
         with tracker.system_metrics(run_id):
-            result = trainer.fit(log=lambda metrics, step: (tracker.log_metrics(run_id, metrics, step),
-                                                            tracker.flush(run_id)),
-                                 seconds_before=before)
+            result = trainer.fit(log=log, seconds_before=before)
     # the run's wall-clock duration also spans the later evaluate/register stages; this is training alone, over
     # every process that trained it (a resumed run adds its time to the time logged at the state it resumed from)
     speed = result.examples / result.seconds if result.seconds else None
