@@ -349,8 +349,8 @@ def validate(config: Config) -> Config:
         _check(entry.family in g.families and entry.init in g.initializers,
                f"grid.truncated has {entry.family}/{entry.init}, which is not a full configuration of the grid; "
                f"add {entry.family} to grid.families and {entry.init} to grid.initializers.")
-        _check(entry.depth > 0, f"grid.truncated has {entry.family} at depth {entry.depth}; a truncated run drops 1 or more "
-               "blocks.")
+        _check(entry.depth > 0, f"grid.truncated has {entry.family} at depth {entry.depth}; a truncated run drops "
+               "1 or more blocks.")
     return config
 
 

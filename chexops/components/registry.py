@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar
 
 from chexops.components import checks
 from chexops.components.manager import PluginInfo, filter_description, hidden_plugins, plugin_manager
@@ -45,8 +45,8 @@ class _Register:
         self.kind, self.plugin, self.into = kind, plugin, into
 
     def __call__(self, spec: Any) -> None:
-        _, cls, noun = KINDS[self.kind]
-        cls = cast(type, cls)
+        _, spec_class, noun = KINDS[self.kind]
+        cls: Any = spec_class  # one of the four spec classes; Any so that `spec` keeps its type below
         if not isinstance(spec, cls):
             raise PluginError(
                 f"plugin {self.plugin.name!r} registered {spec!r} as a {noun}; "
