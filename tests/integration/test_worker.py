@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -14,8 +13,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-import yaml
-from fixtures.servers import wait_for
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
@@ -146,34 +143,6 @@ def start_worker(root: Path, storage: str, name: str) -> subprocess.Popen:
     return subprocess.Popen(cmd, cwd=root, env=env, stdout=open(root / f"{name}.log", "w"), stderr=subprocess.STDOUT)
 
 
-@pytest.mark.slow
-def test_two_workers_finish_the_grid_once_each_despite_a_kill(postgres, mlflow_server, tmp_path):
-    from test_train import prepare_study
-
-    from chexops.config import config_from_dict
-
-    raw = grid_params(tmp_path, mlflow_server)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    prepare_study(tmp_path, config_from_dict(raw))
-    storage = postgres["url"]("optuna_grid")
-    doomed, survivor = start_worker(tmp_path, storage, "doomed"), start_worker(tmp_path, storage, "survivor")
-    try:
-        watch = optuna.storages.RDBStorage(storage)
-        killed_run = wait_for(lambda: _training_with_state(watch, doomed, tmp_path), 300,
-                              "the first worker to save training state")
-        doomed.send_signal(signal.SIGKILL)  # mid-training, between two saved states: a machine lost
-        assert survivor.wait(timeout=600) == 0, (tmp_path / "survivor.log").read_text()[-4000:]
-    finally:
-        for p in (doomed, survivor):
-            if p.poll() is None:
-                p.kill()
-    assert doomed.wait(timeout=30) == -signal.SIGKILL
-    _check_optuna(storage, killed_run, tmp_path)
-    _check_mlflow(mlflow_server, tmp_path)
-    assert f"{killed_run} (resuming at" in (tmp_path / "survivor.log").read_text()
-    late = start_worker(tmp_path, storage, "late")  # the grid is done: a new worker finds nothing and exits
-    assert late.wait(timeout=120) == 0
-    assert "this worker completed 0" in (tmp_path / "late.log").read_text()
 
 
 def _training_with_state(storage: optuna.storages.RDBStorage, worker: subprocess.Popen, root: Path) -> str | None:

@@ -20,8 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))  # e2e_helpers, however pytest was pointed at this file
 from fixtures.study import RUN_NAMES, STUDY, SUMMARY_RUN, Study
 
 from chexops.tracking.presentation import STUDY_VIEW_QUERY  # noqa: E402

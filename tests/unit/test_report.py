@@ -224,7 +224,7 @@ def test_the_paper_profiles_truncations_render_the_papers_summary(tmp_path: Path
     from chexops.config import grid_runs, load_config
     from chexops.models.build import build_model
 
-    config = load_config(Path(__file__).parents[1] / "pipelines" / "profiles" / "paper.yaml")
+    config = load_config(Path(__file__).parents[2] / "pipelines" / "profiles" / "paper.yaml")
     truncated = [(f, i, d) for f, i, d, _, _ in grid_runs(config) if d > 0]
     assert len(truncated) == 18
     params = {(f, d): build_model(f, "random", d, 14)[1].parameters

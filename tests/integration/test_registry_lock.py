@@ -99,11 +99,6 @@ def test_eight_promotions_at_once_on_sqlite_have_one_winner(tmp_path: Path, empt
     check_one_winner(uri, race(uri, versions))
 
 
-@pytest.mark.slow
-def test_eight_promotions_at_once_on_an_mlflow_server_have_one_winner(mlflow_server, tmp_path: Path,  # noqa: F811
-                                                                      monkeypatch) -> None:
-    versions = register_versions(mlflow_server, tmp_path, monkeypatch)
-    check_one_winner(mlflow_server, race(mlflow_server, versions))
 
 
 # --- the lock's own protocol -------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from chexops.config import config_from_dict, grid_runs, load_config, validate
 from chexops.errors import ConfigError, UnknownComponentError
 from chexops.stages.ingest import dataset_root
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_default_params_validate_and_name_the_demo_grid():

@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from importlib import metadata
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))  # e2e_helpers, however pytest was pointed at this file
 from fixtures.study import FULL_RUNS, RUN_NAMES, STUDY, SUMMARY_RUN, Study
 
 from chexops.evaluate.metrics import headline_key  # noqa: E402

@@ -6,12 +6,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
+from fixtures import keep_first_plugin
 from fixtures.study import STUDY, build_study
 
 pytestmark = pytest.mark.slow
@@ -21,9 +19,9 @@ FULL = "resnet18/random/full"
 
 
 def install_keep_first(site: Path) -> None:
-    """tests/keep_first_plugin.py as the distribution chexops-keepfirst, as pip would leave it."""
+    """tests/fixtures/keep_first_plugin.py as the distribution chexops-keepfirst, as pip would leave it."""
     site.mkdir()
-    shutil.copy(Path(__file__).with_name("keep_first_plugin.py"), site / "keep_first_plugin.py")
+    shutil.copy(keep_first_plugin.__file__, site / "keep_first_plugin.py")
     info = site / "chexops_keepfirst-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: chexops-keepfirst\nVersion: 0.1\n")

@@ -31,7 +31,7 @@ from PIL import Image
 from chexops import components as plugins
 from chexops.naming import RUN_RECORD_FILE
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TRUNCATED = ["--family", "resnet18", "--init", "random", "--truncate", "3"]
 PARAMS: dict[str, Any] = {
     "study": {"name": "faults", "seed": 0},

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from fixtures.training import prepare_study
 
@@ -47,21 +45,17 @@ def test_schedule_is_the_loops(prepared, tmp_path, train, one_thread):
     assert plan.schedule(sizes.train, budget, t.batch_size, t.eval_every, t.epochs) == (result.examples, len(logged))
 
 
-def test_plan_of_two_configurations_is_within_2x_of_the_measured_runs(prepared, tmp_path, one_thread):
+def test_plan_of_two_configurations_sums_its_measured_models(prepared, tmp_path, one_thread):
+    # how close the estimate comes to real runs is a timing claim: benchmarks/plan_accuracy.py measures it
     config = make_config(prepared, runs_dir=str(tmp_path))
     sizes = plan.image_counts(config)
     profile = Profile("cpu", "fp32", "off", 32, 8, 256)
-    measured = 0.0
-    for key in KEYS:  # each model measured right before its run: the machine's load drifts, a shared one's a lot
-        timing = plan.measure_model(config, key.family, key.depth, key.strategy, steps=8, warmup=2)
+    for key in KEYS:
+        timing = plan.measure_model(config, key.family, key.depth, key.strategy, steps=4, warmup=1)
         profile.timings[timing.model] = timing
-        start = time.perf_counter()
-        train_run(config, key, progress=False)  # builds, trains and validates: the plan's parts but the test split
-        measured += time.perf_counter() - start
     estimate = plan.plan(config, profile, sizes)
     assert [r["run"] for r in estimate["configurations"]] == [k.name for k in KEYS]
-    expected = sum(r["total"] - r["test"] for r in estimate["configurations"])
-    assert 0.5 < measured / expected < 2.0, (measured, estimate["configurations"])
+    assert all(r["total"] > r["train"] > 0 for r in estimate["configurations"])
     assert estimate["sequential_seconds"] == pytest.approx(sum(r["total"] for r in estimate["configurations"]))
     assert estimate["packed_seconds"] is None  # packing was not measured: the plan does not make a number up
 
