@@ -38,16 +38,15 @@ def run_stage(stage: Stage, description: str, per_configuration: bool) -> None:
 
 
 def _run(stage: Stage, args: argparse.Namespace) -> dict:
-    from chexops.components.lineage import check_components
+    from chexops.components.lineage import check_recorded
     from chexops.config import load_config, validate
     from chexops.naming import DEFAULT_STRATEGY, RunKey
-    from chexops.stages.context import check_components as verify_components
-    from chexops.stages.context import components_of
+    from chexops.stages.context import components_of, verify_components
 
     config = validate(load_config(args.params))
     key = None
     if hasattr(args, "family"):
         key = RunKey(args.family, args.init, args.truncate, args.fraction, args.strategy or DEFAULT_STRATEGY)
-        check_components(components_of(config, key))  # the components the lock records
+        check_recorded(components_of(config, key))  # the components the lock records
         verify_components(config, [key])  # and their deep checks, once per version of their code
     return stage(StageContext(config, key, progress=not args.quiet))

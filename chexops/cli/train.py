@@ -41,7 +41,7 @@ def train_command(family: str, initializer: str, truncate: int, strategy: str, f
     """Train one configuration under params.yaml, evaluate its ensemble, register it in MLflow."""
     from chexops.components.lock import check_lock
     from chexops.config import check_run, load_config, validate
-    from chexops.stages.context import StageContext, check_components
+    from chexops.stages.context import StageContext, verify_components
 
     config = validate(load_config(params_path))
     if lr is not None and not 0 < lr < float("inf"):
@@ -50,7 +50,7 @@ def train_command(family: str, initializer: str, truncate: int, strategy: str, f
     # validated like a grid entry, before anything is written
     check_run(key.family, key.initializer, key.depth, strategy=key.strategy)
     check_lock()
-    check_components(config, [key])  # deep checks of its plugin components, before any data is prepared
+    verify_components(config, [key])  # deep checks of its plugin components, before any data is prepared
     ctx = StageContext(config, key, progress=not quiet, restart=restart, lr=lr)
     from chexops.train import distributed
 

@@ -181,7 +181,7 @@ def write_lock_files(files: dict[Path, dict[str, Any]], folder: Path = LOCK_DIR)
     return changed
 
 
-def check_components(wanted: dict[Path, dict[str, Any]], folder: Path = LOCK_DIR) -> None:
+def check_recorded(wanted: dict[Path, dict[str, Any]], folder: Path = LOCK_DIR) -> None:
     """Refuse to run with a component other than the lock records (no folder: nothing recorded, nothing to check)."""
     from chexops.components.registry import KINDS
 

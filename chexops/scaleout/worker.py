@@ -41,7 +41,7 @@ from chexops.errors import ConfigError, WorkerError
 from chexops.evaluate.metrics import headline_key, headline_text
 from chexops.naming import BEST_RANKING_METRIC, RunKey
 from chexops.stages.configuration import run_configuration
-from chexops.stages.context import StageContext, check_components, require_prepared
+from chexops.stages.context import StageContext, require_prepared, verify_components
 from chexops.stages.experiment import open_tracker
 
 log = logging.getLogger(__name__)
@@ -303,7 +303,7 @@ def run_worker(config: Config, storage_url: str, study_name: str, heartbeat: int
 
     keys = {RunKey(*run).name: RunKey(*run) for run in grid_runs(config)}
     require_prepared(config)  # workers share the cache and must never prepare it at once
-    check_components(config, list(keys.values()))  # a plugin mistake stops the worker before it claims anything
+    verify_components(config, list(keys.values()))  # a plugin mistake stops the worker before it claims anything
     grid = open_grid(storage_url, study_name, list(keys.values()), heartbeat, grace, max_retry)
     tracker = _open_shared_tracker(config)
     options = {"heartbeat": heartbeat, "register": register, "progress": progress}

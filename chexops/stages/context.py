@@ -56,7 +56,7 @@ def components_of(config: Config, key: RunKey) -> dict[Path, dict[str, Any]]:
             for kind, name in components_used(config, key)}
 
 
-def check_components(config: Config, keys: list[RunKey]) -> None:
+def verify_components(config: Config, keys: list[RunKey]) -> None:
     """Before a configuration uses its plugin components: each passes the deep checks (once per version of its
     code), so a mistake is one line and exit 2 before any data is prepared or model trained."""
     from chexops.components.verify import ensure_verified
