@@ -91,3 +91,23 @@ def test_naming_is_torch_free() -> None:
             "print(sorted(m for m in ('torch', 'numpy', 'mlflow') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_no_test_module_imports_another() -> None:
+    # shared helpers live in tests/fixtures/ and shared fixtures in tests/conftest.py; a test module that imports
+    # another runs that module's fixtures and couples two tiers
+    tests = REPO / "tests"
+    modules = {p.stem for p in tests.rglob("test_*.py")}
+    offenders = [f"{p.relative_to(REPO)}: {name}" for p in tests.rglob("*.py")
+                 for name, _ in imported_modules(p) if name.split(".")[0] in modules]
+    assert not offenders, offenders
+
+
+def imported_modules(path: Path) -> list[tuple[str, int]]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.module, node.lineno))
+        elif isinstance(node, ast.Import):
+            found += [(a.name, node.lineno) for a in node.names]
+    return found
