@@ -105,7 +105,7 @@ def _check_mlflow(uri: str, root: Path) -> None:
 
 @pytest.mark.slow
 def test_two_workers_finish_the_grid_once_each_despite_a_kill(postgres, mlflow_server, tmp_path):
-    from test_train import prepare_study
+    from fixtures.training import prepare_study
 
     from chexops.config import config_from_dict
 

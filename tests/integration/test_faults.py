@@ -256,8 +256,8 @@ def test_atomic_writes_take_the_umask_not_mkstemps_0600(tmp_path: Path) -> None:
 
 @pytest.fixture
 def registry(tmp_path: Path, empty_store: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A store under tmp_path with version 1 and 2 of test_promote's model, found through params.yaml."""
-    from test_promote import add_version, good_probs
+    """A store under tmp_path with version 1 and 2 of the registry fixtures' model, found through params.yaml."""
+    from fixtures.registry import add_version, good_probs
 
     from chexops.tracking.runs import Tracker
 
@@ -272,7 +272,7 @@ def registry(tmp_path: Path, empty_store: Path, monkeypatch: pytest.MonkeyPatch)
 
 def test_promote_while_another_promotion_holds_the_lock_is_refused_and_writes_nothing(registry: Path) -> None:
     from mlflow import MlflowClient
-    from test_promote import NAME
+    from fixtures.registry import NAME
 
     from chexops.tracking.registry_lock import LOCK_PREFIX
 
