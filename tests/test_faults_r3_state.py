@@ -72,8 +72,8 @@ def test_random_bytes_as_a_train_state_are_one_error(tmp_path):
 
 def test_a_state_as_training_writes_it_loads_safely(tmp_path):
     """The allow-list admits everything a real state holds: Adam's state after a step, the RNG, the keeper."""
-    from chexops.train.loop import Progress, _save_state
     from chexops.train.checkpoints import Kept, TopKKeeper
+    from chexops.train.loop import Progress, _save_state
 
     model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
