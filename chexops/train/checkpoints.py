@@ -79,6 +79,15 @@ def atomic_write_bytes(path: Path, write: Any) -> None:
         raise
 
 
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the `.<name>.*.tmp` files `atomic_write_bytes` left in `folder` when a process was killed mid-write
+    (SIGKILL skips its cleanup). Call it only where this process owns the folder (a run it resumes)."""
+    stale = sorted(folder.glob(".*.tmp")) if folder.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def atomic_save(obj: Any, path: Path) -> None:
     atomic_write_bytes(path, lambda fh: torch.save(obj, fh))
 

@@ -38,7 +38,13 @@ from chexops.naming import (
 )
 from chexops.train import compile as step_compile
 from chexops.train import distributed
-from chexops.train.checkpoints import TopKKeeper, atomic_save, read_state, verify_checkpoints
+from chexops.train.checkpoints import (
+    TopKKeeper,
+    atomic_save,
+    read_state,
+    remove_stale_temporaries,
+    verify_checkpoints,
+)
 from chexops.train.distributed import ShardBatch, ShardedLoader
 from chexops.train.runtime import Runtime, select_runtime
 from chexops.train.step import train_step
@@ -245,6 +251,10 @@ class Trainer:
     def fit(self) -> TrainResult:
         start = self.started = time.perf_counter()
         torch.manual_seed(self.config.train.seed)
+        if distributed.is_main():  # writes a kill cut short (SIGKILL skips their cleanup): never read, only in the way
+            (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(self.run_dir)
+            remove_stale_temporaries(self.run_dir / "checkpoints")
         distributed.barrier(self.dist)  # rank 0 may have just cleared a --restart's state: all ranks read alike
         p = _resume(self.run_dir, self.key, self.fingerprint, self.model, self.optimizer, self.keeper)
         p = p or Progress(next_eval=self.config.train.eval_every)
@@ -322,7 +332,7 @@ def train_run(config: Config, key: RunKey, *, lr: float | None = None, max_examp
               progress: bool = True, run_dir: Path | None = None) -> TrainResult:
     """Train one configuration (resuming a killed run in the same folder) and return where its checkpoints are."""
     run_dir = run_dir or key.train_dir(config.train.runs_dir)
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    # the folder is made once the trainer accepted the run: a refused one (batch size, settings) leaves nothing
     trainer = Trainer(config, key, run_dir, lr or config.train.lr, max_examples or config.train.max_examples,
                       log, on_eval, progress)
     result = trainer.fit()

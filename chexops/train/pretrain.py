@@ -27,7 +27,7 @@ from chexops.errors import ConfigError, DataError
 from chexops.models.build import create_network
 from chexops.naming import BACKBONE_FILE, STATE_FILE
 from chexops.train.augment import normalize, radiograph_views, view_generator
-from chexops.train.checkpoints import atomic_save, load_state_file
+from chexops.train.checkpoints import atomic_save, load_state_file, remove_stale_temporaries
 from chexops.train.moco import MoCo
 from chexops.train.runtime import select_runtime
 
@@ -134,6 +134,7 @@ class Pretrainer:
 
     def _resume(self) -> PretrainProgress | None:
         path = self.out_dir / STATE_FILE
+        remove_stale_temporaries(self.out_dir)  # a write a kill cut short: never read, only in the way
         if not path.is_file():
             return None
         try:
