@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 
 import click
@@ -37,6 +38,24 @@ def main(argv: list[str] | None = None) -> None:
     except click.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)
+    except OSError as exc:
+        if exc.errno not in _ENVIRONMENT_ERRNOS:
+            raise  # anything else is a bug and keeps its traceback
+        click.echo(f"Error: {environment_error(exc)}", err=True)
+        sys.exit(2)
+
+
+# OSErrors that say what the machine lacks, not what the code got wrong: a full disk or quota, a read-only
+# filesystem; the user fixes them (the command then resumes or reruns), so they are one line like a ChexopsError.
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+
+
+def environment_error(exc: OSError) -> str:
+    """One line for an OSError of _ENVIRONMENT_ERRNOS: what failed, on which file, what to do."""
+    where = f" writing {exc.filename}" if exc.filename else ""
+    advice = {errno.EROFS: "make it writable or work in a writable copy"}.get(
+        exc.errno, "free space (or raise the quota) and run the command again")
+    return f"{exc.strerror or exc}{where} (errno {exc.errno}); {advice}."
 
 
 if __name__ == "__main__":

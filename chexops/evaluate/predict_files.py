@@ -207,7 +207,7 @@ def write_outputs(out: Path, prediction: Prediction, model: Any) -> tuple[Path |
     out.parent.mkdir(parents=True, exist_ok=True)
     frame = pd.DataFrame(prediction.probs, columns=list(OBSERVATIONS))
     frame.insert(0, "path", [str(p) for p in prediction.paths])
-    frame.to_csv(out, index=False)
+    _write_csv(frame, out)
     studies = [study_of(p) for p in prediction.paths]
     known = [i for i, s in enumerate(studies) if s is not None]
     study_path = out.with_name(f"{out.stem}_studies.csv")
@@ -218,5 +218,18 @@ def write_outputs(out: Path, prediction: Prediction, model: Any) -> tuple[Path |
     # per-image probabilities above no longer hold: the known images are decoded once more for it
     frame = pd.DataFrame({"path": [str(prediction.paths[i]) for i in known], "study": [studies[i] for i in known]})
     per_study = model.unwrap_python_model().predict(None, frame)
-    per_study.to_csv(study_path, index=False)
+    _write_csv(per_study, study_path)
     return study_path, len(per_study)
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> None:
+    """`frame` to `path` through a temporary file renamed into place: a full disk leaves the old file (or none),
+    never an empty or cut-off CSV that reads as a result; the OSError becomes a one-line DataError."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        frame.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise DataError(f"cannot write {path}: {exc.strerror or exc} (errno {exc.errno}); nothing was written "
+                        "there. Free space or choose another --out.") from None
