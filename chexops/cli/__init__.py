@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 import sys
 
 import click
@@ -23,12 +24,28 @@ def _load_commands() -> None:
     pm.hook.register_commands(cli=cli)
 
 
+def _drop_mlflow_database_tracebacks(record: logging.LogRecord) -> bool:
+    """MLflow logs every SQLAlchemy OperationalError with its traceback (mlflow.store.db.utils) and then raises it
+    as an MlflowException, which chexops turns into one line; the logged copy would print ~60 lines before it."""
+    return not (record.exc_info and record.getMessage().startswith("SQLAlchemy database error"))
+
+
+def error_line(exc: ChexopsError) -> str:
+    """The message of `exc` as one line: a foreign error it wraps (an MLflow or SQLAlchemy message appends the SQL
+    statement and its parameters on further lines) keeps its first line, which says what failed."""
+    text = str(exc)
+    if "\n" in text and exc.__cause__ is not None:
+        return text.splitlines()[0].rstrip()
+    return text
+
+
 def main(argv: list[str] | None = None) -> None:
+    logging.getLogger("mlflow.store.db.utils").addFilter(_drop_mlflow_database_tracebacks)
     try:
         _load_commands()
         cli.main(args=argv, prog_name="chexops", standalone_mode=False)
     except ChexopsError as exc:
-        click.echo(f"Error: {exc}", err=True)
+        click.echo(f"Error: {error_line(exc)}", err=True)
         sys.exit(2)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
