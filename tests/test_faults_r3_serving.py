@@ -7,7 +7,6 @@ signature; MLflow casts the JSON numbers to uint8 before chexops sees them. Pyth
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +14,6 @@ import torch
 
 from chexops import components as plugins
 from chexops.errors import DataError
-from chexops.evaluate import ensemble as serving
 from chexops.models.build import build_model
 from chexops.tracking import pyfunc
 
