@@ -155,8 +155,7 @@ class TopKKeeper:
 
 
 def _restart_hint(key: RunKey) -> str:
-    return (f"train it anew with `chexops train --family {key.family} --init {key.initializer} --truncate "
-            f"{key.depth} --restart` (or `dvc repro` after deleting the folder)")
+    return f"train it anew with `{key.train_command('--restart')}` (or `dvc repro` after deleting the folder)"
 
 
 def read_state(run_dir: Path, key: RunKey) -> dict[str, Any] | None:

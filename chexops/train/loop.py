@@ -141,7 +141,7 @@ def _check_state(state: dict[str, Any], run_dir: Path, key: RunKey, fingerprint:
     if state["fingerprint"] != fingerprint:
         raise ConfigError(
             f"{run_dir} holds a run with other settings (params.yaml, lr, data or budget changed); train anew with "
-            f"`chexops train --family {key.family} --init {key.initializer} --truncate {key.depth} --restart`, "
+            f"`{key.train_command('--restart')}`, "
             "or delete the folder."
         )
     verify_checkpoints(run_dir, key, state["keeper"], model.state_dict())
