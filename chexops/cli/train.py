@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from chexops import naming
 from chexops.naming import DEFAULT_STRATEGY, RunKey
 
 if TYPE_CHECKING:
@@ -49,6 +50,8 @@ def train_command(family: str, initializer: str, truncate: int, strategy: str, f
     # validated like a grid entry, before anything is written
     check_run(key.family, key.initializer, key.depth, strategy=key.strategy)
     check_lock()
+    if lr is not None and not restart:
+        _refuse_another_lr(config, key, lr)
     ctx = StageContext(config, key, progress=not quiet, restart=restart, lr=lr)
     from chexops.train import distributed
 
@@ -60,6 +63,19 @@ def train_command(family: str, initializer: str, truncate: int, strategy: str, f
             _train_main(ctx, no_register, under_torchrun=dist is not None)
     finally:
         distributed.shutdown()
+
+
+def _refuse_another_lr(config, key: RunKey, lr: float) -> None:
+    """An --lr other than the one the run folder was trained at changes the run: say so rather than call it up to
+    date (or resume it at another rate)."""
+    from chexops.errors import ConfigError
+    from chexops.train.loop import saved_state_matches
+
+    run_dir = key.train_dir(config.train.runs_dir)
+    if (run_dir / naming.STATE_FILE).is_file() and saved_state_matches(config, key, run_dir, lr) is False:
+        raise ConfigError(f"{run_dir} holds {key.name} trained with other settings than --lr {lr} (another learning "
+                          f"rate, or params.yaml changed since); train it anew at this rate with "
+                          f"`{key.train_command('--lr', str(lr), '--restart')}`, or drop --lr to keep the run.")
 
 
 def _follow_rank(ctx: StageContext) -> None:

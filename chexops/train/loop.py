@@ -170,6 +170,15 @@ def saved_state_complete(config: Config, key: RunKey, run_dir: Path, lr: float) 
     return state["fingerprint"] == fingerprint and bool(state["progress"]["done"])
 
 
+def saved_state_matches(config: Config, key: RunKey, run_dir: Path, lr: float) -> bool | None:
+    """Whether `run_dir`'s saved state was trained under these settings at learning rate `lr` (None: no state)."""
+    state = read_state(run_dir, key)
+    if state is None:
+        return None
+    train = load_cached(config, "train")
+    return state["fingerprint"] == _fingerprint(config, key, lr, config.train.max_examples, train)
+
+
 def _save_state(run_dir: Path, fingerprint: str, model, optimizer, keeper: TopKKeeper, progress: Progress) -> None:
     atomic_save(
         {"fingerprint": fingerprint, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
