@@ -78,6 +78,24 @@ def _refuse_another_lr(config, key: RunKey, lr: float) -> None:
                           f"`{key.train_command('--lr', str(lr), '--restart')}`, or drop --lr to keep the run.")
 
 
+def _check_still_registered(ctx: StageContext, version: int) -> None:
+    """An up-to-date run is one the store holds: a replaced or emptied mlflow.db (a zero-byte file opens as a new,
+    empty store) must not be reported as 'registered as version N'."""
+    from chexops.errors import TrackingError
+    from chexops.tracking.store import get_version
+
+    tracker = ctx.open_tracker()
+    name = naming.registered_model_name(ctx.config.experiment, ctx.run.name)
+    try:
+        get_version(tracker.client, name, version)
+    except TrackingError as exc:
+        raise TrackingError(
+            f"{ctx.run.name} is trained and evaluated, and {ctx.run.registry_file(ctx.runs_dir)} records it as "
+            f"version {version} of {name!r}, but the tracking store {tracker.uri} does not hold it ({exc}); point "
+            f"tracking.uri (or MLFLOW_TRACKING_URI) at the store that holds it, or record it in this one anew with "
+            f"`{ctx.run.train_command('--restart')}`.") from None
+
+
 def _follow_rank(ctx: StageContext) -> None:
     """A non-zero DDP rank: train alongside rank 0, which does all the writing, logging and evaluation."""
     from chexops.stages import chosen_lr, require_prepared
@@ -104,6 +122,8 @@ def _train_main(ctx: StageContext, no_register: bool, under_torchrun: bool) -> N
         ingest(ctx)
         prepare(ctx)
     result = run_configuration(ctx, register_model=not no_register)
+    if result["up_to_date"]:
+        _check_still_registered(ctx, result["registered_version"])
     m = result["metrics"]
     auroc = f"test mean AUROC (study tasks) {headline_text(m)}"
     if result["up_to_date"]:
