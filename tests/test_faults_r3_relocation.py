@@ -57,3 +57,14 @@ def test_relocating_a_copy_without_its_artifacts_warns(copied_project, capsys):
     assert "warning:" in err and "holds no artifacts" in err
     code, err = _chexops(capsys, "promote", NAME, "1", "--alias", "champion")  # relocated: no longer refused
     assert code == 0, err
+
+
+def test_a_version_whose_files_are_gone_is_blamed_on_the_files_not_the_name(copied_project, capsys):
+    from chexops.errors import TrackingError
+    from chexops.evaluate.predict_files import load_model
+
+    _chexops(capsys, "registry", "relocate")
+    with pytest.raises(TrackingError) as info:
+        load_model(f"models:/{NAME}/1", f"sqlite:///{copied_project / 'mlflow.db'}")
+    text = str(info.value)
+    assert "artifact files are missing" in text and "Check the name" not in text and "\n" not in text

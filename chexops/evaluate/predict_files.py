@@ -112,7 +112,14 @@ def load_model(model_uri: str, uri: str | None = None) -> Any:
             with global_tracking_uri(uri):
                 model = mlflow.pyfunc.load_model(model_uri)
     except (MlflowException, OSError) as exc:
-        raise TrackingError(f"cannot load model {model_uri} (tracking URI {uri or mlflow.get_tracking_uri()}): "
+        where = uri or mlflow.get_tracking_uri()
+        if isinstance(exc, OSError) or any(w in str(exc) for w in ("No such file or directory", "No such artifact")):
+            # the registry found the version, its files are gone: the name is not what is wrong
+            raise TrackingError(f"cannot load model {model_uri} (tracking URI {where}): its artifact files are "
+                                f"missing ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); copy the "
+                                "project's artifact folder (tracking.artifacts, e.g. mlartifacts/) beside the store, "
+                                "then `chexops registry relocate` if the project moved.") from None
+        raise TrackingError(f"cannot load model {model_uri} (tracking URI {where}): "
                             f"{exc}. Check the name and alias with `chexops registry list`.") from None
     schema = model.metadata.get_output_schema()
     if schema is None or schema.input_names() != list(OBSERVATIONS):
