@@ -41,9 +41,10 @@ def error_line(exc: ChexopsError) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     logging.getLogger("mlflow.store.db.utils").addFilter(_drop_mlflow_database_tracebacks)
-    from chexops.cli.signals import sigterm_as_interrupt
+    if argv is None:  # the console command; a caller passing argv in-process (tests) keeps its own handling
+        from chexops.cli.signals import sigterm_as_interrupt
 
-    sigterm_as_interrupt()
+        sigterm_as_interrupt()
     try:
         _load_commands()
         cli.main(args=argv, prog_name="chexops", standalone_mode=False)
