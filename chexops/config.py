@@ -244,6 +244,8 @@ def _build(cls: type, raw: dict[str, Any], where: str) -> Any:
 
 def config_from_dict(raw: dict[str, Any] | None) -> Config:
     fractions = ((raw or {}).get("grid") or {}).get("label_fractions") or []
+    _check(isinstance(fractions, list), f"grid.label_fractions must be a list of fractions in (0, 1], e.g. "
+           f"[{fractions!r}] or [0.1, 1.0]; got {fractions!r} ({type(fractions).__name__}).")
     # DVC writes `1` where Python writes `1.0`: the folder DVC expects and the one the stage writes would differ
     _check(not any(isinstance(f, int) and not isinstance(f, bool) for f in fractions if f is not None),
            f"grid.label_fractions must be written as decimals (e.g. [0.1, 1.0]), got {fractions}.")
@@ -269,6 +271,13 @@ def truncated_entries(named: dict[str, Any]) -> list[Any]:
     """grid.truncated written as a mapping {key: entry}: the entries, each key checked against its entry."""
     for key, entry in named.items():
         if isinstance(entry, dict):
+            missing = [k for k in ("family", "depth") if k not in entry]
+            _check(not missing, f"grid.truncated.{key} lacks the required key{'s' * (len(missing) > 1)} "
+                                f"{', '.join(missing)} (it has {entry}); add it, e.g. {{family: resnet18, depth: 1, "
+                                "init: imagenet}.")
+            depth = entry["depth"]
+            if not isinstance(depth, int) or isinstance(depth, bool):
+                continue  # not a whole number: the typed build below names the key and its type
             want = truncated_stage_key(entry)
             _check(key == want, f"grid.truncated has the key {key!r} for {entry}; name it {want!r} (family-init-"
                                 "truncation), which DVC uses as the stage name.")

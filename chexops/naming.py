@@ -129,6 +129,16 @@ class RunKey:
     def tune_trial_dir(self, runs_dir: str | Path, number: int) -> Path:
         return Path(runs_dir) / "tune" / self.slug / f"trial-{number}"
 
+    def train_command(self, *flags: str) -> str:
+        """`chexops train ...` naming exactly this configuration (strategy and label fraction included, so the
+        command never means the full-label or default-strategy run), followed by `flags` (e.g. --restart)."""
+        parts = ["chexops train", f"--family {self.family}", f"--init {self.initializer}", f"--truncate {self.depth}"]
+        if self.strategy != DEFAULT_STRATEGY:
+            parts.append(f"--strategy {self.strategy}")
+        if self.fraction != 1.0:
+            parts.append(f"--fraction {self.fraction}")
+        return " ".join([*parts, *flags])
+
     def train_dir(self, runs_dir: str | Path) -> Path:
         return Path(runs_dir) / "train" / self.slug
 

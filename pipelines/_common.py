@@ -28,6 +28,9 @@ def run_stage(stage: Stage, description: str, per_configuration: bool) -> None:
         p.add_argument("--strategy", default=None)
         p.add_argument("--fraction", type=float, default=1.0, help="of the labelled training split")
     args = p.parse_args()
+    from chexops.cli.signals import sigterm_as_interrupt
+
+    sigterm_as_interrupt()  # a SIGTERM'd stage marks its MLflow run KILLED instead of leaving it RUNNING
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("chexops").setLevel(logging.INFO)  # chexops' own progress; other libraries' warnings only
     try:

@@ -36,6 +36,10 @@ def predict_command(model_uri: str, inputs: tuple[str, ...], out: str, batch: in
     uri = tracking_uri(params_path, required=False)
     if uri is not None and model_uri.startswith(("models:/", "runs:/")):
         open_client(uri)  # a missing store is an error here, not a new empty one MLflow would create
+        if Path(params_path).is_file():  # an unrelocated copy would predict with the original folder's models
+            from chexops.cli.registry import project_client
+
+            project_client(params_path)
     model = load_model(model_uri, uri)
     prediction = predict_files(model, found.paths, batch, skip_bad, progress=not quiet)
     for path, reason in prediction.skipped:

@@ -21,6 +21,21 @@ def _client(params_path: str) -> Any:
     return open_client(tracking_uri(params_path))
 
 
+def project_client(params_path: str) -> Any:
+    """`_client`, refused when params.yaml names a local store that keeps its artifacts outside this project (a
+    copy not relocated): what promote and predict read must be this project's models."""
+    from pathlib import Path
+
+    from chexops.config import load_config
+    from chexops.tracking.relocate import check_location
+
+    client = _client(params_path)
+    if Path(params_path).is_file():
+        config = load_config(params_path)
+        check_location(client, client.tracking_uri, config.tracking.artifacts, config.experiment)
+    return client
+
+
 @click.group("registry")
 def registry_group() -> None:
     """The study's registered models: versions, aliases, test AUROC and promotion history."""
@@ -57,7 +72,7 @@ def relocate_command(params_path: str) -> None:
 
     from chexops.config import load_config
     from chexops.errors import TrackingError
-    from chexops.tracking.relocate import expected_location, relocate
+    from chexops.tracking.relocate import artifacts_missing, expected_location, relocate
 
     config = load_config(params_path)
     uri = _client(params_path).tracking_uri
@@ -73,6 +88,9 @@ def relocate_command(params_path: str) -> None:
         return
     rows = relocate(Path(uri[len("sqlite:///"):].partition("?")[0]), old, new)
     click.echo(f"{rows} recorded locations moved from {old} to {new}.")
+    if artifacts_missing(config.tracking.artifacts, config.experiment):
+        click.echo(f"warning: {new} holds no artifacts, so no model of this store can be loaded here (predict and "
+                   f"serve would fail); copy the artifact folder {old} there.", err=True)
 
 
 def _auroc(v: dict[str, Any]) -> str:
@@ -117,11 +135,11 @@ def promote_command(model: str, version: int | None, alias: str, force: bool, ro
     if rollback:
         if version is not None or force:
             raise click.UsageError("--rollback takes only MODEL (and --alias); drop VERSION and --force.")
-        decision = promotion.rollback(_client(params_path), model, alias)
+        decision = promotion.rollback(project_client(params_path), model, alias)
     elif version is None:
         raise click.UsageError("give the VERSION to promote, or --rollback to undo the last promotion.")
     else:
-        decision = promotion.promote(_client(params_path), model, version, alias, force=force)
+        decision = promotion.promote(project_client(params_path), model, version, alias, force=force)
     for line in promotion.explain(decision):
         click.echo(line)
     if not decision.moved:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from chexops import naming
 from chexops.naming import DEFAULT_STRATEGY, PARAMS_FILE, RunKey
 
 if TYPE_CHECKING:
@@ -51,6 +52,8 @@ def train_command(family: str, initializer: str, truncate: int, strategy: str, f
     check_run(key.family, key.initializer, key.depth, strategy=key.strategy)
     check_lock()
     verify_components(config, [key])  # deep checks of its plugin components, before any data is prepared
+    if lr is not None and not restart:
+        _refuse_another_lr(config, key, lr)
     ctx = StageContext(config, key, progress=not quiet, restart=restart, lr=lr)
     from chexops.train import distributed
 
@@ -62,6 +65,38 @@ def train_command(family: str, initializer: str, truncate: int, strategy: str, f
             _train_main(ctx, no_register, under_torchrun=dist is not None)
     finally:
         distributed.shutdown()
+
+
+def _refuse_another_lr(config, key: RunKey, lr: float) -> None:
+    """An --lr other than the one the run folder was trained at changes the run: say so rather than call it up to
+    date (or resume it at another rate)."""
+    from chexops.errors import ConfigError
+    from chexops.train.loop import saved_state_matches
+
+    run_dir = key.train_dir(config.train.runs_dir)
+    if (run_dir / naming.STATE_FILE).is_file() and saved_state_matches(config, key, run_dir, lr) is False:
+        raise ConfigError(f"{run_dir} holds {key.name} trained with other settings than --lr {lr} (another learning "
+                          f"rate, or params.yaml changed since); train it anew at this rate with "
+                          f"`{key.train_command('--lr', str(lr), '--restart')}`, or drop --lr to keep the run.")
+
+
+def _check_still_registered(ctx: StageContext, version: int) -> None:
+    """An up-to-date run is one the store holds: a replaced or emptied mlflow.db (a zero-byte file opens as a new,
+    empty store) must not be reported as 'registered as version N'."""
+    from chexops.errors import TrackingError
+    from chexops.stages.experiment import tracker_of
+    from chexops.tracking.registry import get_version
+
+    tracker = tracker_of(ctx)
+    name = naming.registered_model_name(ctx.config.experiment, ctx.run.name)
+    try:
+        get_version(tracker.client, name, version)
+    except TrackingError as exc:
+        raise TrackingError(
+            f"{ctx.run.name} is trained and evaluated, and {ctx.run.registry_file(ctx.runs_dir)} records it as "
+            f"version {version} of {name!r}, but the tracking store {tracker.uri} does not hold it ({exc}); point "
+            f"tracking.uri (or MLFLOW_TRACKING_URI) at the store that holds it, or record it in this one anew with "
+            f"`{ctx.run.train_command('--restart')}`.") from None
 
 
 def _follow_rank(ctx: StageContext) -> None:
@@ -91,6 +126,8 @@ def _train_main(ctx: StageContext, no_register: bool, under_torchrun: bool) -> N
         ingest.run(ctx)
         prepare.run(ctx)
     result = run_configuration(ctx, register_model=not no_register)
+    if result["up_to_date"]:
+        _check_still_registered(ctx, result["registered_version"])
     m = result["metrics"]
     auroc = f"test mean AUROC (study tasks) {headline_text(m)}"
     if result["up_to_date"]:

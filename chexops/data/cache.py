@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 # Refused before decoding: a CheXpert radiograph is at most ~3000 x 3000 (9 MP); 50 MP is a corrupt or hostile file.
 MAX_PIXELS = 50_000_000
 _HASH_CHUNK = 8 << 20
+# The check every load makes of <split>.npy: its size and the sha256 of SAMPLE_BLOCKS evenly spaced blocks (the
+# whole file when smaller), ~4 MiB read whatever the cache's size; `verify=True` re-hashes every byte.
+SAMPLE_BLOCKS, SAMPLE_BLOCK = 64, 64 << 10
 
 
 @dataclass
@@ -52,6 +55,7 @@ class CacheInfo:
     mean: float
     std: float
     seconds: float = 0.0
+    npy_check: dict[str, Any] = field(default_factory=dict)
 
     @property
     def images_per_second(self) -> float:
@@ -188,7 +192,8 @@ def prepare_split(
     mean = s1 / n_pixels
     std = max(0.0, s2 / n_pixels - mean * mean) ** 0.5
     info = CacheInfo(split, len(kept), image_size, skipped, npy, csv, meta,
-                     {"npy": file_sha256(npy), "csv": file_sha256(csv)}, mean / 255.0, std / 255.0)
+                     {"npy": file_sha256(npy), "csv": file_sha256(csv)}, mean / 255.0, std / 255.0,
+                     npy_check={"bytes": npy.stat().st_size, "sample_sha256": sample_sha256(npy)})
     meta.write_text(json.dumps(_info_json(info), indent=2, sort_keys=True) + "\n")
     info.seconds = time.perf_counter() - started
     if skipped:
@@ -276,8 +281,52 @@ def _info_json(info: CacheInfo) -> dict[str, Any]:
     return {
         "split": info.split, "count": info.count, "image_size": info.image_size, "dtype": "uint8",
         "skipped_count": len(info.skipped), "skipped": info.skipped, "sha256": info.sha256,
-        "mean": info.mean, "std": info.std, "max_pixels": MAX_PIXELS,
+        "mean": info.mean, "std": info.std, "max_pixels": MAX_PIXELS, "npy_check": info.npy_check,
     }
+
+
+def sample_sha256(path: Path) -> str:
+    """sha256 of `path`'s size and SAMPLE_BLOCKS evenly spaced blocks of SAMPLE_BLOCK bytes (first and last
+    included; the whole file when it is smaller than that): cheap enough to check on every load."""
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as fh:
+        if size <= SAMPLE_BLOCKS * SAMPLE_BLOCK:
+            while chunk := fh.read(_HASH_CHUNK):
+                digest.update(chunk)
+            return digest.hexdigest()
+        last = size - SAMPLE_BLOCK
+        for i in range(SAMPLE_BLOCKS):
+            fh.seek(i * last // (SAMPLE_BLOCKS - 1))
+            digest.update(fh.read(SAMPLE_BLOCK))
+    return digest.hexdigest()
+
+
+def _check_files(cache_dir: Path, split: str, npy: Path, csv: Path, meta: Path, info: dict[str, Any],
+                 verify: bool) -> None:
+    """The split's files are the ones prepare wrote: every byte when `verify`, else the .npy's size and sampled
+    hash (caches prepared before the sample was recorded: its size against its header) and the .csv's hash."""
+    again = "run the prepare stage again (`dvc repro prepare`, or restore the files with `dvc checkout`)"
+    if verify:
+        actual = {"npy": file_sha256(npy), "csv": file_sha256(csv)}
+        if actual != info.get("sha256"):
+            raise DataError(f"cache files for {split!r} in {cache_dir} do not match the hashes in {meta.name}; "
+                            f"they changed after prepare; {again}.")
+        return
+    check = info.get("npy_check") or {}
+    size, want = npy.stat().st_size, check.get("bytes")
+    if want is None and info.get("count") is not None and info.get("image_size") is not None:
+        n, s = int(info["count"]), int(info["image_size"])
+        want = len(_npy_header((n, s, s))) + n * s * s
+    if want is not None and size != want:
+        raise DataError(f"cache file {npy} is {size} bytes but {meta.name} describes {want} (truncated or replaced "
+                        f"after prepare); {again}.")
+    if check.get("sample_sha256") and sample_sha256(npy) != check["sample_sha256"]:
+        raise DataError(f"cache file {npy} differs from what prepare wrote (its sampled hash does not match "
+                        f"{meta.name}: the file was overwritten after prepare); {again}.")
+    if (info.get("sha256") or {}).get("csv") and file_sha256(csv) != info["sha256"]["csv"]:
+        raise DataError(f"cache file {csv} differs from what prepare wrote (its sha256 does not match "
+                        f"{meta.name}); {again}.")
 
 
 def file_sha256(path: Path) -> str:
@@ -289,19 +338,23 @@ def file_sha256(path: Path) -> str:
 
 
 def load_split(cache_dir: Path, split: str, verify: bool = False) -> CachedSplit:
-    """Open a prepared split; `verify` re-hashes both files against the JSON (reads every byte)."""
+    """Open a prepared split, checked against what prepare recorded in `<split>.json` (see `_check_files`);
+    `verify` re-hashes both files in full (reads every byte)."""
     cache_dir = Path(cache_dir)
     npy, csv, meta = (cache_dir / f"{split}.{ext}" for ext in ("npy", "csv", "json"))
     if not meta.is_file() or not npy.is_file() or not csv.is_file():
         raise DataError(f"no complete cache for split {split!r} in {cache_dir} (needs {split}.npy, .csv and .json); "
                         "run the prepare stage first.")
-    info = json.loads(meta.read_text())
-    if verify:
-        actual = {"npy": file_sha256(npy), "csv": file_sha256(csv)}
-        if actual != info.get("sha256"):
-            raise DataError(f"cache files for {split!r} in {cache_dir} do not match the hashes in {meta.name}; "
-                            "they changed after prepare. Run the prepare stage again.")
-    images = np.load(npy, mmap_mode="r")
+    try:
+        info = json.loads(meta.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DataError(f"{meta} is not valid JSON ({exc}); run the prepare stage again.") from None
+    _check_files(cache_dir, split, npy, csv, meta, info, verify)
+    try:
+        images = np.load(npy, mmap_mode="r")
+    except (ValueError, OSError) as exc:  # e.g. "mmap length is greater than file size" for a truncated file
+        raise DataError(f"cache file {npy} cannot be read ({type(exc).__name__}: {exc}); run the prepare stage "
+                        "again.") from None
     index = read_index(csv)
     size = info.get("image_size")
     if images.dtype != np.uint8 or images.shape != (len(index), size, size) or info.get("count") != len(index):

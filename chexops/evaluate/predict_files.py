@@ -112,7 +112,14 @@ def load_model(model_uri: str, uri: str | None = None) -> Any:
             with global_tracking_uri(uri):
                 model = mlflow.pyfunc.load_model(model_uri)
     except (MlflowException, OSError) as exc:
-        raise TrackingError(f"cannot load model {model_uri} (tracking URI {uri or mlflow.get_tracking_uri()}): "
+        where = uri or mlflow.get_tracking_uri()
+        if isinstance(exc, OSError) or any(w in str(exc) for w in ("No such file or directory", "No such artifact")):
+            # the registry found the version, its files are gone: the name is not what is wrong
+            raise TrackingError(f"cannot load model {model_uri} (tracking URI {where}): its artifact files are "
+                                f"missing ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); copy the "
+                                "project's artifact folder (tracking.artifacts, e.g. mlartifacts/) beside the store, "
+                                "then `chexops registry relocate` if the project moved.") from None
+        raise TrackingError(f"cannot load model {model_uri} (tracking URI {where}): "
                             f"{exc}. Check the name and alias with `chexops registry list`.") from None
     schema = model.metadata.get_output_schema()
     if schema is None or schema.input_names() != list(OBSERVATIONS):
@@ -207,7 +214,7 @@ def write_outputs(out: Path, prediction: Prediction, model: Any) -> tuple[Path |
     out.parent.mkdir(parents=True, exist_ok=True)
     frame = pd.DataFrame(prediction.probs, columns=list(OBSERVATIONS))
     frame.insert(0, "path", [str(p) for p in prediction.paths])
-    frame.to_csv(out, index=False)
+    _write_csv(frame, out)
     studies = [exam_of(p) for p in prediction.paths]
     known = [i for i, s in enumerate(studies) if s is not None]
     study_path = out.with_name(f"{out.stem}_studies.csv")
@@ -218,5 +225,18 @@ def write_outputs(out: Path, prediction: Prediction, model: Any) -> tuple[Path |
     # per-image probabilities above no longer hold: the known images are decoded once more for it
     frame = pd.DataFrame({"path": [str(prediction.paths[i]) for i in known], "study": [studies[i] for i in known]})
     per_exam = model.unwrap_python_model().predict(None, frame)
-    per_exam.to_csv(study_path, index=False)
+    _write_csv(per_exam, study_path)
     return study_path, len(per_exam)
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> None:
+    """`frame` to `path` through a temporary file renamed into place: a full disk leaves the old file (or none),
+    never an empty or cut-off CSV that reads as a result; the OSError becomes a one-line DataError."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        frame.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise DataError(f"cannot write {path}: {exc.strerror or exc} (errno {exc.errno}); nothing was written "
+                        "there. Free space or choose another --out.") from None

@@ -44,4 +44,5 @@ def trained_to_budget(ctx: StageContext) -> bool:
     """Whether the saved state has trained the whole budget under the current settings (no training left)."""
     from chexops.train.loop import saved_state_complete
 
-    return saved_state_complete(ctx.config, ctx.run, ctx.run.train_dir(ctx.runs_dir), chosen_lr(ctx.config, ctx.run))
+    lr = ctx.lr or chosen_lr(ctx.config, ctx.run)  # an --lr override is another run, never "up to date"
+    return saved_state_complete(ctx.config, ctx.run, ctx.run.train_dir(ctx.runs_dir), lr)

@@ -184,6 +184,7 @@ def promote(client: Any, name: str, version: int | str, alias: str = DEFAULT_ALI
 def _promote(client: Any, name: str, candidate: Any, alias: str, force: bool, user: str | None, lease: Lease
              ) -> Decision:
     number = int(candidate.version)
+    candidate = get_version(client, name, number)  # re-read under the lock: its records may have grown meanwhile
     model = get_model(client, name)
     holder = model.aliases.get(alias)
     if holder is not None and int(holder) == number:
@@ -249,7 +250,11 @@ def _check_alias(alias: str) -> None:
 
 def _record(client: Any, name: str, version: Any, alias: str, decision: str, against: int | None,
             comparison: VersionComparison | None, user: str | None) -> int:
-    """Write the decision as `chexops.promotion.<n>.*` tags on the version; returns n."""
+    """Write the decision as `chexops.promotion.<n>.*` tags on the version; returns n.
+
+    Called under the model's lock; n comes from the version's tags as they are now, not as read before the lock.
+    """
+    version = get_version(client, name, version.version)
     n = max((r["n"] for r in promotions(version.tags)), default=0) + 1
     tags = {"decision": decision, "alias": alias, "by": user or _user(),
             "at": datetime.now(UTC).isoformat(timespec="seconds"), "against": "" if against is None else str(against)}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 from chexops.errors import TrackingError
@@ -22,6 +23,27 @@ LOCATION_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri
 def expected_location(artifacts: str, experiment: str) -> str:
     """Where this project keeps the experiment's artifacts (a local store's: beside the database)."""
     return (Path(artifacts).absolute() / experiment).as_uri()
+
+
+def check_location(client: Any, uri: str, artifacts: str, experiment: str) -> None:
+    """A local store whose experiment keeps its artifacts outside this project's folder (a copy not relocated)
+    is refused: reading it would predict or promote with the original folder's models."""
+    if not uri.startswith("sqlite:///"):
+        return  # a server decides for itself where artifacts go
+    found = client.get_experiment_by_name(experiment)
+    location = expected_location(artifacts, experiment)
+    if found is not None and found.artifact_location.startswith("file:") and found.artifact_location != location:
+        raise TrackingError(f"experiment {experiment!r} in {uri} keeps its artifacts in {found.artifact_location}, "
+                            f"not in this project's {location} (the project was copied or moved, or "
+                            "tracking.artifacts changed), so its models would be read from the other folder. Run "
+                            "`chexops registry relocate` to point the store here (copy the artifact folder first "
+                            "if it is not here).")
+
+
+def artifacts_missing(artifacts: str, experiment: str) -> bool:
+    """Whether this project's artifact folder for `experiment` holds no file at all (e.g. a copy made without it)."""
+    folder = Path(artifacts).absolute() / experiment
+    return not folder.is_dir() or not any(p.is_file() for p in folder.rglob("*"))
 
 
 def relocate(db: Path, old: str, new: str) -> int:

@@ -10,6 +10,7 @@ import json
 import os
 import pickle
 import tempfile
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,28 @@ from chexops.naming import MANIFEST_FILE, RANKING_METRIC, STATE_FILE, RunKey
 # What torch.load raises on a truncated, zero-byte or overwritten file, depending on where the damage is.
 LOAD_ERRORS = (EOFError, RuntimeError, OSError, ValueError, KeyError, pickle.UnpicklingError, zipfile.BadZipFile)
 _STATE_KEYS = ("fingerprint", "model", "optimizer", "keeper", "torch_rng", "progress")
+
+
+def load_state_file(path: Path) -> Any:
+    """A resumable state file (train or pretrain `state.pt`), loaded without running code.
+
+    runs/ may sit on a filesystem shared with other users' workers, so the file is untrusted: torch's
+    weights_only unpickler admits only tensors, dtypes and plain containers/numbers/strings, which is all a state
+    holds (state dicts, the keeper's dicts, the CPU RNG byte tensor, the progress counters). A pickle naming any
+    other global is refused before anything of it runs. Any failure (a planted pickle, a truncated or random
+    file, whose bytes make pickle raise almost anything) is a DataError with the reason on one line.
+    """
+    try:
+        with warnings.catch_warnings():  # a damaged file's "pickle protocol 79" warning would precede the error
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - random bytes raise OverflowError, MemoryError, AttributeError, ...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "no detail"
+        if isinstance(exc, pickle.UnpicklingError) and "weights_only" in str(exc):
+            first = "it holds objects other than tensors and plain values, so it was not loaded (no code was run)"
+        size = path.stat().st_size if path.is_file() else 0
+        raise DataError(f"the saved state {path} is damaged or not chexops's ({size} bytes; {type(exc).__name__}: "
+                        f"{first[:300]})") from None
 
 
 def _umask() -> int:
@@ -54,6 +77,15 @@ def atomic_write_bytes(path: Path, write: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the `.<name>.*.tmp` files `atomic_write_bytes` left in `folder` when a process was killed mid-write
+    (SIGKILL skips its cleanup). Call it only where this process owns the folder (a run it resumes)."""
+    stale = sorted(folder.glob(".*.tmp")) if folder.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def atomic_save(obj: Any, path: Path) -> None:
@@ -123,8 +155,7 @@ class TopKKeeper:
 
 
 def _restart_hint(key: RunKey) -> str:
-    return (f"train it anew with `chexops train --family {key.family} --init {key.initializer} --truncate "
-            f"{key.depth} --restart` (or `dvc repro` after deleting the folder)")
+    return f"train it anew with `{key.train_command('--restart')}` (or `dvc repro` after deleting the folder)"
 
 
 def read_state(run_dir: Path, key: RunKey) -> dict[str, Any] | None:
@@ -133,11 +164,9 @@ def read_state(run_dir: Path, key: RunKey) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)  # our own file: it holds RNG state too
-    except LOAD_ERRORS as exc:
-        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'}"
-        raise DataError(f"the saved training state {path} is damaged ({path.stat().st_size} bytes; {reason}), so "
-                        f"the run cannot resume from it; {_restart_hint(key)}.") from None
+        state = load_state_file(path)
+    except DataError as exc:
+        raise DataError(f"{exc}, so the run cannot resume from it; {_restart_hint(key)}.") from None
     missing = [k for k in _STATE_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
         raise DataError(f"the saved training state {path} lacks {missing}; it was not written by this chexops, so "

@@ -37,7 +37,13 @@ from chexops.naming import (
 from chexops.records import PretrainRecord, TrainSummary
 from chexops.train import compile as step_compile
 from chexops.train import distributed
-from chexops.train.checkpoints import TopKKeeper, atomic_save, read_state, verify_checkpoints
+from chexops.train.checkpoints import (
+    TopKKeeper,
+    atomic_save,
+    read_state,
+    remove_stale_temporaries,
+    verify_checkpoints,
+)
 from chexops.train.distributed import ShardBatch, ShardedLoader
 from chexops.train.runtime import Runtime, select_runtime
 from chexops.train.step import train_step
@@ -134,7 +140,7 @@ def _check_state(state: dict[str, Any], run_dir: Path, key: RunKey, fingerprint:
     if state["fingerprint"] != fingerprint:
         raise ConfigError(
             f"{run_dir} holds a run with other settings (params.yaml, lr, data or budget changed); train anew with "
-            f"`chexops train --family {key.family} --init {key.initializer} --truncate {key.depth} --restart`, "
+            f"`{key.train_command('--restart')}`, "
             "or delete the folder."
         )
     verify_checkpoints(run_dir, key, state["keeper"], model.state_dict())
@@ -163,6 +169,15 @@ def saved_state_complete(config: Config, key: RunKey, run_dir: Path, lr: float) 
     return state["fingerprint"] == fingerprint and bool(state["progress"]["done"])
 
 
+def saved_state_matches(config: Config, key: RunKey, run_dir: Path, lr: float) -> bool | None:
+    """Whether `run_dir`'s saved state was trained under these settings at learning rate `lr` (None: no state)."""
+    state = read_state(run_dir, key)
+    if state is None:
+        return None
+    train = load_cached(config, "train")
+    return state["fingerprint"] == _fingerprint(config, key, lr, config.train.max_examples, train)
+
+
 def _save_state(run_dir: Path, fingerprint: str, model, optimizer, keeper: TopKKeeper, progress: Progress) -> None:
     atomic_save(
         {"fingerprint": fingerprint, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -188,7 +203,6 @@ class Trainer:
         lr = lr or t.lr
         max_examples = max_examples or t.max_examples
         run_dir = Path(run_dir) if run_dir else key.train_dir(t.runs_dir)
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         self.config, self.key, self.run_dir, self.lr = config, key, run_dir, lr
         self.log: LogFn | None = None
         self.on_eval: Callable[[float, int], None] | None = None
@@ -258,6 +272,10 @@ class Trainer:
         self.log, self.on_eval, self.seconds_before = log, on_eval, seconds_before
         start = self.started = time.perf_counter()
         torch.manual_seed(self.config.train.seed)
+        if distributed.is_main():  # writes a kill cut short (SIGKILL skips their cleanup): never read, only in the way
+            (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(self.run_dir)
+            remove_stale_temporaries(self.run_dir / "checkpoints")
         distributed.barrier(self.dist)  # rank 0 may have just cleared a --restart's state: all ranks read alike
         p = _resume(self.run_dir, self.key, self.fingerprint, self.model, self.optimizer, self.keeper)
         p = p or Progress(next_eval=self.config.train.eval_every)

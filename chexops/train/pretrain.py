@@ -23,11 +23,11 @@ from chexops.components.registry import get_registry
 from chexops.config import Config
 from chexops.data.cache import CachedSplit, file_sha256, load_split
 from chexops.data.loader import BatchLoader
-from chexops.errors import ConfigError
+from chexops.errors import ConfigError, DataError
 from chexops.models.build import create_network
 from chexops.naming import BACKBONE_FILE, STATE_FILE
 from chexops.train.augment import normalize, radiograph_views, view_generator
-from chexops.train.checkpoints import atomic_save
+from chexops.train.checkpoints import atomic_save, load_state_file, remove_stale_temporaries
 from chexops.train.moco import MoCo
 from chexops.train.runtime import select_runtime
 
@@ -45,6 +45,9 @@ class PretrainProgress:
     steps_since_log: int = 0
     last_loss: float = float("nan")
     seconds: float = 0.0  # spent in earlier processes of this run, so a resumed run reports all of it
+
+
+_STATE_KEYS = ("fingerprint", "model", "optimizer", "progress")
 
 
 @dataclass
@@ -131,9 +134,17 @@ class Pretrainer:
 
     def _resume(self) -> PretrainProgress | None:
         path = self.out_dir / STATE_FILE
+        remove_stale_temporaries(self.out_dir)  # a write a kill cut short: never read, only in the way
         if not path.is_file():
             return None
-        state = torch.load(path, map_location="cpu", weights_only=False)  # our own file: it holds RNG state too
+        try:
+            state = load_state_file(path)
+        except DataError as exc:
+            raise DataError(f"{exc}; delete {path} to pretrain anew.") from None
+        missing = [k for k in _STATE_KEYS if not isinstance(state, dict) or k not in state]
+        if missing:
+            raise DataError(f"the saved state {path} lacks {missing}; it was not written by this chexops; delete "
+                            f"{path} to pretrain anew.")
         if state["fingerprint"] != self.fingerprint:
             raise ConfigError(f"{self.out_dir} holds a pretraining run with other settings (pretrain.*, data or "
                               f"family changed); delete {path} to pretrain anew.")

@@ -271,8 +271,8 @@ def registry(tmp_path: Path, empty_store: Path, monkeypatch: pytest.MonkeyPatch)
 
 
 def test_promote_while_another_promotion_holds_the_lock_is_refused_and_writes_nothing(registry: Path) -> None:
-    from mlflow import MlflowClient
     from fixtures.registry import NAME
+    from mlflow import MlflowClient
 
     from chexops.tracking.registry_lock import LOCK_PREFIX
 
