@@ -21,7 +21,7 @@ from chexops.evaluate.bootstrap import auroc_replicates
 from chexops.naming import PRETRAIN_FILE
 
 PIXEL_SIZE = 16  # the pixel baseline's images: PIXEL_SIZE x PIXEL_SIZE area averages
-PROBE_TRAIN_IMAGES = 2000  # training images a baseline or probe is fitted on (a seeded subset when more)
+PROBE_TRAIN_IMAGES = 1000  # training images a baseline or probe is fitted on (a seeded subset when more)
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def fit_probe(train_x: np.ndarray, targets: np.ndarray, mask: np.ndarray, test_x
         y = targets[rows, j] > 0.5
         if y.all() or not y.any():
             continue
-        model = LogisticRegression(C=1.0, max_iter=2000).fit(tx[rows], y)
+        model = LogisticRegression(C=1.0, max_iter=500).fit(tx[rows], y)
         image_probs[:, j] = model.predict_proba(ex)[:, 1]
     frame = pd.DataFrame(image_probs).assign(study=list(test_studies)).groupby("study").max()
     return frame.loc[list(study_order)].to_numpy(dtype=float)
