@@ -31,7 +31,8 @@ REPRO_TIMEOUT_S = 1500
 # Merged over the repository's params.yaml: everything the demo has, only smaller.
 TINY_PARAMS: dict[str, Any] = {
     "study": {"name": STUDY, "seed": 0},
-    "data": {"source": "synthetic", "synthetic": {"patients": 60, "seed": 0, "image_size": 48}, "image_size": 32},
+    "data": {"source": "synthetic", "synthetic": {"patients": 60, "holdout": None, "seed": 0, "image_size": 48},
+             "image_size": 32},
     "train": {"max_examples": MAX_EXAMPLES, "eval_every": 64, "top_k": 2, "batch_size": 16, "device": "cpu",
               "eval_batch_size": 64},
     "eval": {"bootstrap": 200},
