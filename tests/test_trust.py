@@ -17,7 +17,7 @@ from chexops.analysis import trust
 from chexops.analysis.probes import Reference, References, fit_probe, pixel_features, pretraining_budget
 from chexops.analysis.report import write_report
 from chexops.analysis.results import load_runs
-from chexops.analysis.tables import architecture_line, size_differences, truncation_table
+from chexops.analysis.tables import architecture_line, fraction_boosts, size_differences, truncation_table
 from chexops.data.labels import OBSERVATIONS
 from chexops.evaluate.scoring import training_record
 
@@ -204,3 +204,27 @@ def test_study_md_bolds_a_supported_mean_boost(tmp_path: Path) -> None:
     assert m["runs_passing"] == 8 and m["probes_learned"] == {"ssl": 4}
     assert trust.mlflow_tags(m)["chexops.trust.probe.ssl"] == "beats random features for 4 of 4 families"
 
+
+
+def test_boost_at_a_low_label_fraction_is_measured_and_gated(tmp_path: Path) -> None:
+    """ssl - random at half the labels: +0.5 of separation per family, so a clear boost there; with no probe
+    evidence and no run failing, it is printed as a finding, with MoCo-CXR's scope."""
+    dirs = [write_run(tmp_path / "full", f, i, SEP["random"][f], eval_fields=_history(False))
+            for f in FAMILIES for i in ("random", "ssl")]
+    for f in FAMILIES:
+        for init, sep in (("random", SEP["random"][f]), ("ssl", SEP["random"][f] + 0.5)):
+            folder = write_run(tmp_path / f"half-{init}", f, init, sep, eval_fields=_history(False))
+            doc = json.loads((folder / "eval.json").read_text())
+            doc |= {"run": doc["run"] + "/labels-0.5", "label_fraction": 0.5}
+            (folder / "eval.json").write_text(json.dumps(doc))
+            dirs.append(folder)
+    study = load_runs(dirs)
+    boosts = fraction_boosts(study, B)
+    assert list(boosts) == [0.5]
+    ssl = next(b for b in boosts[0.5] if b.comparison.name == "ssl - random")
+    assert ssl.mean["n_families"] == 4 and ssl.mean["boost"] > 0 and ssl.mean["ci_low"] > 0
+    assert set(ssl.per_family["run_pretrained"]) == {f"{f}/ssl/full/labels-0.5" for f in FAMILIES}
+    md = write_report(study, tmp_path / "reports", B)["study_md"].read_text()
+    line = next(x for x in md.splitlines() if x.startswith("- ssl - random at 0.5 of the labels"))
+    assert line.startswith("- ssl - random at 0.5 of the labels: mean boost **+")
+    assert "MoCo-CXR's claim" in md and "Pleural Effusion only" in md

@@ -8,6 +8,7 @@ a `status` column that is either "measured" or "not measured: <why>", so the rep
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -222,6 +223,18 @@ def pretraining_boost(study: Study, n_resamples: int = 1000, seed: int = 0,
 def pretraining_boosts(study: Study, n_resamples: int = 1000, seed: int = 0) -> list[BoostResult]:
     """pretraining_boost for every comparison of the study (see `comparisons`)."""
     return [pretraining_boost(study, n_resamples, seed, c) for c in comparisons(study)]
+
+
+def fraction_boosts(study: Study, n_resamples: int = 1000, seed: int = 0) -> dict[float, list[BoostResult]]:
+    """Per label fraction below 1: every comparison's boost among the full-depth runs trained at that fraction
+    (MoCo-CXR's question: does pretraining matter most with few labels?)."""
+    out = {}
+    runs = study.runs[study.runs["depth"] == 0]
+    for fraction in sorted(f for f in runs["label_fraction"].unique() if f < 1.0):
+        at = dataclasses.replace(study, runs=runs[runs["label_fraction"] == fraction].assign(label_fraction=1.0))
+        out[float(fraction)] = [pretraining_boost(at, n_resamples, seed, c) for c in comparisons(at)
+                                if c.pretrained != "imagenet" or "imagenet" in set(at.runs["initializer"])]
+    return out
 
 
 def architecture_line(family: str) -> str:
