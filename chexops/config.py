@@ -31,6 +31,8 @@ class SyntheticConfig:
     patients: int = 600
     seed: int = 0
     image_size: int = 128
+    holdout: int | None = None  # patients in each of valid and test (default: 10% each)
+    exposure: float = 1.0  # spread of exposure between images: 1 as on the wards, 0 every image alike
 
 
 @dataclass(frozen=True)

@@ -187,6 +187,7 @@ class TestScores:
     bootstrap: dict[str, Any]
     best_single: dict[str, Any]
     checkpoint_test_mean_auroc: list[float]
+    training: dict[str, Any] = field(default_factory=dict)  # budget and validation history (scoring.training_record)
 
 
 @dataclass(frozen=True)
@@ -219,6 +220,7 @@ class EvalRecord:
     bootstrap: dict[str, Any]
     best_single: dict[str, Any]
     checkpoint_test_mean_auroc: list[float]
+    training: dict[str, Any] = field(default_factory=dict)  # an eval.json from before it was recorded lacks it
 
     @property
     def headline_metric(self) -> str:

@@ -20,15 +20,8 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from matplotlib.transforms import Bbox
 
 from chexops.analysis.paper import PAPER_BOOST, PAPER_MEAN_BOOST
-from chexops.analysis.tables import (
-    MEASURED,
-    BoostResult,
-    Study,
-    TruncationResult,
-    initializer_label,
-    initializers,
-    not_measured,
-)
+from chexops.analysis.results import MEASURED, Study, not_measured
+from chexops.analysis.tables import BoostResult, TruncationResult, initializer_label, initializers
 
 DPI = 150
 _COLOURS = {"random": "tab:orange", "imagenet": "tab:blue", "ssl": "tab:green"}

@@ -15,24 +15,28 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from chexops.analysis import trust
 from chexops.analysis.figures import write_figures
 from chexops.analysis.paper import (
+    MOCO_CXR,
     PAPER_BEST_WORST,
     PAPER_BOOST,
     PAPER_CITATION,
     PAPER_MEAN_BOOST,
+    PAPER_SCOPE,
     PAPER_SIZE,
     PAPER_SPEARMAN,
     PAPER_TRUNCATION_DROP,
     PAPER_TRUNCATION_GAIN,
 )
+from chexops.analysis.probes import References
+from chexops.analysis.results import MEASURED, Study
 from chexops.analysis.tables import (
-    MEASURED,
     TRUNCATION_SUMMARY_DEFINITION,
     BoostResult,
-    Study,
     TruncationResult,
     format_ci,
+    fraction_boosts,
     initializer_label,
     initializers,
     label_fraction_table,
@@ -72,6 +76,17 @@ def _md_table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> list[str]
 
 def _status(r: Any, text: str) -> str:
     return text if r["status"] == MEASURED else r["status"]
+
+
+def _supported(e: trust.Evidence, runs: list[str], effect: float | None = None,
+               pretrained: tuple[str, list[str]] | None = None) -> str:
+    """'yes', or 'not supported by these runs: <why>' (trust.verdict)."""
+    why = trust.verdict(e, [r for r in runs if isinstance(r, str)], effect, pretrained)
+    return trust.unsupported(why) if why else "yes"
+
+
+def _mde(se: Any) -> str:
+    return _f(trust.minimum_detectable_effect(float(se)) if se is not None else None)
 
 
 def _finite(obj: Any) -> Any:
@@ -166,7 +181,8 @@ def _md_header(study: Study, n_resamples: int, seed: int) -> list[str]:
         "- p-values: a mean over tasks (every comparison in this report) is tested with the paired bootstrap (two "
         "runs scored on the same resamples; p = twice the smaller share of replicate differences on either side "
         "of 0); a single task's AUROC comparison (`chexops promote`) with DeLong's test.",
-        f"- Paper values are reference constants from {PAPER_CITATION}, not computed here.",
+        f"- Paper values are reference constants from {PAPER_CITATION}, not computed here; their scope: "
+        f"{PAPER_SCOPE}.",
         "",
         *_md_test_split(study),
     ]
@@ -229,53 +245,98 @@ def _md_best_worst(study: Study) -> tuple[list[str], list[str]]:
     return lines, missing
 
 
-def _md_spearman(sp: pd.DataFrame) -> list[str]:
+def _spearman_runs(study: Study, r: Any) -> list[str]:
+    """The runs behind a correlation's points."""
+    full = study.full
+    inits = [i.strip() for i in str(r["initializer"]).split(" - ")]
+    return full.loc[full["initializer"].isin(inits) & full["family"].isin(str(r["families"]).split(", ")),
+                    "run"].tolist()
+
+
+def _md_spearman(study: Study, sp: pd.DataFrame, e: trust.Evidence) -> list[str]:
     rows = []
     for _, r in sp.iterrows():
         paper_rho, paper_p = PAPER_SPEARMAN.get((r["analysis"], r["initializer"]), (None, None))
+        ok = _supported(e, _spearman_runs(study, r)) if r["status"] == MEASURED else "-"
         rows.append([r["analysis"], r["initializer"], r["n"], _status(r, _f(r["rho"])), _p(r["p"]),
+                     r["p_method"] if isinstance(r["p_method"], str) else "-",
                      _f(paper_rho) if paper_rho is not None else "-",
-                     _p(paper_p) if paper_p is not None else "not reported", r["note"] or ""])
-    header = ["correlation", "initializer", "n", "measured rho", "measured p", "paper rho", "paper p", "note"]
+                     _p(paper_p) if paper_p is not None else "not reported", ok, r["note"] or ""])
+    header = ["correlation", "initializer", "n", "measured rho", "measured p", "p by", "paper rho", "paper p",
+              "supported", "note"]
     return ["## Spearman correlations (full models)", "", *_md_table(rows, header),
             "", "The paper reports the boost-vs-parameters correlation as 0.718 in magnitude, smaller models gaining "
             "more; it is shown here with that negative sign.", ""]
 
 
-def _md_boost(study: Study, boost: BoostResult) -> list[str]:
+def _md_boost(study: Study, boost: BoostResult, e: trust.Evidence) -> list[str]:
     c = boost.comparison
     paper = c.name == "imagenet - random"
+    done = boost.per_family[boost.per_family["status"] == MEASURED]
+    pre = (c.pretrained, done["family"].tolist())
     rows = [[r["family"], _f(r["parameters"] / 1e6, ".2f"), _f(r["auroc_pretrained"]), _f(r["auroc_baseline"]),
-             _status(r, format_ci(r["boost"], r["ci_low"], r["ci_high"], "+.3f")), _p(r["p"])]
+             _status(r, format_ci(r["boost"], r["ci_low"], r["ci_high"], "+.3f")), _p(r["p"]), _mde(r["se"]),
+             _supported(e, [r["run_pretrained"], r["run_baseline"]], r["boost"], (c.pretrained, [r["family"]]))
+             if r["status"] == MEASURED else "-"]
             + ([_f(PAPER_BOOST.get(r["family"]), "+.3f")] if paper else []) for _, r in boost.per_family.iterrows()]
     m = boost.mean
     mean = (f"{format_ci(m['boost'], m['ci_low'], m['ci_high'], '+.3f')}, {_p_is(m['p'])}, over {m['n_families']} "
-            "families" if m["status"] == MEASURED else m["status"])
-    header = ["family", "params (M)", f"AUROC {c.pretrained}", f"AUROC {c.baseline}", "boost [95% CI]", "p"]
+            f"families (minimum detectable effect {_mde(m['se'])})" if m["status"] == MEASURED else m["status"])
+    if m["status"] == MEASURED:
+        ok = _supported(e, done["run_pretrained"].tolist() + done["run_baseline"].tolist(), pretrained=pre)
+        mean = f"**{mean}**" if ok == "yes" else f"{ok}. Measured: {mean}"
+    header = ["family", "params (M)", f"AUROC {c.pretrained}", f"AUROC {c.baseline}", "boost [95% CI]", "p",
+              "min. detectable", "supported"]
     what = f"{initializer_label(study, c.pretrained)} vs {initializer_label(study, c.baseline)}"
     lines = [f"## Pretraining boost: {c.name} ({what})", "", *_md_table(rows, header + ["paper boost"] * paper), ""]
     if paper:
         paper_boost = ", ".join(f"{f} {v:+.3f}" for f, v in PAPER_BOOST.items())
         return [*lines, f"Mean boost: {mean} (paper: {PAPER_MEAN_BOOST:+.3f}).", "",
                 f"Paper, per family: {paper_boost}; larger for small models than for large ones.", ""]
-    ref = (" MoCo-CXR (Sowrirajan et al., MIDL 2021) reports in-domain MoCo pretraining ahead of none on real "
-           "CheXpert, most of all with few labels (+0.037 AUC end to end at 0.1% of the labels)."
-           if c.baseline == "random" else "")
+    ref = f" For scope: {MOCO_CXR}; this is the 6-task mean at every label fraction listed." if (
+        c.baseline == "random") else ""
     return [*lines, f"Mean boost: {mean}.{ref}", ""]
 
 
-def _md_sizes(boost: BoostResult) -> list[str]:
+def _md_sizes(boost: BoostResult, e: trust.Evidence) -> list[str]:
     sizes = []
     for _, r in boost.size_differences.iterrows():
         ref = PAPER_SIZE.get((r["group"], r["initializer"]))
         pair = f"{r['larger']} - {r['smaller']}" if r["status"] == MEASURED else "-"
+        ok = (_supported(e, [r["larger_run"], r["smaller_run"]], r["difference"]) if r["status"] == MEASURED
+              else "-")
         sizes.append([r["group"], r["initializer"], pair, _status(r, format_ci(r["difference"], r["ci_low"],
-                      r["ci_high"], "+.3f")), _p(r["p"]), f"{ref[0]} = {ref[1]:+.3f}" if ref else "not reported"])
-    size_header = ["group", "init", "largest - smallest", "difference [95% CI]", "p", "paper"]
+                      r["ci_high"], "+.3f")), _p(r["p"]), _mde(r["se"]), ok,
+                      f"{ref[0]} = {ref[1]:+.3f}" if ref else "not reported"])
+    size_header = ["group", "init", "largest - smallest", "difference [95% CI]", "p", "min. detectable",
+                   "supported", "paper"]
     paper_size = "; ".join(f"{g}/{i}: {pair} = {v:+.3f}" for (g, i), (pair, v) in PAPER_SIZE.items())
     return ["## Largest minus smallest model within a group", "", *_md_table(sizes, size_header), "",
-            "Groups with one family in the grid have nothing to compare and are left out.", "",
+            "Only sizes of one architecture line are compared (the paper's ResNet101 - ResNet18), never two "
+            "architectures of one group (MobileNetV3 - MobileNetV2); lines with one size in the grid are left out.",
+            "",
             f"Paper: {paper_size}.", ""]
+
+
+def _md_fraction_boosts(study: Study, by_fraction: dict[float, list[BoostResult]], e: trust.Evidence) -> list[str]:
+    """The mean boost of each comparison at each label fraction below 1, gated like the full-label one."""
+    lines = []
+    for fraction, boosts in by_fraction.items():
+        for b in boosts:
+            m, done = b.mean, b.per_family[b.per_family["status"] == MEASURED]
+            if m["status"] != MEASURED:
+                lines.append(f"- {b.comparison.name} at {fraction:g} of the labels: {m['status']}.")
+                continue
+            text = (f"{format_ci(m['boost'], m['ci_low'], m['ci_high'], '+.3f')}, {_p_is(m['p'])}, over "
+                    f"{m['n_families']} families (minimum detectable effect {_mde(m['se'])})")
+            ok = _supported(e, done["run_pretrained"].tolist() + done["run_baseline"].tolist(),
+                            pretrained=(b.comparison.pretrained, done["family"].tolist()))
+            lines.append(f"- {b.comparison.name} at {fraction:g} of the labels: mean boost "
+                         + (f"**{text}**." if ok == "yes" else f"{ok}. Measured: {text}."))
+    if not lines:
+        return []
+    return ["Pretraining boost at each label fraction (full-label boosts are above; MoCo-CXR's claim is that "
+            "pretraining matters most with few labels; its scope: " + MOCO_CXR + "):", "", *lines, ""]
 
 
 def _md_label_fractions(study: Study, fractions: pd.DataFrame) -> list[str]:
@@ -295,21 +356,27 @@ def _ratio(v: Any) -> str:
     return _f(v, ".2f") + ("x" if v is not None and np.isfinite(float(v)) else "")
 
 
-def _md_truncation(trunc: TruncationResult) -> list[str]:
+def _md_truncation(trunc: TruncationResult, e: trust.Evidence) -> list[str]:
     rows = [[r["run"], _f(r["blocks_dropped"], ".0f"), _f(r["parameters"] / 1e6, ".2f"), _ratio(r["parameter_ratio"]),
              _f(r["auroc"]), _f(r["full_auroc"]),
-             _status(r, format_ci(r["delta"], r["ci_low"], r["ci_high"], "+.3f")), _p(r["p"]),
-             ("yes" if r["significant_drop"] else "no") if r["status"] == MEASURED else "-"]
+             _status(r, format_ci(r["delta"], r["ci_low"], r["ci_high"], "+.3f")), _p(r["p"]), _mde(r["se"]),
+             ("yes" if r["significant_drop"] else "no") if r["status"] == MEASURED else "-",
+             _supported(e, [r["run"], r["full_run"]]) if r["status"] == MEASURED else "-"]
             for _, r in trunc.table.iterrows()]
     header = ["run", "blocks dropped", "params (M)", "parameter ratio", "AUROC", "full AUROC",
-              "difference [95% CI]", "p", "significant drop"]
+              "difference [95% CI]", "p", "min. detectable", "significant drop", "supported"]
     deepest = [[r["family"], r["initializer"], r["truncations"], r["deepest_without_significant_drop"],
                 _ratio(r["parameter_ratio"]) if r["run"] else "-"] for _, r in trunc.deepest.iterrows()]
-    s = trunc.summary
-    summary = (f"**{s['mean_parameter_ratio']:.2f}x** fewer parameters on average (median "
-               f"{s['median_parameter_ratio']:.2f}x) over the {s['n_without_significant_drop']} of {s['n_measured']} "
-               f"truncated runs without a significant AUROC drop; {s['n_significant_drops']} dropped significantly"
+    s, done = trunc.summary, trunc.table[trunc.table["status"] == MEASURED]
+    mde = trust.minimum_detectable_effect(float(done["se"].max())) if not done.empty else float("nan")
+    summary = (f"{s['mean_parameter_ratio']:.2f}x fewer parameters on average (median "
+               f"{s['median_parameter_ratio']:.2f}x) over the {s.get('n_distinct_truncations', '?')} distinct "
+               f"truncations with a run without a significant AUROC drop ({s['n_without_significant_drop']} of "
+               f"{s['n_measured']} truncated runs; {s['n_significant_drops']} dropped significantly; drops smaller "
+               f"than {mde:.3f}, the largest minimum detectable effect here, could go unseen)"
                if s["status"] == MEASURED else f"Truncation summary {s['status']}")
+    ok = _supported(e, done["run"].tolist() + done["full_run"].tolist()) if s["status"] == MEASURED else "-"
+    summary = f"**{summary}**" if ok == "yes" else (f"{ok}. Measured: {summary}" if ok != "-" else summary)
     lines = ["## Truncation (final blocks removed)", "", *_md_table(rows, header), ""]
     if deepest:
         lines += ["Deepest truncation without a significant drop:", "",
@@ -348,17 +415,34 @@ def _md_figures(figures: dict[str, Path], out_dir: Path) -> list[str]:
     return lines if figures else [*lines, "No figure could be drawn; see Not measured.", ""]
 
 
-def write_report(study: Study, out_dir: Path, n_resamples: int = 1000, seed: int = 0) -> dict[str, Path]:
-    """Run every analysis and write its outputs to out_dir; returns output name -> path."""
+def _mdes(boosts: list[BoostResult], trunc: TruncationResult) -> dict[str, float]:
+    """Minimum detectable effects: the median over one-pair comparisons, and each mean boost's."""
+    pairs = pd.concat([b.per_family["se"] for b in boosts] + [boosts[0].size_differences["se"], trunc.table["se"]])
+    pairs = pairs.dropna()
+    out = {"one pair of runs (median)": trust.minimum_detectable_effect(float(pairs.median())) if len(pairs) else
+           float("nan")}
+    for b in boosts:
+        if b.mean["status"] == MEASURED:
+            out[f"mean boost {b.comparison.name}"] = trust.minimum_detectable_effect(b.mean["se"])
+    return out
+
+
+def write_report(study: Study, out_dir: Path, n_resamples: int = 1000, seed: int = 0,
+                 references: References | None = None) -> dict[str, Path]:
+    """Run every analysis and the evidence checks (against `references`: the pixel baseline and probes the analyze
+    stage fits; without them those checks are not made) and write the outputs to out_dir; returns name -> path."""
     out_dir = Path(out_dir)
     (out_dir / "plots").mkdir(parents=True, exist_ok=True)
     main, sp = main_table(study), spearman(study)
     boosts = pretraining_boosts(study, n_resamples, seed)
     trunc = truncation_table(study, n_resamples, seed)
     fractions = label_fraction_table(study, n_resamples, seed)
+    evidence = trust.gather(study, references, n_resamples, seed)
+    mdes = _mdes(boosts, trunc)
     tables = {"main_table": main, "spearman": sp, "boost": pd.concat([b.per_family for b in boosts]),
               "size_differences": boosts[0].size_differences, "truncation": trunc.table,
-              "truncation_deepest": trunc.deepest,
+              "truncation_deepest": trunc.deepest, "trust_runs": evidence.checks.drop(columns="problems").assign(
+                  problems=evidence.checks["problems"].map("; ".join)), "trust_probes": evidence.probes,
               "label_fractions": fractions}
     paths: dict[str, Path] = {}
     for name, df in tables.items():
@@ -368,7 +452,8 @@ def write_report(study: Study, out_dir: Path, n_resamples: int = 1000, seed: int
         paths[f"plots/{name}"] = out_dir / "plots" / f"{name}.csv"
         df.to_csv(paths[f"plots/{name}"], index=False)
     paths["metrics"] = out_dir / "metrics.json"
-    paths["metrics"].write_text(json.dumps(metrics_dict(study, sp, boosts, trunc), indent=2) + "\n")
+    paths["metrics"].write_text(json.dumps(metrics_dict(study, sp, boosts, trunc)
+                                           | _finite({"trust": trust.metrics(evidence, mdes)}), indent=2) + "\n")
     # reports/figures/ is the folder dvc.yaml tracks and `dvc plots` shows as images.
     figures, skipped = write_figures(study, sp, boosts, trunc, out_dir / "figures", fractions)
     paths.update({f"figure/{k}": v for k, v in figures.items()})
@@ -376,9 +461,13 @@ def write_report(study: Study, out_dir: Path, n_resamples: int = 1000, seed: int
     gaps = _not_measured(sp, boosts, trunc) + bw_missing + [f"figure {k}: {v}" for k, v in skipped.items()]
     gaps = [f"{g} (ImageNet)" if "imagenet" in g else g for g in gaps]
     hint = [IMAGENET_HINT, ""] if any(g.endswith("(ImageNet)") for g in gaps) else []
-    lines = [*_md_header(study, n_resamples, seed), *_md_main(main), *best_worst, *_md_spearman(sp),
-             *(line for b in boosts for line in _md_boost(study, b)), *_md_sizes(boosts[0]),
-             *_md_label_fractions(study, fractions), *_md_truncation(trunc), *_md_figures(figures, out_dir),
+    head = _md_header(study, n_resamples, seed)
+    lines = [*head[:2], *trust.md_section(evidence, len(study.studies), mdes), *head[2:], *_md_main(main),
+             *best_worst, *_md_spearman(study, sp, evidence),
+             *(line for b in boosts for line in _md_boost(study, b, evidence)), *_md_sizes(boosts[0], evidence),
+             *_md_label_fractions(study, fractions),
+             *_md_fraction_boosts(study, fraction_boosts(study, n_resamples, seed), evidence),
+             *_md_truncation(trunc, evidence), *_md_figures(figures, out_dir),
              "## Not measured", "", *([f"- {g}" for g in gaps] or ["Nothing: every analysis had its inputs."]), "",
              *hint]
     if study.notes:

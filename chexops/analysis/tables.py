@@ -1,222 +1,25 @@
 """The CheXtransfer analyses over finished runs: main table, Spearman correlations, pretraining boost,
 within-group size differences and truncation efficiency.
 
-Pure numpy/pandas/scipy over what each run's evaluate stage leaves in `runs/<slug>/` (eval.json and
+Pure numpy/pandas/scipy over the runs `chexops.analysis.results.load_runs` reads (eval.json and
 predictions.csv). Missing inputs never crash an analysis and never leave a silent gap: every result table has
 a `status` column that is either "measured" or "not measured: <why>", so the report can list each gap.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Mapping
+import dataclasses
+import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-from chexops.data.labels import OBSERVATIONS, STUDY_TASKS, task_index
-from chexops.errors import DataError
-from chexops.evaluate.bootstrap import Resampling, auroc_replicates, bootstrap_p_value, paired_bootstrap
-from chexops.evaluate.metrics import auroc_metrics, headline_key
-from chexops.naming import COMPETITION_MEAN, EVAL_FILE, HEADLINE_MEAN, PREDICTIONS_FILE
-
-MEASURED = "measured"
-_Y = [f"y_{o}" for o in OBSERVATIONS]
-_P = [f"p_{o}" for o in OBSERVATIONS]
-_EVAL_KEYS = ("run", "family", "group", "initializer", "truncation", "depth", "parameters", "metrics")
-_MEANS = {"auroc_6": HEADLINE_MEAN, "auroc_5": COMPETITION_MEAN}
-# eval.json and predictions.csv come from one evaluate call; a larger gap means they are from different runs.
-_CONSISTENCY_TOL = 1e-6
-
-
-def not_measured(why: str) -> str:
-    return f"not measured: {why}"
-
-
-@dataclass(frozen=True)
-class Study:
-    """All runs of one study: `runs` (one row per run, indexed by run name) and the aligned test predictions.
-
-    `truth` is (n_studies, 14) in OBSERVATIONS order; `probs[run]` has the same shape and row order;
-    `patients[i]` is the patient of studies[i] (the bootstrap resamples a patient's studies together).
-    `notes` holds anything odd found while loading that the report should show (never silently dropped).
-    """
-
-    name: str
-    runs: pd.DataFrame
-    studies: tuple[str, ...]
-    truth: np.ndarray
-    probs: Mapping[str, np.ndarray]
-    notes: tuple[str, ...] = field(default=())
-    patients: tuple[str, ...] | None = None
-
-    def resampling(self, n_resamples: int, seed: int) -> Resampling:
-        """The test-set bootstrap every analysis shares: whole patients when a patient has several studies."""
-        return Resampling.of(len(self.studies), n_resamples, seed, self.patients)
-
-    @property
-    def headline_tasks(self) -> tuple[str, ...]:
-        """The study tasks the headline mean covers (all six unless one has a single class in the test truth)."""
-        return tuple(t for t in STUDY_TASKS if len(np.unique(self.truth[:, OBSERVATIONS.index(t)])) == 2)
-
-    @property
-    def headline(self) -> str:
-        """What the AUROC-6 column is: 'mean AUROC over the 6 study tasks', or over fewer, saying which not."""
-        missing = [t for t in STUDY_TASKS if t not in self.headline_tasks]
-        if not missing:
-            return "mean AUROC over the 6 study tasks"
-        return (f"mean AUROC over {len(self.headline_tasks)} of the 6 study tasks ({', '.join(missing)} undefined: "
-                "one class only in the test studies)")
-
-    @property
-    def full(self) -> pd.DataFrame:
-        """The untruncated runs trained on all labels (what the paper's analyses compare)."""
-        return self.runs[(self.runs["depth"] == 0) & (self.runs["label_fraction"] == 1.0)]
-
-    @property
-    def data(self) -> str:
-        """What data made the numbers, as the evaluate stage described it ('synthetic ...' for phantoms)."""
-        described = sorted({d for d in self.runs.get("data", pd.Series(dtype=str)).astype(str) if d})
-        sources = ", ".join(sorted(self.runs["test_source"].astype(str).unique()))
-        return "; ".join(described) or f"test source {sources} (runs evaluated before chexops described their data)"
-
-    @property
-    def synthetic(self) -> bool:
-        return self.data.startswith("synthetic")
-
-
-def _num(value: Any) -> float:
-    return float("nan") if value is None else float(value)
-
-
-def _read_eval(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise DataError(f"{path} is missing; run the evaluate stage for this run first.")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path} is not valid JSON ({exc}); rerun the evaluate stage for this run.") from exc
-    missing = [k for k in _EVAL_KEYS if k not in data]
-    if missing:
-        raise DataError(f"{path} lacks {missing}; it was not written by the evaluate stage, rerun it.")
-    metrics = data["metrics"]
-    try:
-        keys = {short: headline_key(metrics, "test", mean) for short, mean in _MEANS.items()}
-    except DataError:
-        raise DataError(f"{path} holds no test mean AUROC; it was not written by the evaluate stage, rerun "
-                        "it.") from None
-    row: dict[str, Any] = {k: data[k] for k in _EVAL_KEYS[:-1]}
-    row["depth"], row["parameters"] = int(row["depth"]), int(row["parameters"])
-    row.update(
-        imagenet_top1=_num(data.get("imagenet_top1")),
-        timm_tag=data.get("timm_tag"),
-        test_source=data.get("test_source", "unknown"),
-        n_test_studies=data.get("n_test_studies"),
-        best_single_auroc_6=_num((data.get("best_single") or {}).get("test_mean_auroc")),
-        reference_top1=_num(data.get("reference_top1")),
-        reference_top1_source=data.get("reference_top1_source") or "",
-        bootstrap_unit=(data.get("bootstrap") or {}).get("unit", "study"),
-        test_split=json.dumps(data.get("test_split") or {}, sort_keys=True),
-        label_fraction=float(data.get("label_fraction", 1.0)),
-        initializer_pretrained=bool(data.get("initializer_pretrained", data["initializer"] != "random")),
-        initializer_label=data.get("initializer_label") or data["initializer"],
-        data=data.get("data") or "",
-        mlflow_run_id=data.get("mlflow_run_id"),
-        path=str(path.parent),
-    )
-    for short, key in keys.items():
-        for suffix in ("", "_ci_low", "_ci_high"):
-            row[short + suffix] = _num(metrics.get(key + suffix))
-    return row
-
-
-def _read_predictions(path: Path) -> pd.DataFrame:
-    if not path.is_file():
-        raise DataError(f"{path} is missing; run the evaluate stage for this run first.")
-    df = pd.read_csv(path, dtype={"study": str})
-    missing = [c for c in ["study", *_Y, *_P] if c not in df.columns]
-    if missing:
-        raise DataError(
-            f"{path} lacks columns {missing[:4]}{' ...' if len(missing) > 4 else ''}; expected `study`, then "
-            "y_<Observation> and p_<Observation> for the 14 CheXpert observations."
-        )
-    if "patient" not in df.columns:  # predictions from before patients were recorded: each study its own patient
-        df["patient"] = df["study"]
-    dup = df["study"][df["study"].duplicated()]
-    if not dup.empty:
-        raise DataError(f"{path} repeats studies {dup.unique()[:3].tolist()}; predictions must be one row per study.")
-    y, p = df[_Y].to_numpy(dtype=float), df[_P].to_numpy(dtype=float)
-    if not np.isin(y, (0.0, 1.0)).all():
-        raise DataError(f"{path}: y_ columns must be 0 or 1 (study-level test truth), found {np.unique(y)[:5]}.")
-    if not (np.isfinite(p).all() and (p >= 0).all() and (p <= 1).all()):
-        raise DataError(f"{path}: p_ columns must be probabilities in [0, 1] with no missing values.")
-    return df.set_index("study")[["patient", *_Y, *_P]]
-
-
-def _align(frames: Mapping[str, pd.DataFrame]
-           ) -> tuple[tuple[str, ...], np.ndarray, dict[str, np.ndarray], tuple[str, ...]]:
-    """One study order for every run; a different test set or different truth is an error naming both runs."""
-    (ref_run, ref), *rest = frames.items()
-    order = ref.index
-    truth = ref[_Y].to_numpy(dtype=np.int8)
-    for run, df in rest:
-        if set(df.index) != set(order):
-            a, b = order.difference(df.index), df.index.difference(order)
-            raise DataError(
-                f"runs {ref_run!r} and {run!r} were tested on different studies: {len(a)} only in the first "
-                f"(e.g. {a[:3].tolist()}), {len(b)} only in the second (e.g. {b[:3].tolist()}). All runs of a "
-                "study must share one test set; re-evaluate them on the same test split."
-            )
-        bad = (df.loc[order, _Y].to_numpy(dtype=np.int8) != truth).any(axis=1)
-        if bad.any():
-            raise DataError(
-                f"runs {ref_run!r} and {run!r} disagree on the test labels of {int(bad.sum())} studies "
-                f"(e.g. {order[bad][:3].tolist()}); they were evaluated against different ground truth."
-            )
-    patients = tuple(ref.loc[order, "patient"].astype(str))
-    return tuple(order), truth, {run: df.loc[order, _P].to_numpy(dtype=float) for run, df in frames.items()}, patients
-
-
-def _consistency_notes(runs: pd.DataFrame, truth: np.ndarray, probs: Mapping[str, np.ndarray]) -> list[str]:
-    notes = []
-    for run, p in probs.items():
-        recomputed = auroc_metrics(truth, p, STUDY_TASKS).mean_auroc_6
-        stated = runs.loc[run, "auroc_6"]
-        if recomputed is not None and abs(recomputed - stated) > _CONSISTENCY_TOL:
-            notes.append(
-                f"{run}: eval.json gives mean AUROC {stated:.4f} but its predictions.csv gives {recomputed:.4f}; "
-                "the tables use eval.json, the paired tests use predictions.csv. Re-run its evaluate stage."
-            )
-    return notes
-
-
-def load_runs(run_dirs: Iterable[Path], name: str = "study") -> Study:
-    """Read eval.json and predictions.csv of each run folder; DataError on anything malformed or misaligned."""
-    dirs = [Path(d) for d in run_dirs]
-    if not dirs:
-        raise DataError("no run folders given; train and evaluate at least one run before the analysis.")
-    rows = [_read_eval(d / EVAL_FILE) for d in dirs]
-    runs = pd.DataFrame(rows).set_index("run", drop=False)
-    for cols, what in ((["run"], "run name"),
-                       (["family", "initializer", "depth", "label_fraction"], "family/initializer/depth/labels")):
-        dup = runs[runs.duplicated(cols, keep=False)]
-        if not dup.empty:
-            raise DataError(
-                f"runs in {dup['path'].tolist()} share one {what}; the analysis needs exactly one run per "
-                "configuration. Remove the stale folder."
-            )
-    studies, truth, probs, patients = _align(
-        {r["run"]: _read_predictions(Path(r["path"]) / PREDICTIONS_FILE) for r in rows})
-    notes = _consistency_notes(runs, truth, probs)
-    sources = sorted(runs["test_source"].astype(str).unique())
-    if len(sources) > 1:
-        notes.append(f"runs name different test sources {sources} although they share the same test studies.")
-    return Study(name=name, runs=runs, studies=studies, truth=truth, probs=probs, notes=tuple(notes),
-                 patients=patients)
+from chexops.analysis.results import MEANS, MEASURED, Study, not_measured
+from chexops.analysis.trust import spearman_test
+from chexops.data.labels import STUDY_TASKS, task_index
+from chexops.evaluate.bootstrap import auroc_replicates, bootstrap_p_value, paired_bootstrap
 
 
 def format_ci(point: float, low: float, high: float, spec: str = ".3f") -> str:
@@ -234,7 +37,7 @@ def main_table(study: Study) -> pd.DataFrame:
                                ascending=[True, False, True, True, True, True])
     out = r[["run", "family", "group", "initializer", "truncation", "depth", "label_fraction", "parameters",
              "imagenet_top1", "reference_top1", "reference_top1_source"]].copy()
-    for short in _MEANS:
+    for short in MEANS:
         for suffix in ("", "_ci_low", "_ci_high"):
             out[short + suffix] = r[short + suffix]
         out[short + "_ci"] = [format_ci(*v) for v in r[[short, short + "_ci_low", short + "_ci_high"]].to_numpy()]
@@ -289,8 +92,8 @@ def _rho(x: pd.Series, y: pd.Series, labels: pd.Series) -> dict[str, Any]:
     elif np.ptp(xs) == 0 or np.ptp(ys) == 0:
         rec["status"] = not_measured(f"{'x' if np.ptp(xs) == 0 else 'AUROC'} is constant over the {n} points")
     else:
-        res = stats.spearmanr(xs, ys)
-        rec.update(rho=float(res.statistic), p=float(res.pvalue), status=MEASURED)
+        rho, p, method = spearman_test(xs, ys)
+        rec.update(rho=rho, p=p, p_method=method, status=MEASURED)
     skipped = labels[~ok].tolist()
     rec["note"] = f"left out (no value): {', '.join(map(str, skipped))}" if skipped else ""
     return rec
@@ -339,15 +142,16 @@ def spearman(study: Study) -> pd.DataFrame:
         if pts.empty:
             rec["status"] = not_measured(f"no family has both a full {c.pretrained} and a full {c.baseline} run")
         rows.append(rec)
-    cols = ["analysis", "initializer", "x", "y", "n", "rho", "p", "status", "families", "note"]
-    return pd.DataFrame(rows)[cols]
+    cols = ["analysis", "initializer", "x", "y", "n", "rho", "p", "p_method", "status", "families", "note"]
+    return pd.DataFrame(rows).reindex(columns=cols)
 
 
 def _paired(study: Study, run_a: str, run_b: str, n_resamples: int, seed: int) -> dict[str, float]:
     """AUROC(a) - AUROC(b), 6-task mean, with the paired-bootstrap CI and p on the shared test studies."""
     d = paired_bootstrap(study.truth, study.probs[run_a], study.probs[run_b], n_resamples, seed,
                          groups=study.patients).mean
-    return {"delta": d.delta, "ci_low": d.ci_low, "ci_high": d.ci_high, "p": d.p_value}
+    return {"delta": d.delta, "ci_low": d.ci_low, "ci_high": d.ci_high, "p": d.p_value,
+            "se": _mean_delta(study, [(run_a, run_b)], n_resamples, seed)["se"]}
 
 
 @dataclass(frozen=True)
@@ -377,8 +181,10 @@ def _mean_delta(study: Study, pairs: list[tuple[str, str]], n_resamples: int, se
     mean_reps = np.mean(reps, axis=0)
     ok = mean_reps[~np.isnan(mean_reps)]
     low, high = np.percentile(ok, [2.5, 97.5]) if ok.size else (np.nan, np.nan)
+    # se: the replicates' standard deviation, what the minimum detectable effect at this test size is made of
     return {"boost": float(np.mean(points)), "ci_low": float(low), "ci_high": float(high),
-            "p": bootstrap_p_value(mean_reps), "n_families": len(pairs), "status": MEASURED}
+            "p": bootstrap_p_value(mean_reps), "se": float(np.std(ok, ddof=1)) if ok.size > 1 else float("nan"),
+            "n_families": len(pairs), "status": MEASURED}
 
 
 def pretraining_boost(study: Study, n_resamples: int = 1000, seed: int = 0,
@@ -401,11 +207,11 @@ def pretraining_boost(study: Study, n_resamples: int = 1000, seed: int = 0,
         d = _paired(study, a, b, n_resamples, seed)
         rows.append({**rec, "run_pretrained": a, "run_baseline": b, "auroc_pretrained": full.loc[a, "auroc_6"],
                      "auroc_baseline": full.loc[b, "auroc_6"], "boost": d["delta"], "ci_low": d["ci_low"],
-                     "ci_high": d["ci_high"], "p": d["p"], "status": MEASURED})
+                     "ci_high": d["ci_high"], "p": d["p"], "se": d["se"], "status": MEASURED})
     if not rows:
         rows.append({"comparison": c.name, "family": "", "status": not_measured("no full runs")})
     cols = ["comparison", "family", "group", "parameters", "run_pretrained", "run_baseline", "auroc_pretrained",
-            "auroc_baseline", "boost", "ci_low", "ci_high", "p", "status"]
+            "auroc_baseline", "boost", "ci_low", "ci_high", "p", "se", "status"]
     per_family = pd.DataFrame(rows).reindex(columns=cols)
     pairs = [(r.run_pretrained, r.run_baseline) for r in per_family.itertuples() if r.status == MEASURED]
     mean = (_mean_delta(study, pairs, n_resamples, seed) if pairs else
@@ -419,26 +225,52 @@ def pretraining_boosts(study: Study, n_resamples: int = 1000, seed: int = 0) -> 
     return [pretraining_boost(study, n_resamples, seed, c) for c in comparisons(study)]
 
 
+def fraction_boosts(study: Study, n_resamples: int = 1000, seed: int = 0) -> dict[float, list[BoostResult]]:
+    """Per label fraction below 1: every comparison's boost among the full-depth runs trained at that fraction
+    (MoCo-CXR's question: does pretraining matter most with few labels?)."""
+    out = {}
+    runs = study.runs[study.runs["depth"] == 0]
+    for fraction in sorted(f for f in runs["label_fraction"].unique() if f < 1.0):
+        at = dataclasses.replace(study, runs=runs[runs["label_fraction"] == fraction].assign(label_fraction=1.0))
+        out[float(fraction)] = [pretraining_boost(at, n_resamples, seed, c) for c in comparisons(at)
+                                if c.pretrained != "imagenet" or "imagenet" in set(at.runs["initializer"])]
+    return out
+
+
+def architecture_line(family: str) -> str:
+    """The line a family is one size of: its name without the size suffix (resnet18 and resnet101 -> resnet,
+    efficientnet_b0 -> efficientnet; densenet121 -> densenet). A version is not a size: mobilenetv2 and
+    mobilenetv3, inception_v3 and inception_v4 are different architectures, each its own line."""
+    name = family.lower()
+    stripped = re.sub(r"(_?b\d+|(?<![v\d])\d+)$", "", name)
+    return stripped.rstrip("_-") or name
+
+
 def size_differences(study: Study, n_resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Per (group, initializer): AUROC of the family with most parameters minus the one with fewest."""
+    """Per (group, architecture line, initializer): AUROC of the family with most parameters minus the one with
+    fewest. Only sizes of one line are compared (the paper's ResNet101 - ResNet18), never two architectures of one
+    group (MobileNetV3 vs MobileNetV2)."""
     rows = []
-    for (group, init), sub in study.full.groupby(["group", "initializer"], sort=True):
-        rec: dict[str, Any] = {"group": group, "initializer": init}
+    full = study.full.assign(line=[architecture_line(f) for f in study.full["family"]])
+    for (group, line, init), sub in full.groupby(["group", "line", "initializer"], sort=True):
+        rec: dict[str, Any] = {"group": group, "line": line, "initializer": init}
         big, small = sub.loc[sub["parameters"].idxmax()], sub.loc[sub["parameters"].idxmin()]
-        if len(sub) < 2:  # nothing to compare within the group: not a gap, and not listed as one
+        if len(sub) < 2:  # nothing to compare within the line: not a gap, and not listed as one
             continue
         if big["parameters"] == small["parameters"]:
-            rec["status"] = not_measured(f"all full {group}/{init} families have the same parameter count")
+            rec["status"] = not_measured(f"all full {line}/{init} families have the same parameter count")
         else:
             d = _paired(study, big["run"], small["run"], n_resamples, seed)
             rec.update(larger=big["family"], smaller=small["family"], larger_parameters=big["parameters"],
-                       smaller_parameters=small["parameters"], difference=d["delta"], ci_low=d["ci_low"],
-                       ci_high=d["ci_high"], p=d["p"], status=MEASURED)
+                       smaller_parameters=small["parameters"], larger_run=big["run"], smaller_run=small["run"],
+                       difference=d["delta"], ci_low=d["ci_low"], ci_high=d["ci_high"], p=d["p"],
+                       se=d["se"], status=MEASURED)
         rows.append(rec)
     if not rows:
-        rows.append({"group": "", "status": not_measured("no group has two full families of one initializer")})
-    cols = ["group", "initializer", "larger", "smaller", "larger_parameters", "smaller_parameters", "difference",
-            "ci_low", "ci_high", "p", "status"]
+        rows.append({"group": "", "status": not_measured("no architecture line has two sizes of one initializer "
+                                                         "among the full runs")})
+    cols = ["group", "line", "initializer", "larger", "smaller", "larger_parameters", "smaller_parameters",
+            "larger_run", "smaller_run", "difference", "ci_low", "ci_high", "p", "se", "status"]
     return pd.DataFrame(rows).reindex(columns=cols)
 
 
@@ -449,7 +281,8 @@ def size_differences(study: Study, n_resamples: int = 1000, seed: int = 0) -> pd
 TRUNCATION_SUMMARY_DEFINITION = (
     "parameter ratio = full model's parameters / truncated model's parameters; a drop is significant when the "
     "paired-bootstrap 95% CI of the AUROC change lies below 0; the summary is the mean (and median) ratio over the "
-    "truncated runs without a significant drop, as the paper's 3.25x")
+    "distinct truncations (family and blocks dropped; one truncation run under two initializers counts once) with "
+    "a run without a significant drop, as the paper's 3.25x")
 
 
 @dataclass(frozen=True)
@@ -473,7 +306,8 @@ def _truncation_row(study: Study, r: pd.Series, n_resamples: int, seed: int) -> 
     d = _paired(study, r["run"], f["run"], n_resamples, seed)
     return {**rec, "full_run": f["run"], "full_parameters": f["parameters"], "full_auroc": f["auroc_6"],
             "parameter_ratio": f["parameters"] / r["parameters"], "delta": d["delta"], "ci_low": d["ci_low"],
-            "ci_high": d["ci_high"], "p": d["p"], "significant_drop": bool(d["ci_high"] < 0), "status": MEASURED}
+            "ci_high": d["ci_high"], "p": d["p"], "se": d["se"], "significant_drop": bool(d["ci_high"] < 0),
+            "status": MEASURED}
 
 
 def _deepest(done: pd.DataFrame) -> pd.DataFrame:
@@ -499,7 +333,7 @@ def truncation_table(study: Study, n_resamples: int = 1000, seed: int = 0) -> Tr
     if not rows:
         rows.append({"run": "", "status": not_measured("no truncated runs")})
     cols = ["run", "family", "initializer", "blocks_dropped", "parameters", "auroc", "full_run", "full_parameters",
-            "full_auroc", "parameter_ratio", "delta", "ci_low", "ci_high", "p", "significant_drop", "status"]
+            "full_auroc", "parameter_ratio", "delta", "ci_low", "ci_high", "p", "se", "significant_drop", "status"]
     table = pd.DataFrame(rows).reindex(columns=cols)
     done = table[table["status"] == MEASURED]
     if done.empty:
@@ -511,8 +345,9 @@ def truncation_table(study: Study, n_resamples: int = 1000, seed: int = 0) -> Tr
     if kept.empty:
         summary["status"] = not_measured(f"all {len(done)} truncated runs lost AUROC significantly")
     else:
-        summary.update(mean_parameter_ratio=float(kept["parameter_ratio"].mean()),
-                       median_parameter_ratio=float(kept["parameter_ratio"].median()), status=MEASURED)
+        distinct = kept.drop_duplicates(["family", "blocks_dropped"])["parameter_ratio"]
+        summary.update(mean_parameter_ratio=float(distinct.mean()), median_parameter_ratio=float(distinct.median()),
+                       n_distinct_truncations=len(distinct), status=MEASURED)
     return TruncationResult(table, summary, _deepest(done))
 
 

@@ -84,13 +84,14 @@ class _Scene:
 
 def render(severity: Arr | list[float], rng: np.random.Generator, size: int = 320, *,
            view: str = "frontal", width: int | None = None, ap: bool = False,
-           anatomy: Anatomy | None = None, study_seed: int | None = None) -> Arr:
+           anatomy: Anatomy | None = None, study_seed: int | None = None, exposure: float = 1.0) -> Arr:
     """Render a phantom as a (size, width) uint8 array.
 
     severity holds 14 values in OBSERVATIONS order: 0 absent, up to 1 marked (No Finding is ignored).
     rng drives what varies per image (exposure, noise, jitter). The patient's anatomy and the study's
     finding placement (from study_seed) are drawn from rng when not given; pass them to make several
-    views of one study agree.
+    views of one study agree. `exposure` scales how much the exposure (window and gamma) varies between images:
+    1 as on the wards, 0 every image exposed alike; the random draws are the same whatever its value.
     """
     sev = np.asarray(severity, dtype=np.float64)
     if sev.shape != (len(OBSERVATIONS),) or not np.all((sev >= 0) & (sev <= 1)):
@@ -106,7 +107,7 @@ def render(severity: Arr | list[float], rng: np.random.Generator, size: int = 32
     place = _placements(np.random.default_rng(seed))
     X, Y, px = _grid(size, width, anatomy, rng)
     c = _Scene(X, Y, px, {name: float(sev[i]) for name, i in _I.items()}, anatomy, place, rng, view, ap)
-    return _expose(_frontal(c) if view == "frontal" else _lateral(c), rng, px)
+    return _expose(_frontal(c) if view == "frontal" else _lateral(c), rng, px, exposure)
 
 
 def _placements(rng: np.random.Generator) -> dict[str, dict]:
@@ -394,13 +395,16 @@ def _devices(c: _Scene) -> Arr:
     return A
 
 
-def _expose(A: Arr, rng: np.random.Generator, px: float) -> Arr:
-    """Detector response: blur, exposure window, gamma and quantum noise, to uint8."""
+def _expose(A: Arr, rng: np.random.Generator, px: float, exposure: float = 1.0) -> Arr:
+    """Detector response: blur, exposure window, gamma and quantum noise, to uint8. `exposure` shrinks the window's
+    and gamma's spread around their middles (1: unchanged)."""
     sigma = 0.0035 / px * rng.uniform(0.7, 1.3)  # unsharpness of about 0.6 px at 320 px
     if sigma > 0.3:
         A = ndimage.gaussian_filter(A, sigma)
-    lo, hi = rng.uniform(-0.02, 0.05), rng.uniform(0.55, 0.68)
-    gamma = np.linspace(0, 1, 4096, dtype=np.float32) ** rng.uniform(0.75, 1.3)  # a lookup table: pow is slow
+    lo, hi, g = rng.uniform(-0.02, 0.05), rng.uniform(0.55, 0.68), rng.uniform(0.75, 1.3)
+    if exposure != 1.0:
+        lo, hi, g = 0.015 + exposure * (lo - 0.015), 0.615 + exposure * (hi - 0.615), 1.025 + exposure * (g - 1.025)
+    gamma = np.linspace(0, 1, 4096, dtype=np.float32) ** g  # a lookup table: pow is slow
     img = gamma[(np.clip((A - lo) / (hi - lo), 0, 1) * 4095).astype(np.intp)]
     img += rng.uniform(0.006, 0.02) * rng.standard_normal(A.shape, dtype=np.float32)
     return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)

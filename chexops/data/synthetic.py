@@ -148,19 +148,23 @@ def _rng(seed: int, tag: int, patient: int, study: int = 0, view: int = 0) -> np
     return np.random.default_rng([seed, tag, patient, study, view])
 
 
-def patients_per_split(patients: int) -> dict[str, int]:
-    """Patients per split: about 80/10/10, at least two each in valid and test."""
+def patients_per_split(patients: int, holdout: int | None = None) -> dict[str, int]:
+    """Patients per split: about 80/10/10, at least two each in valid and test; `holdout` patients each in valid
+    and test instead of 10% (a test split large enough to detect small differences)."""
     if isinstance(patients, bool) or not isinstance(patients, int) or patients < MIN_PATIENTS:
         raise ConfigError(f"patients must be an integer of at least {MIN_PATIENTS} (got {patients!r}), "
                           f"so that train, valid and test each get a few; ask for more patients.")
-    held = max(2, round(0.1 * patients))
+    held = max(2, round(0.1 * patients)) if holdout is None else holdout
+    if isinstance(held, bool) or not isinstance(held, int) or held < 2 or patients - 2 * held < 2:
+        raise ConfigError(f"holdout must be an integer of at least 2 that leaves 2 training patients of the "
+                          f"{patients} (got {holdout!r}); lower it or ask for more patients.")
     return {"train": patients - 2 * held, "valid": held, "test": held}
 
 
-def sample_exams(patients: int, seed: int = 0) -> list[_Exam]:
-    """Every study of the dataset with its labels and image paths, in CSV order."""
+def sample_exams(patients: int, seed: int = 0, holdout: int | None = None) -> list[_Exam]:
+    """Every exam of the dataset with its labels and image paths, in CSV order."""
     studies, pid = [], 0
-    for split, count in patients_per_split(patients).items():
+    for split, count in patients_per_split(patients, holdout).items():
         for _ in range(count):
             pid += 1
             studies.extend(_patient_exams(seed, split, pid))
@@ -193,14 +197,14 @@ def _patient_exams(seed: int, split: str, pid: int) -> list[_Exam]:
 
 def _render_one(job: tuple) -> None:
     """Render and save one image (a process-pool task; everything it needs is in `job`)."""
-    root, seed, study, view, image, size = job
+    root, seed, study, view, image, size, exposure = job
     rng = _rng(seed, _TAG_VIEW, study.patient, study.study, view)
     anatomy = sample_anatomy(_rng(seed, _TAG_ANATOMY, study.patient))
     # portable films are often cropped narrower than tall, which resize/crop code has to cope with
     width = size if image.kind == "lateral" or rng.random() < 0.5 else round(size * rng.uniform(0.85, 1.0))
     pixels = render(study.severity, rng, size, view=image.kind, width=width, ap=image.ap_pa == "AP",
                     anatomy=anatomy, study_seed=int(_rng(seed, _TAG_STUDY, study.patient, study.study,
-                                                         99).integers(2**62)))
+                                                         99).integers(2**62)), exposure=exposure)
     path = Path(root) / image.path
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels, mode="L").save(path, format="JPEG", quality=90)
@@ -254,9 +258,14 @@ def _check_args(patients: int, seed: int, image_size: int, workers: int | None) 
 
 
 def generate(out: str | Path, patients: int, seed: int = 0, image_size: int = 320,
-             progress: bool = True, workers: int | None = None) -> SynthSummary:
+             progress: bool = True, workers: int | None = None, holdout: int | None = None,
+             exposure: float = 1.0) -> SynthSummary:
     """Write the dataset (see write_synthetic) and say what was written and how fast."""
     _check_args(patients, seed, image_size, workers)
+    patients_per_split(patients, holdout)
+    if isinstance(exposure, bool) or not isinstance(exposure, int | float) or not 0 <= exposure <= 1:
+        raise ConfigError(f"exposure must be a number from 0 (every image exposed alike) to 1 (as on the wards), "
+                          f"got {exposure!r}.")
     out = Path(out)
     final, marker = out / DATASET_DIR, out / MARKER
     if out.exists() and not out.is_dir():
@@ -265,18 +274,20 @@ def generate(out: str | Path, patients: int, seed: int = 0, image_size: int = 32
         raise DataError(f"{final} already exists and was not written by chexops synth (no {MARKER} beside it); "
                         "move it away or choose another output folder.")
     start = time.perf_counter()
-    studies = sample_exams(patients, seed)
+    studies = sample_exams(patients, seed, holdout)
     # build in a hidden sibling and swap it in at the end, so a crash never leaves a half-written dataset
     tmp, old = out / f".{DATASET_DIR}.partial-{os.getpid()}", out / f".{DATASET_DIR}.old-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / DATASET_DIR).mkdir(parents=True)
     try:
-        jobs = [(str(tmp), seed, st, v, im, image_size) for st in studies for v, im in enumerate(st.images, start=1)]
+        jobs = [(str(tmp), seed, st, v, im, image_size, exposure) for st in studies
+                for v, im in enumerate(st.images, start=1)]
         _run(jobs, workers or os.cpu_count() or 1, progress)
         _write_csvs(tmp, studies)
         counts = {s: (len({st.patient for st in studies if st.split == s}), sum(st.split == s for st in studies),
                       sum(len(st.images) for st in studies if st.split == s)) for s in SPLITS}
-        params = {"patients": patients, "seed": seed, "image_size": image_size}
+        params = {"patients": patients, "seed": seed, "image_size": image_size, "holdout": holdout,
+                  "exposure": exposure}
         marker.write_text(json.dumps({"generator": "chexops synth", **params, "counts": counts}, indent=2) + "\n")
         if final.exists():
             final.rename(old)
@@ -301,9 +312,10 @@ def _run(jobs: list[tuple], workers: int, progress: bool) -> None:
 
 
 def write_synthetic(out: str | Path, patients: int, seed: int = 0, image_size: int = 320,
-                    progress: bool = True, workers: int | None = None) -> Path:
+                    progress: bool = True, workers: int | None = None, holdout: int | None = None,
+                    exposure: float = 1.0) -> Path:
     """Writes out/CheXpert-v1.0-small/... and returns the dataset folder path (out/CheXpert-v1.0-small).
 
     A dataset that an earlier run wrote there is replaced; any other existing folder of that name is an error.
     """
-    return generate(out, patients, seed, image_size, progress, workers).path
+    return generate(out, patients, seed, image_size, progress, workers, holdout, exposure).path

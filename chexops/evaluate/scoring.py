@@ -7,6 +7,7 @@ registry version's predictions are the ensemble's test predictions by constructi
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -103,7 +104,20 @@ def score_ensemble(run_dir: Path, out_dir: Path, test_images: np.ndarray, test_i
                      "best_test_mean_auroc_of_any_checkpoint": float(np.nanmax(singles)),
                      "tasks": "as the headline mean"},
         checkpoint_test_mean_auroc=singles,
+        training=training_record(manifest),
     )
+
+
+def training_record(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The run's budget as its manifest states it (examples, epochs, evaluations, ensemble size) and the
+    validation history: what the analysis needs to say whether the run trained enough to be compared. Fields a
+    manifest from before they were recorded lacks are None."""
+    labelled, examples = manifest.get("labelled_examples"), manifest.get("examples")
+    return {"examples": examples, "steps": manifest.get("steps"), "labelled_examples": labelled,
+            "epochs": examples / labelled if examples is not None and labelled else None,
+            "evaluations": manifest.get("evaluations"), "ensemble_size": len(manifest["checkpoints"]),
+            "validation_history": manifest.get("validation_history"),
+            "kept_examples": [c.get("examples") for c in manifest["checkpoints"]]}
 
 
 def exam_patients(index: pd.DataFrame, studies: list[str]) -> list[str]:

@@ -17,20 +17,25 @@ from chexops.stages.experiment import study_run, tracker_of
 
 def run(ctx: StageContext) -> dict[str, Any]:
     """The paper's analyses over every run of the grid -> reports/, also logged to the study's summary run."""
+    from chexops.analysis.probes import references
     from chexops.analysis.report import write_report
-    from chexops.analysis.tables import load_runs
+    from chexops.analysis.results import load_runs
+    from chexops.analysis.trust import mlflow_tags
 
     config = ctx.config
     # Only the runs of the current grid: folders left by configurations removed from params.yaml don't count.
     keys = [RunKey(*r) for r in grid_runs(config)]
     study = load_runs([k.eval_dir(ctx.runs_dir) for k in keys], name=config.study.name)
     a = config.analysis
-    outputs = write_report(study, Path(a.reports_dir), a.bootstrap, a.seed)
+    refs = references(config, study, keys, ctx.runs_dir)  # the pixel baseline and the probes (evidence checks)
+    outputs = write_report(study, Path(a.reports_dir), a.bootstrap, a.seed, refs)
     tracker = tracker_of(ctx)
     run_id = study_run(config, tracker)
     tracker.start_run(naming.summary_run_name(config.study.name), {}, {}, run_id=run_id)
     with tracker.run_guard(run_id):
-        summary = study_metrics(json.loads(Path(outputs["metrics"]).read_text()))
+        metrics = json.loads(Path(outputs["metrics"]).read_text())
+        summary = study_metrics(metrics)
+        tracker.set_tags(run_id, mlflow_tags(metrics.get("trust", {})))
         (Path(a.reports_dir) / naming.SUMMARY_METRICS_FILE).write_text(
             json.dumps({k: records.rounded(v) for k, v in summary.items()}, indent=2))
         tracker.log_metrics(run_id, summary, len(keys))
@@ -56,4 +61,9 @@ def study_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     # short keys: `dvc metrics show` prints one column per key (the median is in metrics.json and study.md)
     out |= {"truncation.mean_ratio": t.get("mean_parameter_ratio_without_significant_drop"),
             "truncation.significant_drops": t.get("n_significant_drops")}
+    for name, b in metrics.get("boosts", {}).items():  # every comparison (ssl-random too) under its own name
+        out |= {f"boost.{name}.{k}": b.get(k) for k in ("mean", "mean_ci_low", "mean_ci_high")}
+    t = metrics.get("trust", {})
+    out |= {"trust.runs_passing": t.get("runs_passing"), "trust.pixel_baseline": t.get("pixel_baseline_auroc_6")}
+    out |= {f"trust.probe.{init}.learned": n for init, n in (t.get("probes_learned") or {}).items()}
     return {k: float(v) for k, v in out.items() if isinstance(v, int | float)}

@@ -38,7 +38,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
         s = config.data.synthetic
         write_synthetic(naming.SYNTHETIC_DIR, s.patients, s.seed, s.image_size, progress=ctx.progress,
-                        workers=config.data.workers)
+                        workers=config.data.workers, holdout=s.holdout, exposure=s.exposure)
     else:  # the output folder still exists, so DVC's declared output is there in both modes
         (naming.SYNTHETIC_DIR / "README.txt").write_text("data.source is chexpert: no synthetic data generated.\n")
     root = dataset_root(config)

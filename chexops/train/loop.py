@@ -10,7 +10,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +75,8 @@ class Progress:
     next_eval: int = 0
     loss_sum: float = 0.0  # summed step losses since the last evaluation
     last_eval_step: int = 0
+    # every validation as [examples, score]: the manifest's validation_history (was it still rising at the end?)
+    history: list = field(default_factory=list)
     done: bool = False
 
 
@@ -231,7 +233,7 @@ class Trainer:
                 label_fraction_rows(self.train_split.index, key.fraction, config.study.seed))
         self.loader = BatchLoader(self.train_split.images, targets, mask, t.batch_size, shuffle=True, seed=t.seed,
                                   rows=rows)
-        labelled = self.loader.size
+        labelled = self.labelled = self.loader.size
         if self.dist:
             self.loader = ShardedLoader(self.loader, self.dist)
         self.validate = Validator(valid, self.runtime, self.mean, self.std, t.eval_batch_size, t.select_metric)
@@ -287,7 +289,9 @@ class Trainer:
         bar.close()
         best = self.keeper.kept[0].score if self.keeper.kept else float("nan")
         if distributed.is_main():
-            self.keeper.write_manifest(examples=p.examples, steps=p.step, **{BEST_RANKING_METRIC: best})
+            self.keeper.write_manifest(examples=p.examples, steps=p.step, labelled_examples=self.labelled,
+                                       evaluations=len(p.history), validation_history=p.history,
+                                       **{BEST_RANKING_METRIC: best})
             TrainSummary(self.key.name, p.examples, p.step, best,
                          select_metric_key(self.config.train.select_metric)).write(self.run_dir)
         return TrainResult(self.run_dir, best, p.examples, p.step, self.seconds(start), self.report, self.runtime)
@@ -335,6 +339,7 @@ class Trainer:
     def _validate_and_save(self, p: Progress, bar: tqdm) -> None:
         score, metrics = self.validate(self.model)
         self.model.train()
+        p.history.append([p.examples, score if score == score else None])
         metrics["train_loss"] = p.loss_sum / max(p.step - p.last_eval_step, 1)
         p.loss_sum, p.last_eval_step = 0.0, p.step
         kept = self.keeper.consider(self.model, p.step, p.examples, p.epoch, score, metrics)

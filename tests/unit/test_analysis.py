@@ -26,9 +26,8 @@ from fixtures.analysis import (
 )
 from scipy import stats
 
+from chexops.analysis.results import MEASURED, load_runs
 from chexops.analysis.tables import (
-    MEASURED,
-    load_runs,
     main_table,
     pretraining_boost,
     spearman,
@@ -46,43 +45,43 @@ def study_dirs(tmp_path: Path) -> list[Path]:
 def study(study_dirs: list[Path]):
     s = load_runs(study_dirs, name="toy")
     full = s.full.set_index("family")
-    for init, order in (("random", ["alpha", "beta", "gamma", "delta"]), ("imagenet", ["beta", "alpha", "delta",
-                                                                                         "gamma"])):
+    for init, order in (("random", ["ant18", "ant34", "bee121", "bee169"]), ("imagenet", ["ant34", "ant18", "bee169",
+                                                                                         "bee121"])):
         auc = full[full["initializer"] == init].loc[order, "auroc_6"].to_numpy()
         assert np.all(np.diff(auc) > 0), f"fixture design broken: {init} AUROCs {auc} are not in the designed order"
     return s
 
 
 def test_load_runs_reads_every_field_and_aligns_shuffled_predictions(tmp_path: Path) -> None:
-    a = write_run(tmp_path, "alpha", "random", 0.2)
-    b = write_run(tmp_path, "beta", "random", 0.3, order=np.random.default_rng(1).permutation(N_STUDIES))
+    a = write_run(tmp_path, "ant18", "random", 0.2)
+    b = write_run(tmp_path, "ant34", "random", 0.3, order=np.random.default_rng(1).permutation(N_STUDIES))
     s = load_runs([a, b])
     y, noise = truth_and_noise()
     np.testing.assert_array_equal(s.truth, y)
-    np.testing.assert_allclose(s.probs["beta/random/full"], 1 / (1 + np.exp(-(0.3 * (2 * y - 1) + noise))))
+    np.testing.assert_allclose(s.probs["ant34/random/full"], 1 / (1 + np.exp(-(0.3 * (2 * y - 1) + noise))))
     assert s.studies[:2] == ("study0000", "study0001")
-    row = s.runs.loc["beta/random/full"]
-    assert (row["family"], row["group"], row["parameters"], row["imagenet_top1"]) == ("beta", "G1", 2_000_000, 72.0)
+    row = s.runs.loc["ant34/random/full"]
+    assert (row["family"], row["group"], row["parameters"], row["imagenet_top1"]) == ("ant34", "G1", 2_000_000, 72.0)
     assert s.notes == ()
 
 
 def test_different_test_studies_is_an_error_naming_both_runs(tmp_path: Path) -> None:
-    a = write_run(tmp_path, "alpha", "random", 0.2)
+    a = write_run(tmp_path, "ant18", "random", 0.2)
     other = [f"study{i:04d}" for i in range(N_STUDIES - 1)] + ["elsewhere"]
-    b = write_run(tmp_path, "beta", "random", 0.3, studies=other)
-    with pytest.raises(DataError, match=r"alpha/random/full.*beta/random/full.*different studies.*elsewhere"):
+    b = write_run(tmp_path, "ant34", "random", 0.3, studies=other)
+    with pytest.raises(DataError, match=r"ant18/random/full.*ant34/random/full.*different studies.*elsewhere"):
         load_runs([a, b])
 
 
 def test_different_truth_is_an_error(tmp_path: Path) -> None:
-    a = write_run(tmp_path, "alpha", "random", 0.2)
-    b = write_run(tmp_path, "beta", "random", 0.3, seed=1)
+    a = write_run(tmp_path, "ant18", "random", 0.2)
+    b = write_run(tmp_path, "ant34", "random", 0.3, seed=1)
     with pytest.raises(DataError, match="disagree on the test labels"):
         load_runs([a, b])
 
 
 def test_missing_prediction_column_and_empty_input_are_errors(tmp_path: Path) -> None:
-    a = write_run(tmp_path, "alpha", "random", 0.2)
+    a = write_run(tmp_path, "ant18", "random", 0.2)
     pd.read_csv(a / "predictions.csv").drop(columns=["p_Edema"]).to_csv(a / "predictions.csv", index=False)
     with pytest.raises(DataError, match="p_Edema"):
         load_runs([a])
@@ -91,19 +90,19 @@ def test_missing_prediction_column_and_empty_input_are_errors(tmp_path: Path) ->
 
 
 def test_eval_json_disagreeing_with_predictions_is_noted(tmp_path: Path) -> None:
-    a = write_run(tmp_path, "alpha", "random", 0.2)
+    a = write_run(tmp_path, "ant18", "random", 0.2)
     doc = json.loads((a / "eval.json").read_text())
     doc["metrics"]["test_mean_auroc_6"] += 0.05
     (a / "eval.json").write_text(json.dumps(doc))
     (note,) = load_runs([a]).notes
-    assert "alpha/random/full" in note and "predictions.csv" in note
+    assert "ant18/random/full" in note and "predictions.csv" in note
 
 
 def test_main_table_has_every_run_with_formatted_cis(study) -> None:
     table = main_table(study)
     assert len(table) == 10 and list(table["depth"].iloc[-2:]) == [1, 2]  # full models first
-    row = table[table["run"] == "gamma/imagenet/full"].iloc[0]
-    ev = study.runs.loc["gamma/imagenet/full"]
+    row = table[table["run"] == "bee121/imagenet/full"].iloc[0]
+    ev = study.runs.loc["bee121/imagenet/full"]
     assert row["auroc_6_ci"] == f"{ev['auroc_6']:.3f} [{ev['auroc_6_ci_low']:.3f}, {ev['auroc_6_ci_high']:.3f}]"
     assert row["auroc_5"] == ev["auroc_5"] and row["auroc_5_ci"].startswith(f"{ev['auroc_5']:.3f} [")
     assert (row["imagenet_top1"], row["parameters"]) == (74.0, 4_000_000)
@@ -119,7 +118,10 @@ def test_spearman_matches_construction_and_scipy_exactly(study) -> None:
     im = full[full["initializer"] == "imagenet"]
     expected = stats.spearmanr(im["imagenet_top1"], im["auroc_6"])
     assert sp.loc[("top1_vs_auroc", "imagenet"), "rho"] == expected.statistic
-    assert sp.loc[("top1_vs_auroc", "imagenet"), "p"] == expected.pvalue
+    # n = 4 <= 10: the exact permutation p, by hand: rho = 1 - sum(d^2) / 10 >= 0.6 for sum(d^2) in {0, 2, 4},
+    # which 1 + 3 + 1 of the 24 orderings give; as many give rho <= -0.6, so p = 10 / 24 (scipy's t: 0.4)
+    assert sp.loc[("top1_vs_auroc", "imagenet"), "p"] == pytest.approx(10 / 24, abs=1e-12)
+    assert sp.loc[("top1_vs_auroc", "imagenet"), "p_method"] == "exact permutation"
     boost = pretraining_boost(study, B).per_family
     expected = stats.spearmanr(boost["parameters"], boost["boost"])
     assert sp.loc[("boost_vs_params", "imagenet - random"), "rho"] == expected.statistic
@@ -127,12 +129,12 @@ def test_spearman_matches_construction_and_scipy_exactly(study) -> None:
 
 
 def test_spearman_needs_three_points_and_variation(tmp_path: Path) -> None:
-    dirs = [write_run(tmp_path, f, "random", SEP["random"][f]) for f in ("alpha", "beta")]
+    dirs = [write_run(tmp_path, f, "random", SEP["random"][f]) for f in ("ant18", "ant34")]
     sp = spearman(load_runs(dirs)).set_index(["analysis", "initializer"])
     assert sp.loc[("top1_vs_auroc", "random"), "status"].startswith("not measured: 2 point(s)")
     assert sp.loc[("top1_vs_auroc", "imagenet"), "status"] == "not measured: no full imagenet runs"
     assert np.isnan(sp.loc[("top1_vs_auroc", "random"), "rho"])
-    same = [write_run(tmp_path / "c", f, "random", 0.5, top1=75.0) for f in ("alpha", "beta", "gamma")]
+    same = [write_run(tmp_path / "c", f, "random", 0.5, top1=75.0) for f in ("ant18", "ant34", "bee121")]
     sp = spearman(load_runs(same)).set_index(["analysis", "initializer"])
     assert "constant" in sp.loc[("top1_vs_auroc", "random"), "status"]
     assert sp.loc[("params_vs_auroc", "random"), "status"].startswith("not measured: AUROC is constant")
@@ -144,13 +146,13 @@ def test_missing_top1_is_left_out_and_said(tmp_path: Path) -> None:
     doc["imagenet_top1"] = None
     (dirs[0] / "eval.json").write_text(json.dumps(doc))
     row = spearman(load_runs(dirs)).iloc[0]
-    assert (row["n"], row["rho"], row["note"]) == (3, 1.0, "left out (no value): alpha")
+    assert (row["n"], row["rho"], row["note"]) == (3, 1.0, "left out (no value): ant18")
 
 
 def test_pretraining_boost_positive_with_ci_excluding_zero(study) -> None:
     res = pretraining_boost(study, B, seed=0)
     fam = res.per_family.set_index("family")
-    assert list(fam.index) == ["alpha", "beta", "gamma", "delta"]  # by parameters
+    assert list(fam.index) == ["ant18", "ant34", "bee121", "bee169"]  # by parameters
     full = study.full.set_index("run")
     for f in FAMILIES:
         diff = full.loc[f"{f}/imagenet/full", "auroc_6"] - full.loc[f"{f}/random/full", "auroc_6"]
@@ -162,7 +164,7 @@ def test_pretraining_boost_positive_with_ci_excluding_zero(study) -> None:
 
 
 def test_boost_is_negative_when_random_is_better(tmp_path: Path) -> None:
-    dirs = [write_run(tmp_path, "alpha", "random", 1.5), write_run(tmp_path, "alpha", "imagenet", 0.2)]
+    dirs = [write_run(tmp_path, "ant18", "random", 1.5), write_run(tmp_path, "ant18", "imagenet", 0.2)]
     res = pretraining_boost(load_runs(dirs), B)
     assert res.per_family.iloc[0]["ci_high"] < 0 and res.mean["boost"] < 0
 
@@ -171,8 +173,8 @@ def test_size_differences_largest_minus_smallest_per_group(study) -> None:
     sizes = pretraining_boost(study, B).size_differences.set_index(["group", "initializer"])
     full = study.full.set_index("run")
     row = sizes.loc[("G2", "imagenet")]
-    assert (row["larger"], row["smaller"]) == ("delta", "gamma")
-    expected = full.loc["delta/imagenet/full", "auroc_6"] - full.loc["gamma/imagenet/full", "auroc_6"]
+    assert (row["larger"], row["smaller"]) == ("bee169", "bee121")
+    expected = full.loc["bee169/imagenet/full", "auroc_6"] - full.loc["bee121/imagenet/full", "auroc_6"]
     assert row["difference"] == pytest.approx(expected, abs=1e-12) and row["difference"] < 0
     assert sizes.loc[("G1", "random"), "difference"] > 0
     assert len(sizes) == 4 and (sizes["status"] == MEASURED).all()
@@ -182,7 +184,7 @@ def test_truncation_summary_counts_only_runs_without_a_significant_drop(tmp_path
     # drop-1: identical predictions at 1/2 the parameters; drop-2: clearly worse at 1/4; drop-3: identical at 1/8.
     # Over the runs without a significant drop the ratios are 2 and 8: mean 5, median 5; the worse run (4x) is out,
     # and the deepest truncation without a significant drop is 3 blocks (deeper than the one that lost AUROC).
-    three = write_run(tmp_path / "more", "alpha", "imagenet", SEP["imagenet"]["alpha"], depth=3, params=125_000)
+    three = write_run(tmp_path / "more", "ant18", "imagenet", SEP["imagenet"]["ant18"], depth=3, params=125_000)
     res = truncation_table(load_runs([*study_dirs, three]), B)
     t = res.table.set_index("blocks_dropped")
     assert (t.loc[1, "delta"], t.loc[1, "ci_low"], t.loc[1, "ci_high"], t.loc[1, "p"]) == (0.0, 0.0, 0.0, 1.0)
@@ -191,12 +193,12 @@ def test_truncation_summary_counts_only_runs_without_a_significant_drop(tmp_path
     s = res.summary
     assert (s["mean_parameter_ratio"], s["median_parameter_ratio"]) == (5.0, 5.0)
     assert (s["n_measured"], s["n_significant_drops"], s["n_without_significant_drop"]) == (3, 1, 2)
-    deepest = res.deepest.set_index(["family", "initializer"]).loc[("alpha", "imagenet")]
+    deepest = res.deepest.set_index(["family", "initializer"]).loc[("ant18", "imagenet")]
     assert (deepest["deepest_without_significant_drop"], deepest["parameter_ratio"]) == (3, 8.0)
 
 
 def test_truncation_summary_is_not_measured_when_every_truncation_lost(tmp_path: Path) -> None:
-    dirs = [write_run(tmp_path, "alpha", "imagenet", 1.6), write_run(tmp_path, "alpha", "imagenet", 0.2, depth=1,
+    dirs = [write_run(tmp_path, "ant18", "imagenet", 1.6), write_run(tmp_path, "ant18", "imagenet", 0.2, depth=1,
                                                                       params=500_000)]
     res = truncation_table(load_runs(dirs), B)
     assert res.summary["status"].startswith("not measured: all 1 truncated runs lost AUROC significantly")
@@ -205,7 +207,7 @@ def test_truncation_summary_is_not_measured_when_every_truncation_lost(tmp_path:
 
 def test_chance_difference_is_not_a_significant_drop(tmp_path: Path) -> None:
     # the jitter costs about as much AUROC as the slightly larger separation gains
-    dirs = [write_run(tmp_path, "alpha", "imagenet", 1.6), write_run(tmp_path, "alpha", "imagenet", 1.63, depth=1,
+    dirs = [write_run(tmp_path, "ant18", "imagenet", 1.6), write_run(tmp_path, "ant18", "imagenet", 1.63, depth=1,
                                                                       params=500_000, jitter=0.3)]
     row = truncation_table(load_runs(dirs), B).table.iloc[0]
     assert row["delta"] < 0 and row["ci_low"] < 0 < row["ci_high"] and row["p"] > 0.05, "fixture: CI must straddle 0"
@@ -213,16 +215,16 @@ def test_chance_difference_is_not_a_significant_drop(tmp_path: Path) -> None:
 
 
 def test_truncated_run_without_its_full_model_is_not_measured(tmp_path: Path) -> None:
-    dirs = [write_run(tmp_path, "alpha", "imagenet", 1.6), write_run(tmp_path, "gamma", "random", 0.3, depth=1)]
+    dirs = [write_run(tmp_path, "ant18", "imagenet", 1.6), write_run(tmp_path, "bee121", "random", 0.3, depth=1)]
     res = truncation_table(load_runs(dirs), B)
-    assert res.table.iloc[0]["status"] == "not measured: no full gamma/random run"
+    assert res.table.iloc[0]["status"] == "not measured: no full bee121/random run"
     assert res.summary["status"] == "not measured: no truncated run has its full model"
 
 
 def test_missing_inputs_give_not_measured_entries_without_crashing(tmp_path: Path) -> None:
     s = load_runs(write_full_grid(tmp_path, inits=("random",)))
     boost = pretraining_boost(s, B)
-    assert (boost.per_family["status"] == "not measured: no full alpha/imagenet run").iloc[0]
+    assert (boost.per_family["status"] == "not measured: no full ant18/imagenet run").iloc[0]
     assert boost.mean["status"].startswith("not measured: no family has both")
     sp = spearman(s).set_index(["analysis", "initializer"])
     assert sp.loc[("boost_vs_params", "imagenet - random"), "status"].startswith("not measured")
@@ -231,13 +233,13 @@ def test_missing_inputs_give_not_measured_entries_without_crashing(tmp_path: Pat
 
 
 def test_one_run_only(tmp_path: Path) -> None:
-    s = load_runs([write_run(tmp_path, "alpha", "random", 0.2)])
+    s = load_runs([write_run(tmp_path, "ant18", "random", 0.2)])
     assert len(main_table(s)) == 1
     assert not (spearman(s)["status"] == MEASURED).any()
     boost = pretraining_boost(s, B)
     # a group with one family has nothing to compare: no row for it, and the table says why it is empty
     assert boost.size_differences.iloc[0]["status"] == (
-        "not measured: no group has two full families of one initializer")
+        "not measured: no architecture line has two sizes of one initializer among the full runs")
     assert truncation_table(s, B).summary["status"] == "not measured: no truncated runs"
 
 
@@ -258,8 +260,8 @@ def test_every_pretrained_initializer_is_compared_with_random_and_with_imagenet(
         assert fam.loc[f, "boost"] == pytest.approx(diff, abs=1e-12) and fam.loc[f, "ci_low"] > 0
     assert boosts["ssl - random"].mean["n_families"] == 4
     vs_imagenet = boosts["ssl - imagenet"].per_family.set_index("family")
-    assert vs_imagenet.loc["alpha", "boost"] == pytest.approx(
-        full.loc["alpha/ssl/full", "auroc_6"] - full.loc["alpha/imagenet/full", "auroc_6"], abs=1e-12)
+    assert vs_imagenet.loc["ant18", "boost"] == pytest.approx(
+        full.loc["ant18/ssl/full", "auroc_6"] - full.loc["ant18/imagenet/full", "auroc_6"], abs=1e-12)
     sp = spearman(s).set_index(["analysis", "initializer"])
     assert sp.loc[("boost_vs_params", "ssl - random"), "status"] == MEASURED
     assert sp.loc[("boost_vs_params", "ssl - imagenet"), "n"] == 4

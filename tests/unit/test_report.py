@@ -19,7 +19,8 @@ from chexops.analysis.figures import (
     figure_truncation,
 )
 from chexops.analysis.report import write_report
-from chexops.analysis.tables import Study, load_runs, pretraining_boost, spearman, truncation_table
+from chexops.analysis.results import Study, load_runs
+from chexops.analysis.tables import pretraining_boost, spearman, truncation_table
 from chexops.data.labels import STUDY_TASKS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -64,14 +65,15 @@ def test_writes_every_table_figure_and_plot(full_report) -> None:
     assert sorted(trunc["blocks_dropped"]) == [0, 1, 2] and set(trunc["initializer"]) == {"imagenet"}
 
 
-def test_spearman_csv_equals_scipy_exactly(full_report) -> None:
+def test_spearman_csv_rho_equals_scipy_and_p_is_exact(full_report) -> None:
     paths, _ = full_report
     sp = pd.read_csv(paths["spearman"]).set_index(["analysis", "initializer"])
     main = pd.read_csv(paths["main_table"])
     im = main[(main["initializer"] == "imagenet") & (main["depth"] == 0)]
     expected = stats.spearmanr(im["parameters"], im["auroc_6"])
     assert sp.loc[("params_vs_auroc", "imagenet"), "rho"] == expected.statistic
-    assert sp.loc[("params_vs_auroc", "imagenet"), "p"] == expected.pvalue
+    # n = 4: the exact permutation p (10 of the 24 orderings have |rho| >= 0.6), not scipy's t approximation
+    assert sp.loc[("params_vs_auroc", "imagenet"), "p"] == pytest.approx(10 / 24, abs=1e-12)
     assert expected.statistic == pytest.approx(RHO_IMAGENET, abs=1e-12)
 
 
@@ -80,7 +82,7 @@ def test_metrics_json_is_finite_and_holds_the_headlines(full_report) -> None:
     m = _strict_json(paths["metrics"])
     boost = pd.read_csv(paths["boost"])
     trunc = pd.read_csv(paths["truncation"])
-    assert m["n_runs"] == 10 and set(m["runs"]) >= {"alpha/random/full", "alpha/imagenet/drop-last-2"}
+    assert m["n_runs"] == 10 and set(m["runs"]) >= {"ant18/random/full", "ant18/imagenet/drop-last-2"}
     assert m["spearman"]["top1_vs_auroc/random"]["rho"] == 1.0
     assert m["boost"]["mean"] == pytest.approx(boost["boost"].mean(), abs=1e-12) and m["boost"]["mean_ci_low"] > 0
     # drop-1 (2x fewer parameters, no drop) is the only run without a significant drop; drop-2 (4x) lost AUROC
@@ -107,10 +109,11 @@ def test_study_md_ties_it_together(full_report) -> None:
     for name in FIGURES:
         assert f"](figures/{name}.png)" in md and (out / "figures" / f"{name}.png").is_file()
     assert "Nothing: every analysis had its inputs." in md
-    assert ("Summary: **2.00x** fewer parameters on average (median 2.00x) over the 1 of 2 truncated runs without a "
-            "significant AUROC drop; 1 dropped significantly") in md
+    assert ("Summary: **2.00x fewer parameters on average (median 2.00x) over the 1 distinct truncations with a run "
+            "without a significant AUROC drop (1 of 2 truncated runs; 1 dropped significantly; drops smaller "
+            "than ") in md
     assert "Definition: parameter ratio = full model's parameters / truncated model's parameters" in md
-    assert "| alpha | imagenet | 2 | 1 | 2.00x |" in md  # the deepest truncation without a significant drop
+    assert "| ant18 | imagenet | 2 | 1 | 2.00x |" in md  # the deepest truncation without a significant drop
 
 
 def test_missing_inputs_are_listed_not_crashed_on(tmp_path: Path) -> None:
@@ -122,7 +125,7 @@ def test_missing_inputs_are_listed_not_crashed_on(tmp_path: Path) -> None:
     md = paths["study_md"].read_text()
     section = md.split("## Not measured", 1)[1]
     for entry in ("- Spearman top1_vs_auroc (imagenet): not measured: no full imagenet runs",
-                  "- pretraining boost imagenet - random alpha: not measured: no full alpha/imagenet run",
+                  "- pretraining boost imagenet - random ant18: not measured: no full ant18/imagenet run",
                   "- mean pretraining boost imagenet - random: not measured: no family has both",
                   "- truncation: not measured: no truncated runs",
                   "- figure boost_vs_params: not measured: no family has both",
@@ -138,13 +141,13 @@ def test_missing_inputs_are_listed_not_crashed_on(tmp_path: Path) -> None:
 
 
 def test_one_run_only(tmp_path: Path) -> None:
-    paths = write_report(load_runs([write_run(tmp_path, "alpha", "random", 0.2)]), tmp_path / "r", n_resamples=B)
+    paths = write_report(load_runs([write_run(tmp_path, "ant18", "random", 0.2)]), tmp_path / "r", n_resamples=B)
     md = paths["study_md"].read_text()
     assert "Runs: 1 (1 full, 0 truncated)" in md
     assert "Spearman params_vs_auroc (random): not measured: 1 point(s)" in md
-    assert ("largest - smallest within a group: not measured: no group has two full families of one "
+    assert ("largest - smallest within a group: not measured: no architecture line has two sizes of one "
             "initializer") in md
-    assert _strict_json(paths["metrics"])["runs"]["alpha/random/full"]["mean_auroc_6"] > 0.5
+    assert _strict_json(paths["metrics"])["runs"]["ant18/random/full"]["mean_auroc_6"] > 0.5
 
 
 def test_paper_values_sit_beside_matching_families(tmp_path: Path) -> None:
@@ -181,11 +184,11 @@ def test_figures_label_every_point_with_its_family(toy_study: Study) -> None:
     auc_ax, par_ax = figure_truncation(toy_study, truncation_table(toy_study, B)).axes
     _readable(auc_ax)
     assert par_ax.get_yscale() == "log" and [t.get_text() for t in auc_ax.get_legend().get_texts()] == [
-        "alpha (imagenet)"]
+        "ant18 (imagenet)"]
 
 
 def test_figures_without_inputs_give_reasons(tmp_path: Path) -> None:
-    study = load_runs([write_run(tmp_path, "alpha", "random", 0.2)])
+    study = load_runs([write_run(tmp_path, "ant18", "random", 0.2)])
     assert figure_boost_vs_params(pretraining_boost(study, B), spearman(study)) == (
         "not measured: no family has both a full imagenet and a full random run")
     assert figure_truncation(study, truncation_table(study, B)) == "not measured: no truncated runs"
@@ -200,7 +203,7 @@ def test_study_md_warns_when_the_headline_mean_covers_fewer_tasks(tmp_path: Path
              "dropped": [{"studies": 4, "why": "no frontal image (data.frontal_only is true)"}]}
     extra = {"test_split": split, "reference_top1": 71.5, "reference_top1_source": "torchvision IMAGENET1K_V1"}
     dirs = [write_run(tmp_path / "runs", f, "random", 0.3, single_class=("Cardiomegaly",), eval_fields=extra)
-            for f in ("alpha", "beta")]
+            for f in ("ant18", "ant34")]
     study = load_runs(dirs)
     assert study.headline_tasks == tuple(t for t in STUDY_TASKS if t != "Cardiomegaly")
     md = write_report(study, tmp_path / "reports", n_resamples=B)["study_md"].read_text()
@@ -243,7 +246,7 @@ def test_the_paper_profiles_truncations_render_the_papers_summary(tmp_path: Path
     everything = np.mean([params[(f, 0)] / params[(f, d)] for f, _, d in truncated])
     assert everything > 100 > expected  # the old all-runs mean would have read like this
     md = paths["study_md"].read_text()
-    assert f"Summary: **{expected:.2f}x** fewer parameters on average" in md
+    assert f"Summary: **{expected:.2f}x fewer parameters on average" in md
     assert "Paper: 3.25x on average, no statistically significant AUC drop." in md
     assert "Definition: parameter ratio = full model's parameters / truncated model's parameters" in md
     for family in ("densenet121", "mnasnet", "resnet18", "efficientnet_b0"):

@@ -233,3 +233,24 @@ def test_cli_writes_and_summarises(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "valid 2 patients" in result.output and "images/s" in result.output
     assert (tmp_path / "out" / FOLDER / "train.csv").is_file()
+
+
+def test_holdout_sets_the_valid_and_test_patients() -> None:
+    from chexops.data.synthetic import patients_per_split
+
+    assert patients_per_split(1000, holdout=300) == {"train": 400, "valid": 300, "test": 300}
+    assert patients_per_split(1000) == {"train": 800, "valid": 100, "test": 100}
+    with pytest.raises(ConfigError, match="holdout"):
+        patients_per_split(100, holdout=50)  # no training patient left
+
+
+def test_exposure_scales_the_spread_of_exposure_only() -> None:
+    from chexops.data.phantom import _expose
+
+    A = np.full((32, 32), 0.3)
+    same = [_expose(A, np.random.default_rng(s), 1 / 32, exposure=0.0).mean() for s in range(5)]
+    spread = [_expose(A, np.random.default_rng(s), 1 / 32, exposure=1.0).mean() for s in range(5)]
+    assert np.ptp(same) < 2 < np.ptp(spread)  # alike up to quantum noise, against the wards' spread
+    # exposure 1 draws and renders exactly as before the setting existed
+    sev = np.zeros(14)
+    assert (render(sev, np.random.default_rng(3), 64) == render(sev, np.random.default_rng(3), 64, exposure=1.0)).all()
