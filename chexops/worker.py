@@ -263,8 +263,8 @@ def _run_claimed(grid: Grid, trial_id: int, keys: dict[str, RunKey], config: Con
         try:
             ctx = StageContext(config, key, progress=options["progress"], tracker=tracker)
             outcome = run_configuration(ctx, register_model=options["register"])
-        except TrainingStopped:
-            _give_back(grid, trial_id, name)  # state saved: back to the queue as it is, no retry spent
+        except TrainingStopped as stop:
+            _give_back(grid, trial_id, name, str(stop))  # state saved: back to the queue as is, no retry spent
             raise
         except KeyboardInterrupt:
             _hand_back(grid, trial_id)
@@ -306,7 +306,7 @@ def _hand_back(grid: Grid, trial_id: int) -> None:
             log.warning(f"[worker] interrupted: configuration of trial {trial_id} handed back for retry.")
 
 
-def _give_back(grid: Grid, trial_id: int, name: str) -> None:
+def _give_back(grid: Grid, trial_id: int, name: str, why: str) -> None:
     """Put a trial stopped on request back to WAITING (same trial, same configuration) for the next claim: a
     preemption is not a failure and spends none of --max-retry. Its saved state makes the next claim resume."""
     from optuna.exceptions import UpdateFinishedTrialError
@@ -317,7 +317,7 @@ def _give_back(grid: Grid, trial_id: int, name: str) -> None:
         grid.storage.set_trial_user_attr(trial_id, "stops", int(attrs.get("stops", 0)) + 1)
         with contextlib.suppress(UpdateFinishedTrialError):  # failed as stale meanwhile: its retry is queued
             grid.storage.set_trial_state_values(trial_id, state=TrialState.WAITING)
-    log.warning(f"[worker] stopped ({interrupt.stop_reason()}): {name} handed back with its saved state.")
+    log.warning(f"[worker] {why}; {name} handed back to the grid.")
 
 
 def run_worker(config: Config, storage_url: str, study_name: str, heartbeat: int = 30, grace: int | None = None,

@@ -37,6 +37,7 @@ def _requeue() -> None:
 
     click.echo("[worker] requeueing this SLURM task; it resumes the grid when it runs again", err=False)
     sys.stdout.flush()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the requeue's kill: the configuration is already handed back
     requeue_self()  # SLURM kills this job now; if it does not at once, exit as stopped
     sys.exit(EXIT_STOPPED)
 
