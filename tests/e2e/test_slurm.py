@@ -52,7 +52,7 @@ SlurmctldPort={ctld_port}
 SlurmdPort={d_port}
 SlurmUser=root
 AuthType=auth/munge
-AuthInfo=cred_expire=10
+AuthInfo=socket={root}/munge/munge.sock,cred_expire=10
 StateSaveLocation={root}/state/ctld
 SlurmdSpoolDir={root}/state/d
 SlurmctldPidFile={root}/state/slurmctld.pid
@@ -99,24 +99,27 @@ def _stop(pid: int | None, timeout: float = 15) -> None:
     os.kill(pid, signal.SIGKILL)
 
 
-def _start_munge(root: Path) -> int | None:
-    """munged, unless one runs already (then it is used, and left alone): the PID of the one started here."""
-    if subprocess.run(["pgrep", "-x", "munged"], capture_output=True).returncode == 0:
-        return None
-    Path("/run/munge").mkdir(parents=True, exist_ok=True)
-    shutil.chown("/run/munge", "munge", "munge")
-    subprocess.run(["runuser", "-u", "munge", "--", _daemon("munged")], check=True, timeout=30)
-    return wait_for(lambda: _pid(Path("/run/munge/munged.pid")), 10, "munged's pid file")
+def _start_munge(root: Path) -> int:
+    """A munged of this test's own (socket, pid, seed and log under `root`), so that no other test's munged
+    coming or going touches this cluster; its PID."""
+    run = root / "munge"
+    run.mkdir()
+    shutil.chown(run, "munge", "munge")
+    subprocess.run(["runuser", "-u", "munge", "--", _daemon("munged"), f"--socket={run}/munge.sock",
+                    f"--pid-file={run}/munged.pid", f"--seed-file={run}/munged.seed", f"--log-file={run}/munged.log"],
+                   check=True, timeout=30)
+    return wait_for(lambda: _pid(run / "munged.pid"), 10, "munged's pid file")
 
 
 @pytest.fixture(scope="module")
 def slurm():
-    """slurmctld + slurmd (+ munged if none runs) on 127.0.0.1 with free ports, 2 CPUs and 2 fake GPUs."""
-    if _daemon("slurmctld") is None or _daemon("slurmd") is None or shutil.which("sbatch") is None:
+    """munged, slurmctld and slurmd of its own on 127.0.0.1 with free ports, 2 CPUs and 2 fake GPUs."""
+    if None in (_daemon("slurmctld"), _daemon("slurmd"), _daemon("munged"), shutil.which("sbatch")):
         pytest.skip("SLURM is not installed: apt-get install -y slurmctld slurmd slurm-client munge")
     if os.geteuid() != 0:
         pytest.skip("the single-node SLURM test starts slurmd and makes fake GPU devices, which needs root")
     root = Path(tempfile.mkdtemp(prefix="chexops-slurm-"))
+    root.chmod(0o755)  # munged runs as user munge: its folder below must be reachable
     for sub in ("etc", "state/ctld", "state/d", "log"):
         (root / sub).mkdir(parents=True)
     for i in range(2):  # fake GPUs: character devices; SLURM only hands out their indexes
@@ -135,7 +138,13 @@ def slurm():
             out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, env=env)
             return out.stdout.strip() == "idle"
 
-        wait_for(idle, 30, "the SLURM node to be idle")
+        try:
+            wait_for(idle, 60, "the SLURM node to be idle")
+        except BaseException:
+            state = subprocess.run(["sinfo", "-N", "-o", "%N %T %E"], capture_output=True, text=True, env=env)
+            logs = "".join(p.read_text()[-1500:] for p in sorted((root / "log").glob("*.log")))
+            print(f"sinfo:\n{state.stdout}{state.stderr}\nlogs:\n{logs}")
+            raise
         yield {"env": env, "root": root}
     finally:
         _stop(_pid(root / "state" / "slurmd.pid"))
