@@ -91,14 +91,15 @@ def timed(workdir: Path, args: argparse.Namespace, runs: list[str], mode: str) -
 
 def prepare_data(workdir: Path, args: argparse.Namespace) -> None:
     from chexops.config import config_from_dict
-    from chexops.stages import StageContext, ingest, prepare
+    from chexops.stages import ingest, prepare
+    from chexops.stages.context import StageContext
 
     cwd = os.getcwd()
     os.chdir(workdir)  # the synthetic folder is written relative to the working directory
     try:
         config = config_from_dict(params(workdir, args, workdir / "runs", args.examples))
-        ingest(StageContext(config, progress=False))
-        prepare(StageContext(config, progress=False))
+        ingest.run(StageContext(config, progress=False))
+        prepare.run(StageContext(config, progress=False))
     finally:
         os.chdir(cwd)
 

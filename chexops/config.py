@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chexops import naming
 from chexops.errors import ConfigError, did_you_mean
 from chexops.naming import DEFAULT_STRATEGY, SELECT_METRICS
 
@@ -69,7 +70,7 @@ class TrainConfig:
     runs_dir: str = "runs"
     # which validation mean ranks the checkpoints (and scores tuning trials): the 5 competition tasks, as the
     # lab's CheXpert code, or the study's 6 (mean_auroc_6)
-    select_metric: str = "mean_auroc_5"
+    select_metric: str = naming.COMPETITION_MEAN
     # off | auto | compile | cudagraphs (chexops.train.compile); quote "off" in YAML, which reads a bare off as
     # false. Left out of the repr, which is the saved state's fingerprint: how a step is executed is not what
     # a run is, so a run resumes across modes and the run folders of the default (off) keep their bytes.
@@ -274,7 +275,7 @@ def truncated_entries(named: dict[str, Any]) -> list[Any]:
     return list(named.values())
 
 
-def load_config(path: str | Path = "params.yaml") -> Config:
+def load_config(path: str | Path = naming.PARAMS_FILE) -> Config:
     """Read params.yaml (a missing file means all defaults is NOT assumed: it is an error)."""
     import yaml
 
@@ -343,13 +344,13 @@ def validate(config: Config) -> Config:
         _check(other == strategy,
                f"grid.truncated has {name}/{init} at depth {depth} with strategies {other} and {strategy}: a run's "
                "folder (and its DVC outputs) is named by family, initializer and depth only; give them other depths.")
-    for t in g.truncated:
+    for entry in g.truncated:
         # a truncated run is judged against its full model, and shares that model's pretraining stage
-        _check(t.family in g.families and t.init in g.initializers,
-               f"grid.truncated has {t.family}/{t.init}, which is not a full configuration of the grid; add "
-               f"{t.family} to grid.families and {t.init} to grid.initializers.")
-        _check(t.depth > 0, f"grid.truncated has {t.family} at depth {t.depth}; a truncated run drops 1 or more "
-               "blocks.")
+        _check(entry.family in g.families and entry.init in g.initializers,
+               f"grid.truncated has {entry.family}/{entry.init}, which is not a full configuration of the grid; "
+               f"add {entry.family} to grid.families and {entry.init} to grid.initializers.")
+        _check(entry.depth > 0, f"grid.truncated has {entry.family} at depth {entry.depth}; a truncated run drops "
+               "1 or more blocks.")
     return config
 
 

@@ -46,6 +46,19 @@ class TrackingError(ChexopsError):
     """MLflow could not be reached or refused an operation."""
 
 
+class LockBusyError(TrackingError):
+    """Another process is changing the model's aliases (the registry lock is held)."""
+
+
+class WorkerError(ChexopsError):
+    """The shared study (Optuna storage, grid) cannot be used as asked."""
+
+
+class BadImage(Exception):
+    """An image that cannot be used; the message is the reason. Not a ChexopsError: the caller decides whether
+    it is the user's (a request's image) or a dataset's (data.on_bad_image)."""
+
+
 def did_you_mean(name: str, choices: Iterable[str], n: int = 3) -> str:
     """A ' Did you mean: a, b?' suffix for error messages, or '' when nothing is close."""
     close = difflib.get_close_matches(name, list(choices), n=n, cutoff=0.5)

@@ -18,6 +18,12 @@ MANIFEST_FILE = "manifest.json"  # the kept checkpoints (train/<run>/)
 RUN_RECORD_FILE = "mlflow_run.json"  # the MLflow run id of the configuration (train/<run>/)
 TRAIN_SUMMARY_FILE = "train.json"
 EVAL_FILE = "eval.json"  # eval/<run>/
+PREDICTIONS_FILE = "predictions.csv"  # eval/<run>/: study-level truth and ensemble probabilities
+ROC_FILE = "roc.png"  # eval/<run>/
+
+PARAMS_FILE = "params.yaml"  # the study's settings, at the repository root (every command's --params default)
+REPORT_FILE = "study.md"  # in analysis.reports_dir: the study's report
+TEST_LABELS_FILE = "groundtruth.csv"  # CheXpert's study-level test labels, beside test.csv
 
 # Files of the data stages.
 SYNTHETIC_DIR = Path("data/synthetic")
@@ -30,7 +36,12 @@ PLUGINS_LOCK = "plugins.lock.json"  # the installed plugins every stage depends 
 # (the lab's code: the 5 competition tasks). Each checkpoint's value of it is RANKING_METRIC in the manifest, a
 # run's best is BEST_RANKING_METRIC (manifest.json, train.json, the tune record), and which mean it is, is
 # recorded beside them as `select_metric` (e.g. "val_mean_auroc_5").
-SELECT_METRICS = ("mean_auroc_5", "mean_auroc_6")
+# The study's headline: the test mean AUROC over the 6 study tasks (a mean over fewer tasks, when one was undefined
+# on the test split, is named for what it covers, e.g. test_mean_auroc_5of6: evaluate.metrics.headline_key).
+HEADLINE_MEAN = "mean_auroc_6"
+TEST_HEADLINE = f"test_{HEADLINE_MEAN}"
+COMPETITION_MEAN = "mean_auroc_5"  # the 5 CheXpert competition tasks: what the lab's code ranks checkpoints by
+SELECT_METRICS = (COMPETITION_MEAN, HEADLINE_MEAN)
 RANKING_METRIC = "val_score"
 BEST_RANKING_METRIC = f"best_{RANKING_METRIC}"
 

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from chexops.components import manager, reset
-from chexops.components.checks import CheckReport
 from chexops.components.registry import get_registry
+from chexops.components.verify import CheckReport, check
 
 __all__ = ["CheckReport", "Component", "LoadedPlugins", "check_component", "check_family", "chexops_plugins",
            "load_plugins"]
@@ -72,12 +72,12 @@ def load_plugins(*plugins: str | object) -> LoadedPlugins:
 def check_family(name: str) -> CheckReport:
     """The deep checks of a loaded family: timm name and tag, blocks in forward order, every depth builds smaller.
     Raises chexops.PluginError (one line naming the plugin, the spec and the fix) on the first problem."""
-    return get_registry().check("families", name)
+    return check("families", name)
 
 
 def check_component(kind: str, name: str) -> CheckReport:
     """The deep checks of any loaded component: `kind` is families, initializers, truncations or label-policies."""
-    return get_registry().check(kind, name)
+    return check(kind, name)
 
 
 @pytest.fixture

@@ -3,4 +3,6 @@ ROC), then registered -> runs/registry/<run>.json; one process, so the import co
 
 from _common import run_stage
 
-run_stage("evaluate_and_register", __doc__)
+from chexops.stages.register import evaluate_and_register
+
+run_stage(evaluate_and_register, __doc__, per_configuration=True)

@@ -2,4 +2,6 @@
 
 from _common import run_stage
 
-run_stage("ingest", __doc__)
+from chexops.stages.ingest import run
+
+run_stage(run, __doc__, per_configuration=False)

@@ -3,4 +3,6 @@ start from, e.g. ssl: MoCo v2 on the training images; a pass-through record for 
 
 from _common import run_stage
 
-run_stage("pretrain", __doc__)
+from chexops.stages.pretrain import run
+
+run_stage(run, __doc__, per_configuration=True)

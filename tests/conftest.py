@@ -1,4 +1,5 @@
-"""Shared fixtures."""
+"""Shared fixtures of every tier: tests/fixtures/ holds the helpers, and the fixtures registered here are what
+test modules use (no test module imports another)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from chexops.data.labels import CSV_HEADER, OBSERVATIONS
+pytest.register_assert_rewrite("fixtures")
+
+from fixtures.images import model_dir  # noqa: E402, F401
+from fixtures.predict import registered  # noqa: E402, F401
+from fixtures.registry import tracker  # noqa: E402, F401
+from fixtures.servers import mlflow_server, postgres  # noqa: E402, F401
+from fixtures.study import tiny_study  # noqa: E402, F401
+from fixtures.training import prepared  # noqa: E402, F401
+
+from chexops.data.labels import CSV_HEADER, OBSERVATIONS  # noqa: E402
 
 LABEL_CYCLE = ("1.0", "0.0", "-1.0", "")
 

@@ -70,7 +70,7 @@ def _label(ax: Axes, points: list[tuple[float, float, str, str]]) -> None:
     renderer = FigureCanvasAgg(ax.figure).get_renderer()
     frame = ax.get_window_extent(renderer)
     markers = [ax.transData.transform((x, y)) for x, y, _, _ in points]
-    taken = [Bbox.from_bounds(*(m - 4), 8, 8) for m in markers]
+    taken = [Bbox.from_bounds(m[0] - 4, m[1] - 4, 8, 8) for m in markers]
     for x, y, text, c in sorted(points, key=lambda p: (p[0], p[1])):
         own = ax.transData.transform((x, y))
         scored = []

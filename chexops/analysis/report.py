@@ -41,6 +41,7 @@ from chexops.analysis.tables import (
     spearman,
     truncation_table,
 )
+from chexops.naming import COMPETITION_MEAN, HEADLINE_MEAN, REPORT_FILE
 
 # What a gap that needs ImageNet weights says, once, under "Not measured".
 IMAGENET_HINT = ("Entries marked (ImageNet) need ImageNet weights, which cannot be downloaded offline: on a machine "
@@ -96,7 +97,7 @@ def _boost_metrics(boost: BoostResult) -> dict[str, Any]:
 
 def metrics_dict(study: Study, sp: pd.DataFrame, boosts: list[BoostResult], trunc: TruncationResult) -> dict[str, Any]:
     """Headline numbers for `dvc metrics show`, nested by analysis and keyed by run/family for readability."""
-    runs = {r: {"mean_auroc_6": row["auroc_6"], "mean_auroc_5": row["auroc_5"]} for r, row in study.runs.iterrows()}
+    runs = {r: {HEADLINE_MEAN: row["auroc_6"], COMPETITION_MEAN: row["auroc_5"]} for r, row in study.runs.iterrows()}
     rho = {f"{r.analysis}/{r.initializer.replace(' ', '')}": {"rho": r.rho, "p": r.p, "n": r.n}
            for r in sp.itertuples() if r.status == MEASURED}
     boost = boosts[0]
@@ -382,6 +383,6 @@ def write_report(study: Study, out_dir: Path, n_resamples: int = 1000, seed: int
              *hint]
     if study.notes:
         lines += ["## Notes", "", *(f"- {n}" for n in study.notes), ""]
-    paths["study_md"] = out_dir / "study.md"
+    paths["study_md"] = out_dir / REPORT_FILE
     paths["study_md"].write_text("\n".join(lines))
     return paths

@@ -21,13 +21,14 @@ from scipy import stats
 from chexops.data.labels import OBSERVATIONS, STUDY_TASKS, task_index
 from chexops.errors import DataError
 from chexops.evaluate.bootstrap import Resampling, auroc_replicates, bootstrap_p_value, paired_bootstrap
-from chexops.evaluate.metrics import evaluate, headline_key
+from chexops.evaluate.metrics import auroc_metrics, headline_key
+from chexops.naming import COMPETITION_MEAN, EVAL_FILE, HEADLINE_MEAN, PREDICTIONS_FILE
 
 MEASURED = "measured"
 _Y = [f"y_{o}" for o in OBSERVATIONS]
 _P = [f"p_{o}" for o in OBSERVATIONS]
 _EVAL_KEYS = ("run", "family", "group", "initializer", "truncation", "depth", "parameters", "metrics")
-_MEANS = {"auroc_6": "mean_auroc_6", "auroc_5": "mean_auroc_5"}
+_MEANS = {"auroc_6": HEADLINE_MEAN, "auroc_5": COMPETITION_MEAN}
 # eval.json and predictions.csv come from one evaluate call; a larger gap means they are from different runs.
 _CONSISTENCY_TOL = 1e-6
 
@@ -183,7 +184,7 @@ def _align(frames: Mapping[str, pd.DataFrame]
 def _consistency_notes(runs: pd.DataFrame, truth: np.ndarray, probs: Mapping[str, np.ndarray]) -> list[str]:
     notes = []
     for run, p in probs.items():
-        recomputed = evaluate(truth, p, STUDY_TASKS).mean_auroc_6
+        recomputed = auroc_metrics(truth, p, STUDY_TASKS).mean_auroc_6
         stated = runs.loc[run, "auroc_6"]
         if recomputed is not None and abs(recomputed - stated) > _CONSISTENCY_TOL:
             notes.append(
@@ -198,7 +199,7 @@ def load_runs(run_dirs: Iterable[Path], name: str = "study") -> Study:
     dirs = [Path(d) for d in run_dirs]
     if not dirs:
         raise DataError("no run folders given; train and evaluate at least one run before the analysis.")
-    rows = [_read_eval(d / "eval.json") for d in dirs]
+    rows = [_read_eval(d / EVAL_FILE) for d in dirs]
     runs = pd.DataFrame(rows).set_index("run", drop=False)
     for cols, what in ((["run"], "run name"),
                        (["family", "initializer", "depth", "label_fraction"], "family/initializer/depth/labels")):
@@ -209,7 +210,7 @@ def load_runs(run_dirs: Iterable[Path], name: str = "study") -> Study:
                 "configuration. Remove the stale folder."
             )
     studies, truth, probs, patients = _align(
-        {r["run"]: _read_predictions(Path(r["path"]) / "predictions.csv") for r in rows})
+        {r["run"]: _read_predictions(Path(r["path"]) / PREDICTIONS_FILE) for r in rows})
     notes = _consistency_notes(runs, truth, probs)
     sources = sorted(runs["test_source"].astype(str).unique())
     if len(sources) > 1:

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from chexops.components.registry import KINDS, get_registry
+from chexops.naming import DEFAULT_STRATEGY
 
 
 def print_table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
@@ -44,7 +45,8 @@ def _count_on_meta(family: Any, num_classes: int) -> int:
 @click.argument("name", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--lock", "lock", is_flag=True,
-              help="Record the installed plugins in plugins.lock.json (what `dvc repro`'s plugins stage does).")
+              help="Record the installed plugins in plugins.lock.json and each component's fingerprint in "
+                   "plugins.lock/ (what `dvc repro`'s plugins stage does).")
 @click.option("--check", "check", is_flag=True,
               help="Build every component of plugin NAME (default: of every plugin) on the meta device: timm name "
                    "and tag, blocks in forward order, every truncation depth. Exit 2 on the first problem found.")
@@ -56,10 +58,17 @@ def plugins_command(name: str | None, as_json: bool, lock: bool, check: bool) ->
     if name:
         raise click.UsageError("NAME is only used with --check.")
     if lock:
-        from chexops.components.lock import write_lock
-        from chexops.naming import PLUGINS_LOCK
+        from pathlib import Path
 
-        click.echo(f"{PLUGINS_LOCK}: {'updated' if write_lock() else 'unchanged'}")
+        import yaml
+
+        from chexops.components.lock import write_lock
+        from chexops.naming import PARAMS_FILE, PLUGINS_LOCK
+
+        params = Path(PARAMS_FILE)
+        grid = ((yaml.safe_load(params.read_text()) or {}).get("grid") or {}) if params.is_file() else {}
+        changed = write_lock(grid=grid)
+        click.echo(f"{PLUGINS_LOCK}, plugins.lock/: {'changed: ' + ', '.join(changed) if changed else 'unchanged'}")
         return
     infos = get_registry().plugins.values()
     if as_json:
@@ -73,18 +82,26 @@ def plugins_command(name: str | None, as_json: bool, lock: bool, check: bool) ->
 
 def check_plugins(name: str | None) -> None:
     """Deep-check the components of one plugin (entry-point or distribution name), or of all of them."""
-    from chexops.errors import UnknownComponentError, did_you_mean
+    from chexops.components import verify
+    from chexops.errors import PluginError, UnknownComponentError, did_you_mean
 
     registry = get_registry()
     plugins = {p.name for p in registry.plugins.values()} | {p.distribution for p in registry.plugins.values()}
     if name is not None and name not in plugins:
         raise UnknownComponentError(f"no loaded plugin is called {name!r}.{did_you_mean(name, plugins)} Loaded: "
                                     f"{', '.join(sorted(plugins))}.")
+    from chexops.components.manager import plugin_manager, undecorated_hooks
+
+    pm, _ = plugin_manager()
+    for info in registry.plugins.values():
+        if name in (None, info.name, info.distribution) and (missing := undecorated_hooks(pm.get_plugin(info.name))):
+            raise PluginError(f"plugin {info.name!r} ({info.distribution}): {', '.join(missing)} lack "
+                              "@chexops.hookimpl, so chexops never calls them; decorate each with @chexops.hookimpl.")
     checked = 0
     for kind in KINDS:
         for entry in registry.entries(kind):
             if name is None or name in (entry.plugin.name, entry.plugin.distribution):
-                click.echo(registry.check(kind, entry.name).summary())
+                click.echo(verify.check(kind, entry.name).summary())
                 checked += 1
     if not checked:
         click.echo(f"plugin {name} registers no components (only commands, or nothing).")
@@ -144,20 +161,28 @@ def components_command(kind: str | None, as_json: bool) -> None:
 
 @click.command("build")
 @click.argument("family")
-@click.option("--init", default="random", show_default=True, help="random, imagenet or checkpoint:PATH.")
-@click.option("--truncate", default=0, show_default=True, type=click.IntRange(min=0), help="Truncation depth.")
-@click.option("--strategy", default="drop-last-k", show_default=True,
-              help="Truncation strategy (`chexops components truncations`).")
+@click.option("--init", default="random", show_default=True,
+              help="random, imagenet, ssl (the pretrain stage's backbone: give --pretrain-dir) or checkpoint:PATH.")
+@click.option("--truncate", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Truncation depth, as the strategy reads it (drop-last-k: final blocks dropped).")
+@click.option("--strategy", default=DEFAULT_STRATEGY, show_default=True,
+              help="Truncation strategy (`chexops components truncations`); the Python API's `truncation=`.")
+@click.option("--pretrain-dir", type=click.Path(file_okay=False),
+              help="For --init ssl: the pretrain stage's folder, e.g. runs/pretrain/resnet18__ssl.")
 @click.option("--num-classes", default=14, show_default=True, type=click.IntRange(min=1))
 @click.option("--seed", default=0, show_default=True)
 @click.option("--weights-dir", type=click.Path(file_okay=False), help="Folder of ImageNet weight files.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def build_command(family: str, init: str, truncate: int, strategy: str, num_classes: int, seed: int,
-                  weights_dir: str | None, as_json: bool) -> None:
+def build_command(family: str, init: str, truncate: int, strategy: str, pretrain_dir: str | None, num_classes: int,
+                  seed: int, weights_dir: str | None, as_json: bool) -> None:
     """Build a network and print its report, without training."""
+    from chexops.components.verify import ensure_verified
     from chexops.models.build import build_model
 
-    _, report = build_model(family, init, truncate, num_classes, seed, weights_dir, truncation=strategy)
+    ensure_verified([("families", family), ("initializers", init.partition(":")[0])]
+                    + ([("truncations", strategy)] if truncate else []))
+    _, report = build_model(family, init, truncate, num_classes, seed, weights_dir, truncation=strategy,
+                            pretrain_dir=pretrain_dir)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return

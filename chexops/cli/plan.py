@@ -6,9 +6,11 @@ import json
 
 import click
 
+from chexops.naming import PARAMS_FILE
+
 
 @click.command("plan")
-@click.option("--params", "params_path", default="params.yaml", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--params", "params_path", default=PARAMS_FILE, show_default=True, type=click.Path(dir_okay=False))
 @click.option("--profile", "profile_path", type=click.Path(dir_okay=False, exists=True),
               help="Plan from this saved measurement (`chexops plan --save FILE` on the device it describes) "
                    "instead of measuring here.")
@@ -27,10 +29,11 @@ def plan_command(params_path: str, profile_path: str | None, save_path: str | No
     """Expected time of the study's grid: each distinct model timed for a few steps on this device, scaled to
     the grid's budget; sequential, and packed several per device."""
     from chexops.config import load_config, validate
-    from chexops.train.plan import PretrainTiming, Profile, describe, measure, plan, split_sizes
+    from chexops.scaleout.plan import describe, image_counts, measure, plan
+    from chexops.scaleout.profile import PretrainTiming, Profile
 
     config = validate(load_config(params_path))
-    sizes = split_sizes(config, images)
+    sizes = image_counts(config, images)
     if profile_path:
         profile = Profile.read(profile_path)
     else:

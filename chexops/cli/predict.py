@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from chexops.naming import PARAMS_FILE
+
 
 @click.command("predict")
 @click.argument("model_uri")
@@ -13,7 +15,7 @@ import click
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="CSV to write: path + 14 probabilities.")
 @click.option("--batch", default=64, show_default=True, type=click.IntRange(min=1), help="Images decoded at a time.")
 @click.option("--skip-bad", is_flag=True, help="Skip (and report) files that are not readable images.")
-@click.option("--params", "params_path", default="params.yaml", show_default=True, type=click.Path(dir_okay=False),
+@click.option("--params", "params_path", default=PARAMS_FILE, show_default=True, type=click.Path(dir_okay=False),
               help="params.yaml whose tracking.uri resolves models:/ URIs (MLFLOW_TRACKING_URI overrides it).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def predict_command(model_uri: str, inputs: tuple[str, ...], out: str, batch: int, skip_bad: bool,

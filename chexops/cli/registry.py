@@ -8,8 +8,9 @@ from typing import Any
 import click
 
 from chexops.cli.components import print_table
+from chexops.naming import PARAMS_FILE
 
-_PARAMS = click.option("--params", "params_path", default="params.yaml", show_default=True,
+_PARAMS = click.option("--params", "params_path", default=PARAMS_FILE, show_default=True,
                        type=click.Path(dir_okay=False),
                        help="params.yaml whose tracking.uri names the store (MLFLOW_TRACKING_URI overrides it).")
 
@@ -30,7 +31,7 @@ def registry_group() -> None:
 @_PARAMS
 def list_command(as_json: bool, params_path: str) -> None:
     """Registered models, their versions, aliases, test mean AUROC with CI, source runs and promotions."""
-    from chexops.tracking.store import describe_models
+    from chexops.tracking.registry import describe_models
 
     client = _client(params_path)
     models = describe_models(client)
@@ -75,10 +76,12 @@ def relocate_command(params_path: str) -> None:
 
 
 def _auroc(v: dict[str, Any]) -> str:
-    if v["test_mean_auroc_6"] is None:
+    from chexops.naming import TEST_HEADLINE
+
+    if v[TEST_HEADLINE] is None:
         return ""
     ci = f" [{v['ci_low']:.3f}, {v['ci_high']:.3f}]" if v["ci_low"] is not None and v["ci_high"] is not None else ""
-    return f"{v['test_mean_auroc_6']:.3f}{ci}"
+    return f"{v[TEST_HEADLINE]:.3f}{ci}"
 
 
 def _promotions(records: list[dict[str, Any]]) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from chexops.config import grid_runs, load_config, validate
+from chexops.naming import PARAMS_FILE
 
 
 @click.group("submit")
@@ -18,7 +19,7 @@ def submit_group() -> None:
 @submit_group.command("slurm")
 @click.option("--optuna-study", "--study", "study", required=True,
               help="The Optuna study holding the grid (the workers' --study).")
-@click.option("--params", "params_path", default="params.yaml", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--params", "params_path", default=PARAMS_FILE, show_default=True, type=click.Path(dir_okay=False))
 @click.option("--tasks", type=click.IntRange(min=1),
               help="Array tasks, one worker (or --per-device pack) each. [default: the grid's configurations]")
 @click.option("--max-running", type=click.IntRange(min=1), help="At most this many tasks at once (--array=...%M).")

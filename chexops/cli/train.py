@@ -12,22 +12,23 @@ from typing import TYPE_CHECKING
 
 import click
 
-from chexops.naming import DEFAULT_STRATEGY, RunKey
+from chexops.naming import DEFAULT_STRATEGY, PARAMS_FILE, RunKey
 
 if TYPE_CHECKING:
-    from chexops.stages import StageContext
+    from chexops.stages.context import StageContext
 
 
 @click.command("train")
 @click.option("--family", required=True, help="Architecture family, e.g. densenet121 (see `chexops components`).")
 @click.option("--init", "initializer", default="random", show_default=True,
               help="random, imagenet, ssl (pretrains first when needed) or checkpoint:PATH.")
-@click.option("--truncate", default=0, show_default=True, type=click.IntRange(min=0), help="Final blocks to drop.")
+@click.option("--truncate", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Truncation depth, as --strategy reads it (drop-last-k: final blocks dropped).")
 @click.option("--strategy", default=DEFAULT_STRATEGY, show_default=True,
               help="Truncation strategy, as `strategy:` in a grid.truncated entry.")
 @click.option("--fraction", default=1.0, show_default=True, type=click.FloatRange(0, 1, min_open=True),
               help="Fraction of the labelled training patients to train on.")
-@click.option("--params", "params_path", default="params.yaml", show_default=True, type=click.Path(dir_okay=False),
+@click.option("--params", "params_path", default=PARAMS_FILE, show_default=True, type=click.Path(dir_okay=False),
               help="The study's settings (data, train, tracking, grid); relative paths in it are read from the "
                    "current folder.")
 @click.option("--lr", type=float, help="Override the tuned / configured learning rate.")
@@ -40,7 +41,7 @@ def train_command(family: str, initializer: str, truncate: int, strategy: str, f
     """Train one configuration under params.yaml, evaluate its ensemble, register it in MLflow."""
     from chexops.components.lock import check_lock
     from chexops.config import check_run, load_config, validate
-    from chexops.stages import StageContext
+    from chexops.stages.context import StageContext, verify_components
 
     config = validate(load_config(params_path))
     if lr is not None and not 0 < lr < float("inf"):
@@ -49,6 +50,7 @@ def train_command(family: str, initializer: str, truncate: int, strategy: str, f
     # validated like a grid entry, before anything is written
     check_run(key.family, key.initializer, key.depth, strategy=key.strategy)
     check_lock()
+    verify_components(config, [key])  # deep checks of its plugin components, before any data is prepared
     ctx = StageContext(config, key, progress=not quiet, restart=restart, lr=lr)
     from chexops.train import distributed
 
@@ -64,29 +66,30 @@ def train_command(family: str, initializer: str, truncate: int, strategy: str, f
 
 def _follow_rank(ctx: StageContext) -> None:
     """A non-zero DDP rank: train alongside rank 0, which does all the writing, logging and evaluation."""
-    from chexops.stages import chosen_lr, require_prepared
+    from chexops.stages.context import require_prepared
+    from chexops.stages.tune import chosen_lr
     from chexops.train.loop import Trainer
 
     config, key = ctx.config, ctx.run
     require_prepared(config)
-    run_dir = key.train_dir(config.train.runs_dir)
-    Trainer(config, key, run_dir, ctx.lr or chosen_lr(config, key), config.train.max_examples, None, None,
-            False).fit()
+    Trainer(config, key, lr=ctx.lr or chosen_lr(config, key), progress=False).fit()
 
 
 def _train_main(ctx: StageContext, no_register: bool, under_torchrun: bool) -> None:
     from chexops import naming
     from chexops.evaluate.metrics import headline_text
-    from chexops.stages import cache_record, ingest, prepare, run_configuration
+    from chexops.records import cache_record
+    from chexops.stages import ingest, prepare
+    from chexops.stages.configuration import run_configuration
 
     config = ctx.config
-    if cache_record(config) is None:
+    if cache_record(config.data.cache_dir) is None:
         if under_torchrun:  # N processes would prepare it all at once
             raise click.UsageError(f"no prepared data in {config.data.cache_dir}: prepare it first (`dvc repro "
                                    "prepare`, or `chexops train` once without torchrun), then start torchrun again.")
         click.echo("No prepared data yet: running ingest and prepare first.")
-        ingest(ctx)
-        prepare(ctx)
+        ingest.run(ctx)
+        prepare.run(ctx)
     result = run_configuration(ctx, register_model=not no_register)
     m = result["metrics"]
     auroc = f"test mean AUROC (study tasks) {headline_text(m)}"
@@ -101,5 +104,7 @@ def _train_main(ctx: StageContext, no_register: bool, under_torchrun: bool) -> N
                f"{result[naming.BEST_RANKING_METRIC]:.3f}")
     click.echo(f"{auroc}; best single checkpoint {result['best_single']['test_mean_auroc']:.3f}")
     if "registered_version" in result:
-        click.echo(f"registered {naming.registered_model_name(config.experiment, ctx.run.name)} version "
-                   f"{result['registered_version']} (alias candidate)")
+        name = naming.registered_model_name(config.experiment, ctx.run.name)
+        click.echo(f"the ensemble is identical to {name} version {result['registered_version']}: nothing new "
+                   "registered, no alias moved" if result["registered_unchanged"] else
+                   f"registered {name} version {result['registered_version']} (alias candidate)")

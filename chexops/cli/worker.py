@@ -1,4 +1,4 @@
-"""`chexops worker`: the shared grid on an Optuna RDB study (see chexops.worker)."""
+"""`chexops worker`: the shared grid on an Optuna RDB study (see chexops.scaleout.worker)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from chexops.config import load_config, validate
+from chexops.naming import PARAMS_FILE
 
 
 def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
@@ -47,8 +48,10 @@ def _requeue() -> None:
               show_envvar=True,
               help="Optuna RDB storage URL shared by all workers, e.g. postgresql+psycopg2://user@host/optuna; "
                    "read from CHEXOPS_WORKER_STORAGE when not given.")
-@click.option("--study", "study_name", required=True, help="Study name: one per grid (created by the first worker).")
-@click.option("--params", "params_path", default="params.yaml", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--optuna-study", "--study", "study_name", required=True,
+              help="The Optuna study holding the grid's queue: one per grid, created by the first worker "
+                   "(--study is the older spelling).")
+@click.option("--params", "params_path", default=PARAMS_FILE, show_default=True, type=click.Path(dir_okay=False))
 @click.option("--heartbeat", default=30, show_default=True, type=click.IntRange(min=1),
               help="Seconds between heartbeats of the running configuration.")
 @click.option("--grace", type=click.IntRange(min=1),
@@ -78,14 +81,14 @@ def worker_command(storage_url: str, study_name: str, params_path: str, heartbea
                                  param_hint="--grace")
     config = validate(load_config(params_path))
     if per_device is not None:
-        from chexops.packing import resolve_per_device, start_workers, visible_devices
+        from chexops.scaleout.packing import resolve_per_device, start_workers, visible_devices
 
         count = resolve_per_device(per_device, profile_path, config.train.device)
         if count > 1 or len(visible_devices()) > 1:
             if log_dir:
                 log_dir.mkdir(parents=True, exist_ok=True)
             os.environ["CHEXOPS_WORKER_STORAGE"] = storage_url  # the children's, never on a command line
-            argv = ["--study", study_name, "--params", params_path, "--heartbeat", str(heartbeat),
+            argv = ["--optuna-study", study_name, "--params", params_path, "--heartbeat", str(heartbeat),
                     "--max-retry", str(max_retry)] + (["--grace", str(grace)] if grace else []) + (
                 ["--no-register"] if no_register else []) + (["--quiet"] if quiet else [])
             click.echo(f"[worker] starting {count} worker(s) on each of {len(visible_devices())} device(s)")
@@ -101,7 +104,8 @@ def worker_command(storage_url: str, study_name: str, params_path: str, heartbea
     logging.getLogger("chexops").setLevel(logging.INFO)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # a scheduler's stop hands the configuration back
     signal.signal(signal.SIGUSR1, _request_stop)  # time limit or preemption ahead: stop at the next safe step
-    from chexops.worker import WorkerError, run_worker
+    from chexops.errors import WorkerError
+    from chexops.scaleout.worker import run_worker
 
     report = run_worker(config, storage_url, study_name, heartbeat, grace, max_retry, not no_register, not quiet)
     if report.stopped:

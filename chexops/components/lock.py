@@ -59,13 +59,21 @@ def lock_payload() -> str:
     return json.dumps({"plugins": installed()}, indent=2) + "\n"
 
 
-def write_lock(path: str | Path = PLUGINS_LOCK) -> bool:
-    """Record the installed plugins; True when the file changed (DVC then re-runs the stages that use them)."""
+def write_lock(path: str | Path = PLUGINS_LOCK, grid: dict[str, Any] | None = None) -> list[str]:
+    """Record the installed plugins (plugins.lock.json) and each component's fingerprint (plugins.lock/, one file
+    per component, which the stages depend on); `grid` (params.yaml's) adds its initializer arguments and
+    truncated entries. Returns what changed: DVC then re-runs exactly the stages that use it."""
+    from chexops.components.lineage import LOCK_DIR, lock_files, write_lock_files
+    from chexops.naming import DEFAULT_STRATEGY
+
     path, text = Path(path), lock_payload()
-    if path.is_file() and path.read_text() == text:
-        return False
-    path.write_text(text)
-    return True
+    changed = []
+    if not path.is_file() or path.read_text() != text:
+        path.write_text(text)
+        changed.append(path.name)
+    grid = grid or {}
+    files = lock_files(list(grid.get("initializers") or []), dict(grid.get("truncated") or {}), DEFAULT_STRATEGY)
+    return changed + write_lock_files(files, path.parent / LOCK_DIR)
 
 
 def check_lock(path: str | Path = PLUGINS_LOCK) -> None:

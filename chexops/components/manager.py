@@ -96,15 +96,20 @@ def _register_checked(pm: pluggy.PluginManager, plugin: object, name: str) -> No
     _warn_undecorated(plugin, name)
 
 
-def _warn_undecorated(plugin: object, name: str) -> None:
-    """pluggy registers only decorated functions: a hook function without the marker would do nothing, silently."""
+def undecorated_hooks(plugin: object) -> list[str]:
+    """Functions named like a hook (register_*) that lack @chexops.hookimpl: pluggy never calls them."""
     marker = f"{hookspecs.PROJECT}_impl"
     own = getattr(plugin, "__name__", None)
-    for attr, value in inspect.getmembers(plugin, inspect.isfunction):
-        defined_here = not inspect.ismodule(plugin) or value.__module__ == own  # not what it imported
-        if attr.startswith("register_") and defined_here and not hasattr(value, marker):
-            log.warning("plugin %r: %s() has no @chexops.hookimpl, so chexops never calls it; decorate it with "
-                        "@chexops.hookimpl.", name, attr)
+    return [attr for attr, value in inspect.getmembers(plugin, inspect.isfunction)
+            if attr.startswith("register_") and (not inspect.ismodule(plugin) or value.__module__ == own)
+            and not hasattr(value, marker)]
+
+
+def _warn_undecorated(plugin: object, name: str) -> None:
+    """pluggy registers only decorated functions: a hook function without the marker would do nothing, silently."""
+    for attr in undecorated_hooks(plugin):
+        log.warning("plugin %r: %s() has no @chexops.hookimpl, so chexops never calls it; decorate it with "
+                    "@chexops.hookimpl.", name, attr)
 
 
 def hidden_plugins() -> list[str]:

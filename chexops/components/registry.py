@@ -45,7 +45,8 @@ class _Register:
         self.kind, self.plugin, self.into = kind, plugin, into
 
     def __call__(self, spec: Any) -> None:
-        _, cls, noun = KINDS[self.kind]
+        _, spec_class, noun = KINDS[self.kind]
+        cls: Any = spec_class  # one of the four spec classes; Any so that `spec` keeps its type below
         if not isinstance(spec, cls):
             raise PluginError(
                 f"plugin {self.plugin.name!r} registered {spec!r} as a {noun}; "
@@ -95,19 +96,6 @@ class Registry:
             f"unknown {noun} {name!r}.{did_you_mean(name, entries)} Available: {', '.join(entries) or 'none'}. "
             f"Installed plugins: {plugins}.{hiding}"
         )
-
-    def check(self, kind: str, name: str) -> checks.CheckReport:
-        """The deep check of one registered component (builds networks on the meta device; imports torch)."""
-        self.entries(kind)  # an unknown kind is an error listing the kinds
-        entry = self.entry(kind, name)
-        spec, plugin = entry.spec, entry.plugin
-        if kind == "families":
-            return checks.check_family(spec, plugin, {e.name: e.spec for e in self.entries("truncations")})
-        if kind == "truncations":
-            return checks.check_truncation(spec, plugin, self.reference_family())
-        if kind == "initializers":
-            return checks.check_initializer(spec, plugin, self.reference_family())
-        return checks.check_label_policy(spec, plugin)
 
     def reference_family(self) -> FamilySpec:
         """The family strategies and initializers are checked on: a small built-in one."""

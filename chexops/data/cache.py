@@ -28,7 +28,7 @@ from tqdm import tqdm
 from chexops.data.chexpert import INDEX_COLUMNS, read_index, resolve_image, write_index
 from chexops.data.images import to_gray8
 from chexops.data.labels import OBSERVATIONS
-from chexops.errors import ConfigError, DataError
+from chexops.errors import BadImage, ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +66,6 @@ class CachedSplit:
     index: pd.DataFrame
     labels: np.ndarray
     info: dict[str, Any] = field(default_factory=dict)
-
-
-class BadImage(Exception):
-    """An image that cannot be used; the message is the reason."""
 
 
 def resize_crop(image: Image.Image, size: int) -> Image.Image:

@@ -19,6 +19,7 @@ import pandas as pd
 
 from chexops.data.labels import CSV_HEADER, OBSERVATIONS
 from chexops.errors import DataError
+from chexops.naming import TEST_LABELS_FILE
 
 # The index schema every split uses; `source` says where a row came from ("train.csv row 17") for messages.
 META_COLUMNS: tuple[str, ...] = ("path", "patient", "study", "view", "ap_pa", "sex", "age")
@@ -63,7 +64,7 @@ def read_chexpert(dataset_dir: str | os.PathLike[str], test_labels: Path | None 
     train = read_split_csv(root, root / "train.csv")
     valid = read_split_csv(root, root / "valid.csv")
     if test_labels is None:
-        default = root / "groundtruth.csv"
+        default = root / TEST_LABELS_FILE
         labels_path = default if default.is_file() else None
     else:
         labels_path = Path(test_labels).expanduser()
@@ -130,8 +131,8 @@ def read_test_labels(root: Path, labels_path: Path) -> pd.DataFrame:
     _check_escapes(studies, name, column="Study")
     parts = _extract(studies, _STUDY_RE)
     _fail_rows(parts["patient"].isna(), raw["Study"], name, "Study", "does not look like .../patientN/studyN")
-    study_ids = parts["patient"] + "/" + parts["study"]
-    _fail_rows(study_ids.duplicated(), raw["Study"], name, "Study", "is listed twice")
+    exam_ids = parts["patient"] + "/" + parts["study"]
+    _fail_rows(exam_ids.duplicated(), raw["Study"], name, "Study", "is listed twice")
     labels = {obs: _labels(raw[obs], name, obs, allow_uncertain=False, allow_blank=False) for obs in OBSERVATIONS}
     rows: list[dict[str, object]] = []
     for i in range(len(raw)):
@@ -139,7 +140,7 @@ def read_test_labels(root: Path, labels_path: Path) -> pd.DataFrame:
         for file_name, view in _list_study(root, rel_study, name, i):
             row: dict[str, object] = {
                 "path": f"{root.name}/{rel_study}/{file_name}", "patient": parts.at[i, "patient"],
-                "study": study_ids.iat[i], "view": view, "ap_pa": "", "sex": "", "age": np.nan,
+                "study": exam_ids.iat[i], "view": view, "ap_pa": "", "sex": "", "age": np.nan,
             }
             row.update({obs: labels[obs].iat[i] for obs in OBSERVATIONS})
             row["source"] = f"{name} row {i + 2}"

@@ -47,7 +47,7 @@ def make_splits(
         test, source = folder.test, "official"
     else:
         train, test = holdout_patients(train, holdout_fraction, seed)
-        check_study_level(test)
+        check_exam_level(test)
         source = f"holdout:{holdout_fraction:g}:seed{seed}"
     check_disjoint({"train": train, "valid": valid, "test": test})
     parts, dropped = [], {}
@@ -130,7 +130,7 @@ def _where(patient: str, *frames: pd.DataFrame) -> str:
     return f"{patient} ({', '.join(rows)})"
 
 
-def check_study_level(test: pd.DataFrame) -> None:
+def check_exam_level(test: pd.DataFrame) -> None:
     """DataError unless every image of a study carries the same labels (test evaluation is per study).
 
     CheXpert's labels come from the study's report, so this holds for real data; a held-out split that broke

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from chexops.data.labels import CSV_HEADER, OBSERVATIONS
 from chexops.data.phantom import render, sample_anatomy
 from chexops.errors import ConfigError, DataError
+from chexops.naming import TEST_LABELS_FILE
 
 DATASET_DIR = "CheXpert-v1.0-small"
 GROUNDTRUTH_HEADER: tuple[str, ...] = ("Study", *OBSERVATIONS)
@@ -94,7 +95,7 @@ _CUTS = {split: _thresholds(split) for split in SPLITS}
 _NEG = np.array([_RATES[n][2] / (1 - _RATES[n][0] - _RATES[n][1]) for n in _PATHOLOGIES])
 
 
-def sample_study(rng: np.random.Generator, split: str) -> tuple[list[float | None], np.ndarray]:
+def sample_exam(rng: np.random.Generator, split: str) -> tuple[list[float | None], np.ndarray]:
     """Labels (1.0, 0.0, -1.0 or None for blank, OBSERVATIONS order) and rendering severities of a study.
 
     Train labels read like the CheXpert labeller: positives, uncertains, sparse explicit negatives and
@@ -132,7 +133,7 @@ class _Image:
 
 
 @dataclass(frozen=True)
-class _Study:
+class _Exam:
     split: str
     patient: int
     study: int
@@ -147,7 +148,7 @@ def _rng(seed: int, tag: int, patient: int, study: int = 0, view: int = 0) -> np
     return np.random.default_rng([seed, tag, patient, study, view])
 
 
-def split_sizes(patients: int) -> dict[str, int]:
+def patients_per_split(patients: int) -> dict[str, int]:
     """Patients per split: about 80/10/10, at least two each in valid and test."""
     if isinstance(patients, bool) or not isinstance(patients, int) or patients < MIN_PATIENTS:
         raise ConfigError(f"patients must be an integer of at least {MIN_PATIENTS} (got {patients!r}), "
@@ -156,17 +157,17 @@ def split_sizes(patients: int) -> dict[str, int]:
     return {"train": patients - 2 * held, "valid": held, "test": held}
 
 
-def plan(patients: int, seed: int = 0) -> list[_Study]:
+def sample_exams(patients: int, seed: int = 0) -> list[_Exam]:
     """Every study of the dataset with its labels and image paths, in CSV order."""
     studies, pid = [], 0
-    for split, count in split_sizes(patients).items():
+    for split, count in patients_per_split(patients).items():
         for _ in range(count):
             pid += 1
-            studies.extend(_patient_studies(seed, split, pid))
+            studies.extend(_patient_exams(seed, split, pid))
     return studies
 
 
-def _patient_studies(seed: int, split: str, pid: int) -> list[_Study]:
+def _patient_exams(seed: int, split: str, pid: int) -> list[_Exam]:
     rng = _rng(seed, _TAG_PATIENT, pid)
     sex = "Male" if rng.random() < 0.59 else "Female"
     age = int(np.clip(round(rng.normal(61, 17)), 18, 90))
@@ -174,7 +175,7 @@ def _patient_studies(seed: int, split: str, pid: int) -> list[_Study]:
     out = []
     for sid in range(1, n_studies + 1):
         srng = _rng(seed, _TAG_STUDY, pid, sid)
-        labels, severity = sample_study(srng, split)
+        labels, severity = sample_exam(srng, split)
         device = labels[-1] == 1.0
         kinds = ["frontal"]
         if split == "train" and srng.random() < 0.05:
@@ -185,7 +186,7 @@ def _patient_studies(seed: int, split: str, pid: int) -> list[_Study]:
         folder = f"{DATASET_DIR}/{split}/patient{pid:05d}/study{sid}"
         images = tuple(_Image(f"{folder}/view{v}_{k}.jpg", k, ap if k == "frontal" else "")
                        for v, k in enumerate(kinds, start=1))
-        out.append(_Study(split, pid, sid, sex, min(90, age + (sid - 1) // 2), tuple(labels),
+        out.append(_Exam(split, pid, sid, sex, min(90, age + (sid - 1) // 2), tuple(labels),
                           tuple(float(x) for x in severity), images))
     return out
 
@@ -209,10 +210,10 @@ def _label(value: float | None) -> str:
     return "" if value is None else f"{value:.1f}"
 
 
-def _write_csvs(root: Path, studies: list[_Study]) -> None:
+def _write_csvs(root: Path, studies: list[_Exam]) -> None:
     """train.csv and valid.csv (one row per image), groundtruth.csv (one row per test study)."""
     files = {s: open(root / DATASET_DIR / f"{s}.csv", "w", newline="") for s in ("train", "valid")}
-    files["test"] = open(root / DATASET_DIR / "groundtruth.csv", "w", newline="")
+    files["test"] = open(root / DATASET_DIR / TEST_LABELS_FILE, "w", newline="")
     with files["train"], files["valid"], files["test"]:
         writers = {s: csv.writer(f, lineterminator="\n") for s, f in files.items()}
         writers["train"].writerow(CSV_HEADER)
@@ -242,7 +243,7 @@ class SynthSummary:
 
 
 def _check_args(patients: int, seed: int, image_size: int, workers: int | None) -> None:
-    split_sizes(patients)
+    patients_per_split(patients)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}.")
     if isinstance(image_size, bool) or not isinstance(image_size, int) or not 32 <= image_size <= 2048:
@@ -264,7 +265,7 @@ def generate(out: str | Path, patients: int, seed: int = 0, image_size: int = 32
         raise DataError(f"{final} already exists and was not written by chexops synth (no {MARKER} beside it); "
                         "move it away or choose another output folder.")
     start = time.perf_counter()
-    studies = plan(patients, seed)
+    studies = sample_exams(patients, seed)
     # build in a hidden sibling and swap it in at the end, so a crash never leaves a half-written dataset
     tmp, old = out / f".{DATASET_DIR}.partial-{os.getpid()}", out / f".{DATASET_DIR}.old-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)

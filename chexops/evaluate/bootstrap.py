@@ -29,6 +29,7 @@ from chexops.evaluate.metrics import (
     resolve_columns,
     weighted_auroc,
 )
+from chexops.naming import COMPETITION_MEAN, HEADLINE_MEAN
 
 # Bound on resamples x samples handled per block, so count matrices stay near 128 MB whatever B and n are.
 _BLOCK_ENTRIES = 1 << 24
@@ -280,8 +281,8 @@ def bootstrap_ci(
         means[name] = Estimate(mean_point, *_percentiles(_replicate_mean(reps, keep), ci))
     return BootstrapResult(
         per_task={t: per_task[t] for t in tasks},
-        mean_auroc_6=means["mean_auroc_6"],
-        mean_auroc_5=means["mean_auroc_5"],
+        mean_auroc_6=means[HEADLINE_MEAN],
+        mean_auroc_5=means[COMPETITION_MEAN],
         undefined=tuple(t for t in tasks if np.isnan(per_task[t].point)),
         mean_undefined=mean_undefined,
         n_resamples=int(n_resamples),

@@ -4,7 +4,7 @@
 `chexops.tracking.pyfunc.EnsembleModel.predict` (the MLflow pyfunc) both run `predict_images` ->
 `Ensemble.predict`, so a registry version predicts exactly what was evaluated. At study level, evaluation, the
 pyfunc (a DataFrame with `path` and `study` columns) and `chexops predict` all combine views and members with
-`Ensemble.combine_studies`: each member's maximum over a study's views, then the members' mean (the lab's
+`Ensemble.combine_exams`: each member's maximum over a study's views, then the members' mean (the lab's
 order). No mlflow here: the training core and the device machine import this module without it.
 
 Input contract of the logged model (its signature): a uint8 tensor (N, H, W), grayscale, any H and W. MLflow's
@@ -31,11 +31,11 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from chexops.data.cache import BadImage, load_image, resize_crop
+from chexops.data.cache import load_image, resize_crop
 from chexops.data.labels import OBSERVATIONS
-from chexops.errors import DataError
+from chexops.errors import BadImage, DataError
 from chexops.evaluate.inference import predict_probs
-from chexops.evaluate.metrics import study_level
+from chexops.evaluate.metrics import exam_level
 from chexops.models.build import build_model
 
 CHUNK = 64
@@ -72,26 +72,26 @@ class Ensemble:
         return self.combine(self.member_probs(images))
 
     @staticmethod
-    def combine_studies(member_probs: np.ndarray, study_ids: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    def combine_exams(member_probs: np.ndarray, exam_ids: Sequence[str]) -> tuple[list[str], np.ndarray]:
         """(members, N, 14) image outputs -> study ids and (studies, 14) float32, in the lab's order: each member's
         maximum over a study's views first, then the members' mean. (The mean first, then the maximum, differs
         whenever a study has two views.) Evaluation, `chexops predict` and the served model all call this."""
-        ids, per_member = Ensemble.member_studies(member_probs, study_ids)
-        return ids, Ensemble.average_studies(per_member)
+        ids, per_member = Ensemble.member_exams(member_probs, exam_ids)
+        return ids, Ensemble.average_exams(per_member)
 
     @staticmethod
-    def average_studies(per_member: np.ndarray) -> np.ndarray:
+    def average_exams(per_member: np.ndarray) -> np.ndarray:
         """(members, studies, 14) member study maxima -> (studies, 14) float32: the ensemble's study outputs."""
         return np.mean(per_member, axis=0).astype(np.float32)
 
     @staticmethod
-    def member_studies(member_probs: np.ndarray, study_ids: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    def member_exams(member_probs: np.ndarray, exam_ids: Sequence[str]) -> tuple[list[str], np.ndarray]:
         """(members, N, 14) image outputs -> study ids and (members, studies, 14): each member's maximum over a
-        study's views (what `combine_studies` averages, and what scores each checkpoint on its own)."""
+        study's views (what `combine_exams` averages, and what scores each checkpoint on its own)."""
         if len(member_probs) == 0:
             raise DataError("an ensemble needs at least one member to predict studies.")
-        ids, _ = study_level(member_probs[0], study_ids)
-        return ids, np.stack([study_level(p, study_ids)[1] for p in member_probs])
+        ids, _ = exam_level(member_probs[0], exam_ids)
+        return ids, np.stack([exam_level(p, exam_ids)[1] for p in member_probs])
 
 
 @contextmanager
@@ -176,7 +176,7 @@ def predict_images(ensemble: Ensemble, model_input: Any) -> np.ndarray:
 
 def predict_frame(ensemble: Ensemble, model_input: Any) -> pd.DataFrame:
     """What the served model returns: a row of 14 probabilities per image or, for a DataFrame with `path` and
-    `study` columns, a row per study (a leading `study` column) combined by `Ensemble.combine_studies`."""
+    `study` columns, a row per study (a leading `study` column) combined by `Ensemble.combine_exams`."""
     if not (isinstance(model_input, pd.DataFrame) and "study" in model_input.columns):
         return pd.DataFrame(predict_images(ensemble, model_input), columns=list(OBSERVATIONS))
     if model_input["study"].isna().any():
@@ -184,7 +184,7 @@ def predict_frame(ensemble: Ensemble, model_input: Any) -> pd.DataFrame:
     chunks = [ensemble.member_probs(chunk) for chunk in _chunks(model_input, ensemble.image_size)]
     members = (np.concatenate(chunks, axis=1) if chunks else
                np.zeros((len(ensemble.models), 0, len(OBSERVATIONS)), dtype=np.float32))
-    ids, probs = ensemble.combine_studies(members, model_input["study"].astype(str).tolist())
+    ids, probs = ensemble.combine_exams(members, model_input["study"].astype(str).tolist())
     frame = pd.DataFrame(probs, columns=list(OBSERVATIONS))
     frame.insert(0, "study", ids)
     return frame

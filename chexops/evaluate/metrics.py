@@ -16,9 +16,10 @@ import pandas as pd
 
 from chexops.data.labels import COMPETITION_TASKS, NUM_CLASSES, OBSERVATIONS, STUDY_TASKS
 from chexops.errors import ConfigError, DataError, did_you_mean
+from chexops.naming import COMPETITION_MEAN, HEADLINE_MEAN
 
 # The two summary means the study reports, by flat-dict key.
-MEAN_TASKS: dict[str, tuple[str, ...]] = {"mean_auroc_6": STUDY_TASKS, "mean_auroc_5": COMPETITION_TASKS}
+MEAN_TASKS: dict[str, tuple[str, ...]] = {HEADLINE_MEAN: STUDY_TASKS, COMPETITION_MEAN: COMPETITION_TASKS}
 
 
 def check_binary(
@@ -93,7 +94,7 @@ def auroc(y_true: np.ndarray, y_score: np.ndarray) -> float:
     return float(weighted_auroc(y, y_score, np.ones((1, y.shape[0]), dtype=np.int64))[0])
 
 
-def study_level(probs: np.ndarray, study_ids: Sequence[str]) -> tuple[list[str], np.ndarray]:
+def exam_level(probs: np.ndarray, exam_ids: Sequence[str]) -> tuple[list[str], np.ndarray]:
     """Per-study probabilities: the maximum over each study's views.
 
     Returns the unique study ids in order of first appearance and an (N_studies, K) array whose row i
@@ -103,14 +104,14 @@ def study_level(probs: np.ndarray, study_ids: Sequence[str]) -> tuple[list[str],
     p = np.asarray(probs, dtype=np.float64)
     if p.ndim == 1:
         p = p[:, None]
-    if p.ndim != 2 or p.shape[0] != len(study_ids):
+    if p.ndim != 2 or p.shape[0] != len(exam_ids):
         raise DataError(
-            f"study_level needs probs of shape (N, K) and N study ids, "
-            f"got {p.shape} and {len(study_ids)} ids."
+            f"exam_level needs probs of shape (N, K) and N study ids, "
+            f"got {p.shape} and {len(exam_ids)} ids."
         )
     if p.shape[0] == 0:
         return [], np.empty((0, p.shape[1]))
-    codes, uniques = pd.factorize(np.asarray(study_ids, dtype=object), use_na_sentinel=True)
+    codes, uniques = pd.factorize(np.asarray(exam_ids, dtype=object), use_na_sentinel=True)
     if (codes < 0).any():
         raise DataError(f"study ids contain missing values at rows {np.flatnonzero(codes < 0)[:5].tolist()}.")
     order = np.argsort(codes, kind="stable")
@@ -166,7 +167,7 @@ def mean_name(name: str, undefined: Sequence[str]) -> str:
     return name if not undefined else f"{name.rsplit('_', 1)[0]}_{total - len(undefined)}of{total}"
 
 
-HEADLINE = "mean_auroc_6"
+HEADLINE = HEADLINE_MEAN
 
 
 def headline_key(metrics: Mapping[str, Any], prefix: str = "test", mean: str = HEADLINE) -> str:
@@ -221,7 +222,7 @@ class EvalResult:
         return out
 
 
-def evaluate(y_true: np.ndarray, probs: np.ndarray, tasks: Sequence[str] = OBSERVATIONS) -> EvalResult:
+def auroc_metrics(y_true: np.ndarray, probs: np.ndarray, tasks: Sequence[str] = OBSERVATIONS) -> EvalResult:
     """Per-task AUROC for `tasks`, and mean AUROC over the 6 study and 5 competition tasks.
 
     `y_true` and `probs` are (N, 14) in OBSERVATIONS order, or (N, len(tasks)) in `tasks` order; labels 0/1.
@@ -247,7 +248,7 @@ def evaluate(y_true: np.ndarray, probs: np.ndarray, tasks: Sequence[str] = OBSER
     return EvalResult(
         auroc=per_task,
         undefined=tuple(t for t, v in per_task.items() if np.isnan(v)),
-        mean_auroc_6=means["mean_auroc_6"],
-        mean_auroc_5=means["mean_auroc_5"],
+        mean_auroc_6=means[HEADLINE_MEAN],
+        mean_auroc_5=means[COMPETITION_MEAN],
         mean_undefined=mean_undefined,
     )

@@ -92,7 +92,7 @@ def csv_images(csv_path: Path) -> list[Path]:
     return [resolve_image(root, rel) for rel in index["path"]]
 
 
-def study_of(path: Path | str) -> str | None:
+def exam_of(path: Path | str) -> str | None:
     """`patient00001/study1` for `.../patient00001/study1/view1_frontal.jpg`, else None."""
     match = _STUDY.search(Path(path).as_posix())
     return f"{match.group(1)}/{match.group(2)}" if match else None
@@ -103,7 +103,7 @@ def load_model(model_uri: str, uri: str | None = None) -> Any:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from chexops.tracking.runs import global_tracking_uri
+    from chexops.tracking.store import global_tracking_uri
 
     try:
         if uri is None:
@@ -208,15 +208,15 @@ def write_outputs(out: Path, prediction: Prediction, model: Any) -> tuple[Path |
     frame = pd.DataFrame(prediction.probs, columns=list(OBSERVATIONS))
     frame.insert(0, "path", [str(p) for p in prediction.paths])
     frame.to_csv(out, index=False)
-    studies = [study_of(p) for p in prediction.paths]
+    studies = [exam_of(p) for p in prediction.paths]
     known = [i for i, s in enumerate(studies) if s is not None]
     study_path = out.with_name(f"{out.stem}_studies.csv")
     if not known:
         study_path.unlink(missing_ok=True)  # one left by an earlier run would look like this run's
         return None, 0
-    # the served model's study route (Ensemble.combine_studies) needs each member's view outputs, which the
+    # the served model's study route (Ensemble.combine_exams) needs each member's view outputs, which the
     # per-image probabilities above no longer hold: the known images are decoded once more for it
     frame = pd.DataFrame({"path": [str(prediction.paths[i]) for i in known], "study": [studies[i] for i in known]})
-    per_study = model.unwrap_python_model().predict(None, frame)
-    per_study.to_csv(study_path, index=False)
-    return study_path, len(per_study)
+    per_exam = model.unwrap_python_model().predict(None, frame)
+    per_exam.to_csv(study_path, index=False)
+    return study_path, len(per_exam)

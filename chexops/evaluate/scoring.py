@@ -6,9 +6,7 @@ registry version's predictions are the ensemble's test predictions by constructi
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,8 +16,9 @@ from chexops.data.labels import OBSERVATIONS, STUDY_TASKS
 from chexops.evaluate.bootstrap import bootstrap_ci
 from chexops.evaluate.ensemble import checkpoint_paths, load_ensemble, read_manifest
 from chexops.evaluate.inference import binary_truth
-from chexops.evaluate.metrics import evaluate, headline_key, study_level
-from chexops.naming import MANIFEST_FILE, RANKING_METRIC
+from chexops.evaluate.metrics import auroc_metrics, exam_level, headline_key
+from chexops.naming import HEADLINE_MEAN, MANIFEST_FILE, PREDICTIONS_FILE, RANKING_METRIC, ROC_FILE
+from chexops.records import TestScores
 
 
 def roc_figure(truth: np.ndarray, probs: np.ndarray, title: str, path: Path) -> None:
@@ -38,7 +37,7 @@ def roc_figure(truth: np.ndarray, probs: np.ndarray, title: str, path: Path) -> 
             ax.text(0.5, 0.5, "undefined:\none class only", ha="center", va="center")
         else:
             fpr, tpr, _ = roc_curve(truth[:, j], probs[:, j])
-            auc = evaluate(truth[:, [j]], probs[:, [j]], tasks=(task,)).auroc[task]
+            auc = auroc_metrics(truth[:, [j]], probs[:, [j]], tasks=(task,)).auroc[task]
             ax.plot(fpr, tpr, lw=2, label=f"AUROC {auc:.3f}")
             ax.legend(loc="lower right")
         ax.set_title(task)
@@ -65,8 +64,8 @@ def predictions_frame(studies: list[str], truth: np.ndarray, probs: np.ndarray,
     return frame
 
 
-def evaluate_ensemble(run_dir: Path, out_dir: Path, test_images: np.ndarray, test_index: pd.DataFrame,
-                      n_resamples: int, ci: float, seed: int, device: torch.device | None = None) -> dict[str, Any]:
+def score_ensemble(run_dir: Path, out_dir: Path, test_images: np.ndarray, test_index: pd.DataFrame,
+                   n_resamples: int, ci: float, seed: int, device: torch.device | None = None) -> TestScores:
     """Test metrics of the ensemble in `run_dir` with bootstrap CIs, plus each single checkpoint's; the
     predictions CSV and ROC figure go to `out_dir`."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
@@ -75,57 +74,40 @@ def evaluate_ensemble(run_dir: Path, out_dir: Path, test_images: np.ndarray, tes
     manifest = read_manifest(manifest_path)
     ensemble = load_ensemble(manifest, checkpoint_paths(manifest_path, manifest), device)
     each = ensemble.member_probs(test_images)
-    study_ids = test_index["study"].astype(str).tolist()
-    studies, truth = study_level(binary_truth(test_index[list(OBSERVATIONS)].to_numpy(float)), study_ids)
+    exam_ids = test_index["study"].astype(str).tolist()
+    studies, truth = exam_level(binary_truth(test_index[list(OBSERVATIONS)].to_numpy(float)), exam_ids)
     truth = truth.astype(np.int8)
-    _, per_member = ensemble.member_studies(each, study_ids)
-    study_probs = ensemble.average_studies(per_member)  # = combine_studies, the members' maxima computed once
-    patients = study_patients(test_index, studies)
+    _, per_member = ensemble.member_exams(each, exam_ids)
+    exam_probs = ensemble.average_exams(per_member)  # = combine_exams, the members' maxima computed once
+    patients = exam_patients(test_index, studies)
     # the cluster bootstrap: a patient's studies are resampled together when a patient has several
-    result = bootstrap_ci(truth, study_probs, n_resamples=n_resamples, ci=ci, seed=seed, tasks=OBSERVATIONS,
+    result = bootstrap_ci(truth, exam_probs, n_resamples=n_resamples, ci=ci, seed=seed, tasks=OBSERVATIONS,
                           groups=patients)
-    singles = [evaluate(truth, p).mean_auroc_6 for p in per_member]
-    predictions_frame(studies, truth, study_probs, patients).to_csv(out_dir / "predictions.csv", index=False)
-    roc_figure(truth, study_probs, f"{manifest['run']}: ensemble of {len(each)} checkpoints, test split",
-               out_dir / "roc.png")
+    singles = [auroc_metrics(truth, p).mean_auroc_6 for p in per_member]
+    predictions_frame(studies, truth, exam_probs, patients).to_csv(out_dir / PREDICTIONS_FILE, index=False)
+    roc_figure(truth, exam_probs, f"{manifest['run']}: ensemble of {len(each)} checkpoints, test split",
+               out_dir / ROC_FILE)
     best_val = int(np.argmax([c[RANKING_METRIC] for c in manifest["checkpoints"]]))
     metrics = {k: v for k, v in result.to_flat_dict(prefix="test").items() if v is not None}
     headline = headline_key(metrics)
-    study_tasks_undefined = list(result.mean_undefined.get("mean_auroc_6", ()))
-    return {
-        "metrics": metrics,
-        "n_test_studies": len(studies),
-        "headline": {"metric": headline, "tasks": [t for t in STUDY_TASKS if t not in study_tasks_undefined],
-                     "undefined": study_tasks_undefined},
-        "undefined_tasks": list(result.undefined),
-        "bootstrap": {"resamples": result.n_resamples, "seed": result.seed, "ci": result.ci, "unit": result.unit,
-                      "usable_replicates": result.usable_replicates()},
-        "best_single": {"test_mean_auroc": singles[best_val], "checkpoint": manifest["checkpoints"][best_val]["file"],
-                        "best_test_mean_auroc_of_any_checkpoint": float(np.nanmax(singles)),
-                        "tasks": "as the headline mean"},
-        "checkpoint_test_mean_auroc": singles,
-    }
+    study_tasks_undefined = list(result.mean_undefined.get(HEADLINE_MEAN, ()))
+    return TestScores(
+        metrics=metrics,
+        n_test_studies=len(studies),
+        headline={"metric": headline, "tasks": [t for t in STUDY_TASKS if t not in study_tasks_undefined],
+                  "undefined": study_tasks_undefined},
+        undefined_tasks=list(result.undefined),
+        bootstrap={"resamples": result.n_resamples, "seed": result.seed, "ci": result.ci, "unit": result.unit,
+                   "usable_replicates": result.usable_replicates()},
+        best_single={"test_mean_auroc": singles[best_val], "checkpoint": manifest["checkpoints"][best_val]["file"],
+                     "best_test_mean_auroc_of_any_checkpoint": float(np.nanmax(singles)),
+                     "tasks": "as the headline mean"},
+        checkpoint_test_mean_auroc=singles,
+    )
 
 
-def study_patients(index: pd.DataFrame, studies: list[str]) -> list[str]:
+def exam_patients(index: pd.DataFrame, studies: list[str]) -> list[str]:
     """The patient of each study, in `studies` order (the index has one patient per study)."""
     first = index.drop_duplicates("study")
     owner = pd.Series(first["patient"].astype(str).to_numpy(), index=first["study"].astype(str).to_numpy())
     return owner.loc[studies].tolist()
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN (an undefined AUROC) as null: bare NaN is not JSON, and strict parsers reject it."""
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float | np.floating):
-        return float(value) if np.isfinite(value) else None
-    return value
-
-
-def write_eval(out_dir: Path, payload: dict[str, Any]) -> Path:
-    path = Path(out_dir) / "eval.json"
-    path.write_text(json.dumps(_json_safe(payload), indent=2, allow_nan=False))
-    return path

@@ -12,7 +12,7 @@ from torch import nn
 
 from chexops.components.registry import get_registry
 from chexops.components.specs import FamilySpec, TruncationSpec
-from chexops.errors import BuildError
+from chexops.errors import BuildError, did_you_mean
 from chexops.naming import DEFAULT_STRATEGY, truncation_label
 
 
@@ -66,6 +66,10 @@ def create_network(family: FamilySpec) -> nn.Module:
         return family.create(family)
     import timm
 
+    if not timm.is_model(family.timm_name):  # timm's own error is a traceback from deep inside its factory
+        raise BuildError(f"family {family.name!r}: timm {timm.__version__} has no model {family.timm_name!r}."
+                         f"{did_you_mean(family.timm_name, timm.list_models())} Fix timm_name in its FamilySpec "
+                         "(`timm.list_models()` lists the names).")
     return timm.create_model(family.timm_name, pretrained=False)
 
 

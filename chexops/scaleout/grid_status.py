@@ -14,9 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chexops.errors import ChexopsError
-
-RUN_PARAM = "run"  # the trial param/user attr naming the configuration (as the worker writes it)
-GRID_ATTR = "chexops.grid"  # the study's configurations, in grid order
+from chexops.scaleout.worker import GRID_ATTR, RUN_PARAM
 
 
 @dataclass

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chexops.errors import SlurmError
+from chexops.naming import PARAMS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ class SlurmArray:
     """What `chexops submit slurm` asks of SLURM; `script()` is the sbatch file."""
 
     study: str  # the Optuna study holding the grid
-    params: str = "params.yaml"
+    params: str = PARAMS_FILE
     tasks: int = 1  # array tasks = workers (or packs of --per-device workers)
     max_running: int | None = None  # at most this many tasks at once (%M)
     gpus: int = 0  # GPUs per task (--gres=gpu:G)
@@ -89,7 +90,7 @@ class SlurmArray:
         return lines + list(self.sbatch_options)
 
     def worker_command(self) -> list[str]:
-        cmd = [self.python, "-m", "chexops", "worker", "--study", self.study, "--params", self.params, "--quiet",
+        cmd = [self.python, "-m", "chexops", "worker", "--optuna-study", self.study, "--params", self.params, "--quiet",
                "--slurm-requeue"]
         cmd += ["--heartbeat", str(self.heartbeat)] if self.heartbeat else []
         cmd += ["--grace", str(self.grace)] if self.grace else []

@@ -19,22 +19,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from chexops import naming
 from chexops.data.labels import STUDY_TASKS
 from chexops.errors import ConfigError, DataError
 from chexops.evaluate.bootstrap import paired_bootstrap
 from chexops.evaluate.delong import delong_test
-from chexops.tracking.registry_lock import Lease, model_lock
-from chexops.tracking.runs import mlflow_errors, temporary_env
-from chexops.tracking.store import (
-    PROMOTION_PREFIX,
+from chexops.tracking.registry import (
     get_model,
     get_version,
     promotions,
     read_history,
     write_history,
 )
+from chexops.tracking.registry_lock import Lease, model_lock
+from chexops.tracking.store import mlflow_errors, temporary_env
+from chexops.tracking.tags import PROMOTION_PREFIX
 
-PREDICTIONS = "predictions.csv"
+PREDICTIONS = naming.PREDICTIONS_FILE
 N_RESAMPLES = 1000
 SEED = 0
 DEFAULT_ALIAS = "champion"
@@ -55,7 +56,7 @@ class TaskComparison:
 
 
 @dataclass(frozen=True)
-class Comparison:
+class VersionComparison:
     """Candidate vs holder on `n_studies` shared test studies; the mean is over the 6 study tasks."""
 
     n_studies: int
@@ -83,7 +84,7 @@ class Decision:
     alias: str
     decision: str  # promoted | refused | forced | rollback
     against: int | None
-    comparison: Comparison | None
+    comparison: VersionComparison | None
     record: int  # n of the chexops.promotion.<n>.* tags written
     history: list[int] = field(default_factory=list)
 
@@ -130,7 +131,7 @@ def _check_predictions(frame: pd.DataFrame, where: str) -> pd.DataFrame:
 
 
 def compare(candidate: pd.DataFrame, holder: pd.DataFrame, names: tuple[str, str] = ("candidate", "holder")
-            ) -> Comparison:
+            ) -> VersionComparison:
     """Paired bootstrap and per-task DeLong of candidate - holder; both must cover the same studies and labels."""
     if set(candidate.index) != set(holder.index):
         only_c = sorted(set(candidate.index) - set(holder.index))
@@ -163,7 +164,7 @@ def compare(candidate: pd.DataFrame, holder: pd.DataFrame, names: tuple[str, str
             dl_delta = dl_p = math.nan
         tasks[task] = TaskComparison(d.delta, d.ci_low, d.ci_high, d.p_value, dl_delta, dl_p)
     m = result.mean
-    return Comparison(len(y), m.delta, m.ci_low, m.ci_high, m.p_value, tasks)
+    return VersionComparison(len(y), m.delta, m.ci_low, m.ci_high, m.p_value, tasks)
 
 
 def promote(client: Any, name: str, version: int | str, alias: str = DEFAULT_ALIAS, force: bool = False,
@@ -247,7 +248,7 @@ def _check_alias(alias: str) -> None:
 
 
 def _record(client: Any, name: str, version: Any, alias: str, decision: str, against: int | None,
-            comparison: Comparison | None, user: str | None) -> int:
+            comparison: VersionComparison | None, user: str | None) -> int:
     """Write the decision as `chexops.promotion.<n>.*` tags on the version; returns n."""
     n = max((r["n"] for r in promotions(version.tags)), default=0) + 1
     tags = {"decision": decision, "alias": alias, "by": user or _user(),

@@ -37,16 +37,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from chexops.errors import TrackingError
+from chexops.errors import LockBusyError, TrackingError
 
 LOCK_PREFIX = "_chexops.lock."
 RELEASE_PREFIX = "_chexops.release."
 LEASE_S = 600.0
 _TOKEN, _BY, _EXPIRES = "chexops.lock.token", "chexops.lock.by", "chexops.lock.expires"
-
-
-class LockBusyError(TrackingError):
-    """Another process is changing the model's aliases."""
 
 
 def is_lock_model(name: str) -> bool:

@@ -1,4 +1,4 @@
-"""Everything MLflow: runs, tags, params, buffered metrics, artifacts, the logged ensemble, registry and aliases.
+"""The Tracker: runs, tags, params, buffered metrics, artifacts, the logged ensemble and its registry version.
 
 mlflow is imported inside functions only, so the training core imports this module on machines without it.
 All calls go through one MlflowClient bound to the store's URI (no fluent active-run state), so one process
@@ -8,7 +8,6 @@ can drive several runs. Every MLflow failure surfaces as a TrackingError saying 
 from __future__ import annotations
 
 import logging
-import os
 import re
 import subprocess
 import sys
@@ -22,6 +21,9 @@ from typing import Any
 import numpy as np
 
 from chexops.errors import TrackingError
+from chexops.naming import DEFAULT_STRATEGY
+from chexops.tracking import tags as tag
+from chexops.tracking.store import global_tracking_uri, mlflow_errors, open_experiment, temporary_env
 
 log = logging.getLogger(__name__)
 
@@ -30,122 +32,8 @@ PARAMS_PER_BATCH = 100
 METRICS_PER_BATCH = 1000
 MAX_PARAM_LENGTH = 6000
 MAX_TAG_LENGTH = 8000
-ERROR_TAG = "error"
 CANDIDATE_ALIAS = "candidate"
-PARENT_TAG = "mlflow.parentRunId"  # MLflow's own: the UI nests a run under the run it names
-STUDY_RUN_TAG = "chexops.study_run"  # on the study's parent run: the study name, how any stage finds it
-PROBE_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
-_REMOTE_SCHEMES = ("http", "https", "databricks", "databricks-uc", "uc")
 _STATUSES = ("FINISHED", "FAILED", "KILLED")
-
-
-@contextmanager
-def temporary_env(values: Mapping[str, str]) -> Iterator[None]:
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-@contextmanager
-def mlflow_errors(action: str, uri: str) -> Iterator[None]:
-    """MLflow and I/O failures -> TrackingError naming the store."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        yield
-    except (MlflowException, OSError) as exc:
-        raise TrackingError(f"MLflow could not {action} (tracking URI {uri}): {exc}") from exc
-    except Exception as exc:
-        # a database error MLflow lets through (e.g. sqlite3.IntegrityError or "database is locked" when two
-        # processes write one SQLite store): the store's failure, said in one line, not a chexops bug
-        if type(exc).__module__.split(".")[0] not in ("sqlalchemy", "sqlite3", "psycopg2"):
-            raise
-        raise TrackingError(f"MLflow could not {action} (tracking URI {uri}): {type(exc).__name__}: "
-                            f"{str(exc).splitlines()[0] if str(exc) else ''}. Run the command again.") from exc
-
-
-@contextmanager
-def global_tracking_uri(uri: str) -> Iterator[None]:
-    """Point MLflow's process-wide URI at `uri` for a call that only reads it (Model.log), then restore it."""
-    import mlflow
-
-    env_before = os.environ.get("MLFLOW_TRACKING_URI")
-    effective_before = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(None)  # unset, so a later MLFLOW_TRACKING_URI still counts, as it did before
-        if env_before is not None:
-            os.environ["MLFLOW_TRACKING_URI"] = env_before
-        if mlflow.get_tracking_uri() != effective_before:
-            mlflow.set_tracking_uri(effective_before)
-            if env_before is None:
-                os.environ.pop("MLFLOW_TRACKING_URI", None)
-
-
-def resolve_uri(uri: str) -> str:
-    """MLFLOW_TRACKING_URI wins over `uri`; a relative sqlite path is anchored to the current directory now."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or uri
-    if uri.startswith("sqlite:///"):
-        path, sep, query = uri[len("sqlite:///"):].partition("?")
-        if path and path != ":memory:" and not os.path.isabs(path):
-            uri = f"sqlite:///{os.path.abspath(path)}{sep}{query}"
-    return uri
-
-
-def _check_sqlite(uri: str) -> None:
-    """MLflow would create a missing folder silently; a typo in the URI must not start a new store elsewhere."""
-    path = Path(uri[len("sqlite:///"):].partition("?")[0])
-    if str(path) in ("", ":memory:"):
-        return
-    if not path.parent.is_dir():
-        raise TrackingError(f"cannot open tracking store {uri}: folder {path.parent} does not exist. Create it, "
-                            "or set tracking.uri in params.yaml (or MLFLOW_TRACKING_URI) to a store in an existing "
-                            "folder, e.g. sqlite:///mlflow.db.")
-    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise TrackingError(f"cannot open tracking store {uri}: {path} is not writable by this user. Fix its "
-                            "permissions or point tracking.uri / MLFLOW_TRACKING_URI elsewhere.")
-    check_sqlite_file(uri)
-
-
-_SQLITE_MAGIC = b"SQLite format 3\x00"
-
-
-def check_sqlite_file(uri: str) -> None:
-    """An existing SQLite store file must be a database: SQLite would take an empty file for a new, empty store,
-    and MLflow then silently re-creates it, losing the record of every run that pointed into it."""
-    path = Path(uri[len("sqlite:///"):].partition("?")[0])
-    if str(path) in ("", ":memory:") or not path.is_file():
-        return
-    with open(path, "rb") as fh:
-        head = fh.read(len(_SQLITE_MAGIC))
-    if head == _SQLITE_MAGIC:
-        return
-    what = "is empty (0 bytes)" if not head else "is not an SQLite database"
-    raise TrackingError(f"tracking store {path} {what}, so it holds none of the study's runs and models; restore it "
-                        "from a backup, or delete it to start a new store (then train with --restart, since the "
-                        "run folders name runs of the lost store).")
-
-
-def open_hint(uri: str) -> str:
-    """What to do when the store at `uri` cannot be opened: a server may be down, a file cannot be."""
-    if uri.startswith("sqlite:"):
-        return ("The file is damaged or not an MLflow store: restore it from a backup, or point tracking.uri in "
-                "params.yaml / MLFLOW_TRACKING_URI at the study's store.")
-    return "Start the tracking server or fix tracking.uri in params.yaml / MLFLOW_TRACKING_URI."
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else "no detail"
 
 
 def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -179,48 +67,8 @@ class Tracker:
     @classmethod
     def open(cls, uri: str, artifacts: str, experiment: str) -> Tracker:
         """Open the store (MLFLOW_TRACKING_URI overrides `uri`) and the experiment, creating it if missing."""
-        from mlflow import MlflowClient
-
-        uri = resolve_uri(uri)
-        if uri.startswith("sqlite:///"):
-            _check_sqlite(uri)
-        local = uri.partition(":")[0] not in _REMOTE_SCHEMES
-        try:
-            # a dead server must fail in seconds, not after MLflow's default minutes of retries
-            with temporary_env(PROBE_ENV):
-                client = MlflowClient(tracking_uri=uri)
-                found = client.get_experiment_by_name(experiment)
-        except Exception as exc:  # any failure here means the store cannot be used at all
-            raise TrackingError(f"cannot open tracking store {uri}: {type(exc).__name__}: "
-                                f"{_first_line(exc)}. {open_hint(uri)}") from exc
-        if found is not None and found.lifecycle_stage == "deleted":
-            raise TrackingError(f"experiment {experiment!r} in {uri} is deleted. Restore it with `mlflow "
-                                f"experiments restore --experiment-id {found.experiment_id}`, purge it with "
-                                "`mlflow gc`, or set tracking.experiment to another name.")
-        from chexops.tracking.relocate import expected_location
-
-        # local stores keep artifacts beside the database; a server decides for itself where they go
-        location = expected_location(artifacts, experiment) if local else None
-        if found is None:
-            found = cls._create_experiment(client, uri, experiment, location)
-        elif location and found.artifact_location.startswith("file:") and found.artifact_location != location:
-            # MLflow records absolute paths: a copied or moved project would read and write the old folder
-            raise TrackingError(f"experiment {experiment!r} in {uri} keeps its artifacts in "
-                                f"{found.artifact_location}, not in this project's {location} (the project was "
-                                "copied or moved, or tracking.artifacts changed). Run `chexops registry relocate` "
-                                "to point the store here (copy the artifact folder first if it is not here).")
-        return cls(client, uri, found.experiment_id)
-
-    @staticmethod
-    def _create_experiment(client: Any, uri: str, name: str, location: str | None) -> Any:
-        from mlflow.exceptions import MlflowException
-
-        try:
-            client.create_experiment(name, artifact_location=location)
-        except MlflowException as exc:
-            if exc.error_code != "RESOURCE_ALREADY_EXISTS":  # else a parallel stage created it first: fine
-                raise TrackingError(f"cannot create experiment {name!r} in {uri}: {exc}") from exc
-        return client.get_experiment_by_name(name)
+        client, uri, experiment_id = open_experiment(uri, artifacts, experiment)
+        return cls(client, uri, experiment_id)
 
     def start_run(self, name: str, tags: dict[str, str], params: Mapping[str, Any], run_id: str | None = None) -> str:
         """A new run named `name`, or the existing `run_id` reopened (RUNNING again); returns the run id."""
@@ -265,7 +113,7 @@ class Tracker:
         return logged
 
     def study_run(self, name: str, study: str, tags: Mapping[str, str]) -> str:
-        """The id of the study's parent run (tag STUDY_RUN_TAG = `study`), created FINISHED when missing.
+        """The id of the study's parent run (its study-run tag = `study`), created FINISHED when missing.
 
         Stages run as separate processes in any order (and workers in parallel), so whichever needs it first
         creates it; of two created at once the oldest is kept and the other deleted, so every child names one.
@@ -274,7 +122,7 @@ class Tracker:
             found = self._study_runs(study)
             if not found:
                 run_id = self.client.create_run(self.experiment_id, run_name=name,
-                                                tags={STUDY_RUN_TAG: study, **tags}).info.run_id
+                                                tags={tag.STUDY_RUN: study, **tags}).info.run_id
                 self.client.set_terminated(run_id, status="FINISHED")
                 found = self._study_runs(study)
                 for extra in found[1:]:
@@ -284,7 +132,7 @@ class Tracker:
 
     def _study_runs(self, study: str) -> list[Any]:
         quoted = study.replace("'", "\\'")
-        runs = self.client.search_runs([self.experiment_id], f"tags.`{STUDY_RUN_TAG}` = '{quoted}'",
+        runs = self.client.search_runs([self.experiment_id], f"tags.`{tag.STUDY_RUN}` = '{quoted}'",
                                        max_results=1000)
         return sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
 
@@ -297,7 +145,7 @@ class Tracker:
 
         inputs = [DatasetInput(Dataset(name=d["name"], digest=d["digest"], source_type="local",
                                        source=json.dumps({"uri": d["source"]}), profile=json.dumps(d["profile"])),
-                               tags=[InputTag("mlflow.data.context", d["context"])]) for d in datasets]
+                               tags=[InputTag(tag.DATA_CONTEXT, d["context"])]) for d in datasets]
         with mlflow_errors(f"log the dataset inputs of run {run_id}", self.uri):
             self.client.log_inputs(run_id, datasets=inputs)
 
@@ -388,7 +236,7 @@ class Tracker:
         finally:  # a run that failed must still be marked so, even if its last metrics could not be sent
             with mlflow_errors(f"end run {run_id}", self.uri):
                 if error is not None:
-                    self.client.set_tag(run_id, ERROR_TAG, _fit(error, MAX_TAG_LENGTH))
+                    self.client.set_tag(run_id, tag.ERROR, _fit(error, MAX_TAG_LENGTH))
                 self.client.set_terminated(run_id, status=status)
 
     @contextmanager
@@ -408,6 +256,14 @@ class Tracker:
             self.end_run(run_id, status, error)
         except Exception as exc:  # the original error matters more than a failure to record it
             log.warning(f"could not mark MLflow run {run_id} {status}: {exc}")
+
+    def version_with_tag(self, registered_name: str, key: str, value: str) -> int | None:
+        """The newest version of `registered_name` tagged `key` = `value` (None: none, or no such model)."""
+        from chexops.tracking.registry import versions_of
+
+        with mlflow_errors(f"search the versions of {registered_name!r}", self.uri):
+            found = [v for v in versions_of(self.client, registered_name) if v.tags.get(key) == value]
+        return int(found[-1].version) if found else None
 
     def log_ensemble(self, run_id: str, manifest_path: Path, registered_name: str, tags: Mapping[str, Any],
                      input_example: np.ndarray | None = None, model_name: str = "ensemble",
@@ -466,29 +322,29 @@ def run_tags(report: Mapping[str, Any], device: str, precision: str, data_hash: 
     """The tags every training run carries; `report` is BuildReport.to_dict(). Names are stable: queries use them."""
     commit = git_commit(cwd)
     tags = {
-        "chexops.git_commit": commit,
-        "chexops.data_hash": data_hash,
-        "chexops.timm_tag": str(report["timm_tag"]),
-        "chexops.plugin": str(report["plugin"]),
-        "chexops.plugin_version": str(report["plugin_version"]),
-        "chexops.device": device,
-        "chexops.precision": precision,
-        "chexops.version": chexops_version(),
-        "chexops.family": str(report["family"]),
-        "chexops.group": str(report["group"]),
-        "chexops.initializer": str(report["initializer"]),
-        "chexops.truncation": str(report["truncation"]),
-        "chexops.truncation_strategy": str(report.get("truncation_strategy", "drop-last-k")),
+        tag.GIT_COMMIT: commit,
+        tag.DATA_HASH: data_hash,
+        tag.TIMM_TAG: str(report["timm_tag"]),
+        tag.PLUGIN: str(report["plugin"]),
+        tag.PLUGIN_VERSION: str(report["plugin_version"]),
+        tag.DEVICE: device,
+        tag.PRECISION: precision,
+        tag.VERSION: chexops_version(),
+        tag.FAMILY: str(report["family"]),
+        tag.GROUP: str(report["group"]),
+        tag.INITIALIZER: str(report["initializer"]),
+        tag.TRUNCATION: str(report["truncation"]),
+        tag.TRUNCATION_STRATEGY: str(report.get("truncation_strategy", DEFAULT_STRATEGY)),
         # the UI's Source column: the stage script or command that ran it
-        "mlflow.source.name": Path(sys.argv[0]).name or "chexops", "mlflow.source.type": "LOCAL",
-        "mlflow.note.content": (f"{report['family']} ({report['group']}), {report['initializer']} init, "
+        tag.SOURCE_NAME: Path(sys.argv[0]).name or "chexops", tag.SOURCE_TYPE: "LOCAL",
+        tag.NOTE: (f"{report['family']} ({report['group']}), {report['initializer']} init, "
                                 f"{report['truncation']}; {device} {precision}; data {data_hash[:12]}; "
                                 f"code {commit[:12]}{' (dirty)' if commit.endswith('-dirty') else ''}"),
     }
     if re.fullmatch(r"[0-9a-f]{40}", commit):  # MLflow's own tag (the UI links it) only takes a clean commit
-        tags["mlflow.source.git.commit"] = commit
+        tags[tag.SOURCE_COMMIT] = commit
     if report.get("weights_source"):
-        tags["chexops.weights_source"] = str(report["weights_source"])
+        tags[tag.WEIGHTS_SOURCE] = str(report["weights_source"])
     tags.update({k: str(v) for k, v in (report.get("init_tags") or {}).items()})
     for key, value in (extra or {}).items():
         tags[key if key.startswith(("chexops.", "mlflow.")) else f"chexops.{key}"] = str(value)

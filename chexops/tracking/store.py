@@ -1,34 +1,133 @@
-"""Opening the registry of a study's tracking store and reading models, versions, aliases and their history.
-
-Promotion records live in MLflow itself, so the registry UI and any MLflow client see them too:
-- on a model version, `chexops.promotion.<n>.<field>` for its n-th decision (fields: PROMOTION_FIELDS);
-- on a registered model, `chexops.alias_history.<alias>`: a JSON list of the versions that held the alias,
-  oldest first, ending with the version holding it now. Rollback pops the last entry.
+"""Opening a study's tracking store: the URI (params.yaml or MLFLOW_TRACKING_URI), its checks (a missing folder, an
+emptied SQLite file, a dead server fail in seconds with what to do), the experiment, and MLflow errors as
+TrackingErrors. mlflow is imported inside functions only.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
-import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from chexops.errors import ConfigError, DataError, TrackingError
-from chexops.tracking.registry_lock import is_lock_model
-from chexops.tracking.runs import PROBE_ENV, check_sqlite_file, mlflow_errors, open_hint, resolve_uri, temporary_env
+from chexops.errors import ConfigError, TrackingError
+from chexops.naming import PARAMS_FILE
 
-PROMOTION_PREFIX = "chexops.promotion."
-HISTORY_PREFIX = "chexops.alias_history."
-PROMOTION_FIELDS = ("decision", "alias", "by", "at", "against", "delta", "ci_low", "ci_high", "p", "delong_p")
-# Version tags the register stage writes (evaluate's flat metrics): the test mean AUROC over the 6 study tasks
-AUROC_TAGS = ("test_mean_auroc_6", "test_mean_auroc_6_ci_low", "test_mean_auroc_6_ci_high")
-_PROMOTION_TAG = re.compile(r"^chexops\.promotion\.(\d+)\.([a-z_]+)$")
+PROBE_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+_REMOTE_SCHEMES = ("http", "https", "databricks", "databricks-uc", "uc")
 
 
-def tracking_uri(params_path: str | Path = "params.yaml", required: bool = True) -> str | None:
+@contextmanager
+def temporary_env(values: Mapping[str, str]) -> Iterator[None]:
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextmanager
+def mlflow_errors(action: str, uri: str) -> Iterator[None]:
+    """MLflow and I/O failures -> TrackingError naming the store."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except (MlflowException, OSError) as exc:
+        raise TrackingError(f"MLflow could not {action} (tracking URI {uri}): {exc}") from exc
+    except Exception as exc:
+        # a database error MLflow lets through (e.g. sqlite3.IntegrityError or "database is locked" when two
+        # processes write one SQLite store): the store's failure, said in one line, not a chexops bug
+        if type(exc).__module__.split(".")[0] not in ("sqlalchemy", "sqlite3", "psycopg2"):
+            raise
+        raise TrackingError(f"MLflow could not {action} (tracking URI {uri}): {type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else ''}. Run the command again.") from exc
+
+
+@contextmanager
+def global_tracking_uri(uri: str) -> Iterator[None]:
+    """Point MLflow's process-wide URI at `uri` for a call that only reads it (Model.log), then restore it."""
+    import mlflow
+
+    env_before = os.environ.get("MLFLOW_TRACKING_URI")
+    effective_before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(None)  # unset, so a later MLFLOW_TRACKING_URI still counts, as it did before
+        if env_before is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = env_before
+        if mlflow.get_tracking_uri() != effective_before:
+            mlflow.set_tracking_uri(effective_before)
+            if env_before is None:
+                os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+def resolve_uri(uri: str) -> str:
+    """MLFLOW_TRACKING_URI wins over `uri`; a relative sqlite path is anchored to the current directory now."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or uri
+    if uri.startswith("sqlite:///"):
+        path, sep, query = uri[len("sqlite:///"):].partition("?")
+        if path and path != ":memory:" and not os.path.isabs(path):
+            uri = f"sqlite:///{os.path.abspath(path)}{sep}{query}"
+    return uri
+
+
+def _check_sqlite(uri: str) -> None:
+    """MLflow would create a missing folder silently; a typo in the URI must not start a new store elsewhere."""
+    path = Path(uri[len("sqlite:///"):].partition("?")[0])
+    if str(path) in ("", ":memory:"):
+        return
+    if not path.parent.is_dir():
+        raise TrackingError(f"cannot open tracking store {uri}: folder {path.parent} does not exist. Create it, "
+                            "or set tracking.uri in params.yaml (or MLFLOW_TRACKING_URI) to a store in an existing "
+                            "folder, e.g. sqlite:///mlflow.db.")
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise TrackingError(f"cannot open tracking store {uri}: {path} is not writable by this user. Fix its "
+                            "permissions or point tracking.uri / MLFLOW_TRACKING_URI elsewhere.")
+    check_sqlite_file(uri)
+
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def check_sqlite_file(uri: str) -> None:
+    """An existing SQLite store file must be a database: SQLite would take an empty file for a new, empty store,
+    and MLflow then silently re-creates it, losing the record of every run that pointed into it."""
+    path = Path(uri[len("sqlite:///"):].partition("?")[0])
+    if str(path) in ("", ":memory:") or not path.is_file():
+        return
+    with open(path, "rb") as fh:
+        head = fh.read(len(_SQLITE_MAGIC))
+    if head == _SQLITE_MAGIC:
+        return
+    what = "is empty (0 bytes)" if not head else "is not an SQLite database"
+    raise TrackingError(f"tracking store {path} {what}, so it holds none of the study's runs and models; restore it "
+                        "from a backup, or delete it to start a new store (then train with --restart, since the "
+                        "run folders name runs of the lost store).")
+
+
+def open_hint(uri: str) -> str:
+    """What to do when the store at `uri` cannot be opened: a server may be down, a file cannot be."""
+    if uri.startswith("sqlite:"):
+        return ("The file is damaged or not an MLflow store: restore it from a backup, or point tracking.uri in "
+                "params.yaml / MLFLOW_TRACKING_URI at the study's store.")
+    return "Start the tracking server or fix tracking.uri in params.yaml / MLFLOW_TRACKING_URI."
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "no detail"
+
+
+def tracking_uri(params_path: str | Path = PARAMS_FILE, required: bool = True) -> str | None:
     """The store to use: MLFLOW_TRACKING_URI, else params.yaml's tracking.uri (relative sqlite anchored here).
 
     Without either, None when not `required` (MLflow's own default then applies), else a ConfigError.
@@ -68,141 +167,48 @@ def open_client(uri: str) -> Any:
     return client
 
 
-def _pages(search: Callable[..., Any]) -> Iterator[Any]:
-    """Every item of a paged MLflow search."""
-    token = None
-    while True:
-        page = search(page_token=token)
-        yield from page
-        token = page.token
-        if not token:
-            return
+def open_experiment(uri: str, artifacts: str, experiment: str) -> tuple[Any, str, str]:
+    """(client, resolved URI, experiment id): the store opened (MLFLOW_TRACKING_URI overrides `uri`) and the
+    experiment, created when missing; a moved project's store is refused (its artifact paths are absolute)."""
+    from mlflow import MlflowClient
+
+    uri = resolve_uri(uri)
+    if uri.startswith("sqlite:///"):
+        _check_sqlite(uri)
+    local = uri.partition(":")[0] not in _REMOTE_SCHEMES
+    try:
+        # a dead server must fail in seconds, not after MLflow's default minutes of retries
+        with temporary_env(PROBE_ENV):
+            client = MlflowClient(tracking_uri=uri)
+            found = client.get_experiment_by_name(experiment)
+    except Exception as exc:  # any failure here means the store cannot be used at all
+        raise TrackingError(f"cannot open tracking store {uri}: {type(exc).__name__}: "
+                            f"{_first_line(exc)}. {open_hint(uri)}") from exc
+    if found is not None and found.lifecycle_stage == "deleted":
+        raise TrackingError(f"experiment {experiment!r} in {uri} is deleted. Restore it with `mlflow "
+                            f"experiments restore --experiment-id {found.experiment_id}`, purge it with "
+                            "`mlflow gc`, or set tracking.experiment to another name.")
+    from chexops.tracking.relocate import expected_location
+
+    # local stores keep artifacts beside the database; a server decides for itself where they go
+    location = expected_location(artifacts, experiment) if local else None
+    if found is None:
+        found = _create_experiment(client, uri, experiment, location)
+    elif location and found.artifact_location.startswith("file:") and found.artifact_location != location:
+        # MLflow records absolute paths: a copied or moved project would read and write the old folder
+        raise TrackingError(f"experiment {experiment!r} in {uri} keeps its artifacts in "
+                            f"{found.artifact_location}, not in this project's {location} (the project was "
+                            "copied or moved, or tracking.artifacts changed). Run `chexops registry relocate` "
+                            "to point the store here (copy the artifact folder first if it is not here).")
+    return client, uri, found.experiment_id
 
 
-def get_model(client: Any, name: str) -> Any:
-    """The registered model `name`; an unknown name lists the models there are."""
+def _create_experiment(client: Any, uri: str, name: str, location: str | None) -> Any:
     from mlflow.exceptions import MlflowException
 
     try:
-        return client.get_registered_model(name)
+        client.create_experiment(name, artifact_location=location)
     except MlflowException as exc:
-        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise TrackingError(f"MLflow could not read registered model {name!r}: {exc}") from exc
-    from chexops.errors import did_you_mean
-
-    names = [m.name for m in _pages(lambda page_token: client.search_registered_models(page_token=page_token))
-             if not is_lock_model(m.name)]
-    raise TrackingError(f"no registered model {name!r} in {client.tracking_uri}." + did_you_mean(name, names)
-                        + " See `chexops registry list` for the models there are.")
-
-
-def get_version(client: Any, name: str, version: str | int) -> Any:
-    """Version `version` of `name`; an unknown one lists the versions there are."""
-    from mlflow.exceptions import MlflowException
-
-    get_model(client, name)
-    try:
-        return client.get_model_version(name, str(version))
-    except MlflowException as exc:
-        if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            raise TrackingError(f"MLflow could not read version {version} of {name!r}: {exc}") from exc
-    versions = sorted(int(v.version) for v in versions_of(client, name))
-    raise TrackingError(f"registered model {name!r} has no version {version!r}; its versions are {versions}.")
-
-
-def versions_of(client: Any, name: str) -> list[Any]:
-    """All versions of `name`, oldest first (search results carry no aliases: read them from the model)."""
-    quoted = name.replace("'", "\\'")
-    found = _pages(lambda page_token: client.search_model_versions(f"name = '{quoted}'", page_token=page_token))
-    return sorted(found, key=lambda v: int(v.version))
-
-
-def read_history(model: Any, alias: str) -> list[int]:
-    """The versions that held `alias`, oldest first; a missing or unreadable tag starts from the holder now."""
-    raw = model.tags.get(HISTORY_PREFIX + alias)
-    try:
-        history = [int(v) for v in json.loads(raw)] if raw else []
-    except (ValueError, TypeError):
-        history = []
-    holder = model.aliases.get(alias)
-    if not history and holder is not None:  # the alias was set outside chexops: it is the history so far
-        history = [int(holder)]
-    return history
-
-
-def write_history(client: Any, name: str, alias: str, history: list[int]) -> None:
-    with mlflow_errors(f"record the history of alias {alias!r} of {name!r}", client.tracking_uri):
-        client.set_registered_model_tag(name, HISTORY_PREFIX + alias, json.dumps(history))
-
-
-def promotions(tags: dict[str, str]) -> list[dict[str, Any]]:
-    """The promotion records of a version, in order, from its `chexops.promotion.<n>.<field>` tags."""
-    records: dict[int, dict[str, Any]] = {}
-    for key, value in tags.items():
-        match = _PROMOTION_TAG.match(key)
-        if match:
-            records.setdefault(int(match.group(1)), {})[match.group(2)] = value
-    out = []
-    for n in sorted(records):
-        rec: dict[str, Any] = {"n": n, **{f: records[n].get(f) for f in PROMOTION_FIELDS}}
-        for f in ("delta", "ci_low", "ci_high", "p"):
-            rec[f] = _number(rec[f])
-        delong = _json(rec["delong_p"], dict)
-        rec["delong_p"] = {t: _number(str(v)) for t, v in delong.items()} if delong is not None else None
-        out.append(rec)
-    return out
-
-
-def _number(text: str | None) -> float | None:
-    """A tag's number; None when absent, unreadable or NaN (an untestable task), so JSON output stays valid."""
-    try:
-        value = float(text) if text not in (None, "") else None
-    except ValueError:
-        return None
-    return None if value is None or math.isnan(value) else value
-
-
-def _json(text: str | None, kind: type) -> Any:
-    """A JSON tag of the expected kind, or None: a hand-edited tag must not break listing the registry."""
-    try:
-        value = json.loads(text) if text else None
-    except ValueError:
-        return None
-    return value if isinstance(value, kind) else None
-
-
-def describe_models(client: Any) -> list[dict[str, Any]]:
-    """Every registered model with its aliases, alias histories and versions (AUROC, run, promotions)."""
-    run_names: dict[str, str | None] = {}
-    out = []
-    with mlflow_errors("list the registered models", client.tracking_uri):
-        models = [m for m in _pages(lambda page_token: client.search_registered_models(page_token=page_token))
-                  if not is_lock_model(m.name)]  # a promotion in progress (or killed) holds one
-        for model in sorted(models, key=lambda m: m.name):
-            aliases = {a: int(v) for a, v in sorted(model.aliases.items())}
-            histories = {key[len(HISTORY_PREFIX):]: _json(value, list) for key, value in sorted(model.tags.items())
-                         if key.startswith(HISTORY_PREFIX)}
-            versions = [_describe_version(client, v, aliases, run_names) for v in versions_of(client, model.name)]
-            out.append({"name": model.name, "aliases": aliases, "alias_history": histories, "versions": versions})
-    return out
-
-
-def _describe_version(client: Any, version: Any, aliases: dict[str, int], run_names: dict[str, str | None]
-                      ) -> dict[str, Any]:
-    run_id = version.run_id or None
-    if run_id and run_id not in run_names:
-        try:
-            run_names[run_id] = client.get_run(run_id).info.run_name
-        except Exception:  # a deleted run must not hide the rest of the registry
-            run_names[run_id] = None
-    from chexops.evaluate.metrics import headline_key  # numpy and pandas: not for every registry call
-
-    try:  # the 6-task mean, or its honest partial name when a study task had one class on the test split
-        key = headline_key(version.tags)
-    except DataError:
-        key = AUROC_TAGS[0]
-    auroc, low, high = (_number(version.tags.get(k)) for k in (key, f"{key}_ci_low", f"{key}_ci_high"))
-    number = int(version.version)
-    return {"version": number, "aliases": sorted(a for a, v in aliases.items() if v == number),
-            "test_mean_auroc_6": auroc, "ci_low": low, "ci_high": high, "run_id": run_id,
-            "run_name": run_names.get(run_id) if run_id else None, "promotions": promotions(version.tags)}
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":  # else a parallel stage created it first: fine
+            raise TrackingError(f"cannot create experiment {name!r} in {uri}: {exc}") from exc
+    return client.get_experiment_by_name(name)

@@ -7,7 +7,6 @@ mlflow is not imported here: metrics go to a `log(metrics, step)` callback, so t
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -26,16 +25,16 @@ from chexops.data.loader import BatchLoader, on_device_ahead
 from chexops.data.splits import label_fraction_rows
 from chexops.errors import ConfigError, TrainingStopped
 from chexops.evaluate.inference import binary_truth, predict_probs
-from chexops.evaluate.metrics import evaluate, study_level
+from chexops.evaluate.metrics import auroc_metrics, exam_level
 from chexops.models.build import build_model
 from chexops.naming import (
     BEST_RANKING_METRIC,
-    PRETRAIN_FILE,
+    COMPETITION_MEAN,
     STATE_FILE,
-    TRAIN_SUMMARY_FILE,
     RunKey,
     select_metric_key,
 )
+from chexops.records import PretrainRecord, TrainSummary
 from chexops.train import compile as step_compile
 from chexops.train import distributed, interrupt
 from chexops.train.checkpoints import TopKKeeper, atomic_save, read_state, verify_checkpoints
@@ -97,26 +96,26 @@ def _fingerprint(config: Config, key: RunKey, lr: float, max_examples: int | Non
 
 def _initial_weights(config: Config, key: RunKey) -> str | None:
     """The hash of the pretrain stage's backbone the run starts from (None without one): new weights, new run."""
-    record = key.pretrain_dir(config.train.runs_dir) / PRETRAIN_FILE
-    return json.loads(record.read_text()).get("sha256") if record.is_file() else None
+    record = PretrainRecord.read_if_present(key.pretrain_dir(config.train.runs_dir))
+    return record.sha256 if record else None
 
 
 class Validator:
     """Study-level validation AUROC (max over a study's views); the checkpoints are ranked by `select_metric`."""
 
     def __init__(self, valid: CachedSplit, runtime: Runtime, mean: list, std: list, batch_size: int,
-                 select_metric: str = "mean_auroc_5") -> None:
+                 select_metric: str = COMPETITION_MEAN) -> None:
         self.valid, self.runtime, self.mean, self.std, self.batch_size = valid, runtime, mean, std, batch_size
         self.select_metric = select_metric
         self.studies = valid.index["study"].astype(str).tolist()
-        _, self.truth = study_level(binary_truth(valid.labels).astype(np.float32), self.studies)
+        _, self.truth = exam_level(binary_truth(valid.labels).astype(np.float32), self.studies)
 
     def __call__(self, model: torch.nn.Module) -> tuple[float, dict[str, float]]:
         rt = self.runtime
         probs = predict_probs(model, self.valid.images, rt.device, self.mean, self.std, self.batch_size,
                               autocast=rt.precision == "bf16", channels_last=rt.channels_last)
-        _, study_probs = study_level(probs, self.studies)
-        result = evaluate(self.truth.astype(np.int8), study_probs)
+        _, exam_probs = exam_level(probs, self.studies)
+        result = auroc_metrics(self.truth.astype(np.int8), exam_probs)
         metrics = {f"val_{k}": v for k, v in result.to_flat_dict().items() if v == v}
         return getattr(result, self.select_metric), metrics
 
@@ -180,11 +179,20 @@ def _train_targets(config: Config, train: CachedSplit) -> tuple[np.ndarray, np.n
 class Trainer:
     """Holds one run's model, optimiser, data and progress; `fit()` trains to the end of the budget."""
 
-    def __init__(self, config: Config, key: RunKey, run_dir: Path, lr: float, max_examples: int | None,
-                 log: LogFn | None, on_eval: Callable[[float, int], None] | None, progress_bar: bool) -> None:
+    def __init__(self, config: Config, key: RunKey, *, lr: float | None = None, max_examples: int | None = None,
+                 run_dir: Path | None = None, progress: bool = True) -> None:
+        """The one way to set up a run: the stage, the tuner's trials and every DDP rank build it alike.
+        `lr` and `max_examples` default to train.lr and train.max_examples, `run_dir` to the configuration's
+        train folder."""
         t = config.train
-        self.config, self.key, self.run_dir, self.log, self.on_eval = config, key, run_dir, log, on_eval
-        self.progress_bar = progress_bar
+        lr = lr or t.lr
+        max_examples = max_examples or t.max_examples
+        run_dir = Path(run_dir) if run_dir else key.train_dir(t.runs_dir)
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        self.config, self.key, self.run_dir, self.lr = config, key, run_dir, lr
+        self.log: LogFn | None = None
+        self.on_eval: Callable[[float, int], None] | None = None
+        self.progress_bar = progress
         self.runtime = select_runtime(t.device, t.precision)
         self.dist = distributed.context()
         self.train_split, valid = load_cached(config, "train"), load_cached(config, "valid")
@@ -218,8 +226,8 @@ class Trainer:
         self.budget = min(budget, max_examples) if max_examples else budget
         self.keeper = TopKKeeper(run_dir, t.top_k, self._metadata(lr))
         self.fingerprint = _fingerprint(config, key, lr, max_examples, self.train_split)
-        # Training seconds before this process: a resumed run's caller sets them (they live in MLflow, not in
-        # the run folder, whose files must not change with the wall clock), so the run's time covers all of it.
+        # Training seconds before this process: a resumed run's caller passes them to fit() (they live in MLflow,
+        # not in the run folder, whose files must not change with the wall clock), so the run's time covers all.
         self.seconds_before = 0.0
         self.resume_examples = self._check_resumable() if distributed.is_main() else 0
 
@@ -242,7 +250,12 @@ class Trainer:
                 "normalization": {"mean": self.mean, "std": self.std}, "report": self.report,
                 "select_metric": select_metric_key(self.config.train.select_metric)}
 
-    def fit(self) -> TrainResult:
+    def fit(self, log: LogFn | None = None, on_eval: Callable[[float, int], None] | None = None,
+            seconds_before: float = 0.0) -> TrainResult:
+        """Train to the end of the budget (resuming the folder's saved state); rank 0 writes train.json.
+        `log(metrics, examples)` gets each evaluation's metrics, `on_eval(score, examples)` its score (a tuner
+        prunes there); `seconds_before` is the training time a resumed run had already spent (from MLflow)."""
+        self.log, self.on_eval, self.seconds_before = log, on_eval, seconds_before
         start = self.started = time.perf_counter()
         torch.manual_seed(self.config.train.seed)
         distributed.barrier(self.dist)  # rank 0 may have just cleared a --restart's state: all ranks read alike
@@ -257,6 +270,8 @@ class Trainer:
         best = self.keeper.kept[0].score if self.keeper.kept else float("nan")
         if distributed.is_main():
             self.keeper.write_manifest(examples=p.examples, steps=p.step, **{BEST_RANKING_METRIC: best})
+            TrainSummary(self.key.name, p.examples, p.step, best,
+                         select_metric_key(self.config.train.select_metric)).write(self.run_dir)
         return TrainResult(self.run_dir, best, p.examples, p.step, self.seconds(start), self.report, self.runtime)
 
     def _epoch(self, p: Progress, bar: tqdm) -> None:
@@ -330,16 +345,5 @@ def train_run(config: Config, key: RunKey, *, lr: float | None = None, max_examp
               log: LogFn | None = None, on_eval: Callable[[float, int], None] | None = None,
               progress: bool = True, run_dir: Path | None = None) -> TrainResult:
     """Train one configuration (resuming a killed run in the same folder) and return where its checkpoints are."""
-    run_dir = run_dir or key.train_dir(config.train.runs_dir)
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(config, key, run_dir, lr or config.train.lr, max_examples or config.train.max_examples,
-                      log, on_eval, progress)
-    result = trainer.fit()
-    if not distributed.is_main():
-        return result
-    (run_dir / TRAIN_SUMMARY_FILE).write_text(json.dumps(
-        {"run": key.name, "examples": result.examples, "steps": result.steps,
-         BEST_RANKING_METRIC: result.best_val, "select_metric": select_metric_key(config.train.select_metric),
-         "device": str(result.runtime.device),
-         "precision": result.runtime.precision}, indent=2))
-    return result
+    trainer = Trainer(config, key, lr=lr, max_examples=max_examples, run_dir=run_dir, progress=progress)
+    return trainer.fit(log=log, on_eval=on_eval)

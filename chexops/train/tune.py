@@ -13,6 +13,7 @@ from typing import Any
 
 from chexops.config import Config
 from chexops.naming import BEST_RANKING_METRIC, RunKey
+from chexops.tracking import tags as tag
 
 
 def _study(config: Config, key: RunKey) -> Any:
@@ -37,8 +38,8 @@ def _objective(config: Config, key: RunKey, tracker: Any, parent_id: str, progre
 
     def objective(trial: optuna.Trial) -> float:
         lr = trial.suggest_float("lr", config.tune.lr_min, config.tune.lr_max, log=True)
-        run_id = tracker.start_run(key.trial_run_name(trial.number), {"mlflow.parentRunId": parent_id,
-                                   "chexops.trial": str(trial.number)}, {"lr": lr})
+        run_id = tracker.start_run(key.trial_run_name(trial.number), {tag.PARENT: parent_id,
+                                   tag.TRIAL: str(trial.number)}, {"lr": lr})
 
         def report(score: float, examples: int) -> None:
             trial.report(score, examples)
@@ -73,7 +74,7 @@ def search_lr(config: Config, key: RunKey, tracker: Any, progress: bool = True) 
     import optuna
 
     study = _study(config, key)
-    parent_id = tracker.start_run(key.tune_run_name, {"chexops.stage": "tune"},
+    parent_id = tracker.start_run(key.tune_run_name, {tag.STAGE: "tune"},
                                   {"tune": vars(config.tune), "run": key.name})
     done = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
     remaining = max(config.tune.trials - len(done), 0)

@@ -1,0 +1,59 @@
+"""Stage analyze: the paper's analyses over every run of the grid -> reports/ (study.md, tables, figures,
+metrics.json, summary.json), also logged to the study's summary run."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from chexops import naming, records
+from chexops.config import grid_runs
+from chexops.naming import RunKey
+from chexops.stages.context import StageContext
+from chexops.stages.experiment import study_run, tracker_of
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    """The paper's analyses over every run of the grid -> reports/, also logged to the study's summary run."""
+    from chexops.analysis.report import write_report
+    from chexops.analysis.tables import load_runs
+
+    config = ctx.config
+    # Only the runs of the current grid: folders left by configurations removed from params.yaml don't count.
+    keys = [RunKey(*r) for r in grid_runs(config)]
+    study = load_runs([k.eval_dir(ctx.runs_dir) for k in keys], name=config.study.name)
+    a = config.analysis
+    outputs = write_report(study, Path(a.reports_dir), a.bootstrap, a.seed)
+    tracker = tracker_of(ctx)
+    run_id = study_run(config, tracker)
+    tracker.start_run(naming.summary_run_name(config.study.name), {}, {}, run_id=run_id)
+    with tracker.run_guard(run_id):
+        summary = study_metrics(json.loads(Path(outputs["metrics"]).read_text()))
+        (Path(a.reports_dir) / naming.SUMMARY_METRICS_FILE).write_text(
+            json.dumps({k: records.rounded(v) for k, v in summary.items()}, indent=2))
+        tracker.log_metrics(run_id, summary, len(keys))
+        tracker.log_dict(run_id, config.to_dict() | {"runs": [k.name for k in keys]}, "params.json")
+        for path in outputs.values():
+            if Path(path).is_file():
+                tracker.log_artifact(run_id, path, "report" if Path(path).suffix != ".png" else "report/figures")
+    tracker.end_run(run_id)
+    return {"report": str(Path(a.reports_dir) / naming.REPORT_FILE), "runs": len(keys), "summary_run_id": run_id}
+
+
+def study_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """The headline numbers of reports/metrics.json for the study run: Spearman rho and p of each measured
+    analysis, the mean pretraining boost with its CI and p, the truncation summary (the mean parameter ratio over
+    the truncations without a significant drop, and how many dropped significantly)."""
+    out: dict[str, float] = {}
+    for name, r in metrics.get("spearman", {}).items():
+        key = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+        out |= {f"spearman.{key}.rho": r.get("rho"), f"spearman.{key}.p": r.get("p")}
+    boost = metrics.get("boost", {})
+    out |= {f"boost.{k}": boost.get(k) for k in ("mean", "mean_ci_low", "mean_ci_high", "mean_p")}
+    t = metrics.get("truncation", {})
+    # short keys: `dvc metrics show` prints one column per key (the median is in metrics.json and study.md)
+    out |= {"truncation.mean_ratio": t.get("mean_parameter_ratio_without_significant_drop"),
+            "truncation.significant_drops": t.get("n_significant_drops")}
+    return {k: float(v) for k, v in out.items() if isinstance(v, int | float)}

@@ -1,0 +1,57 @@
+"""The study in MLflow as the stages use it: the Tracker opened on the study's experiment (described so its UI
+explains itself), the study's parent run, and the dataset inputs a run records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from chexops import naming, records
+from chexops.config import Config, grid_runs
+from chexops.stages.context import StageContext, data_hash, describe_data
+
+
+def tracker_of(ctx: StageContext) -> Any:
+    """The context's Tracker, opened on first use (mlflow is imported only then)."""
+    if ctx.tracker is None:
+        ctx.tracker = open_tracker(ctx.config)
+    return ctx.tracker
+
+
+def dataset_inputs(config: Config, splits: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The prepared splits a stage reads, as MLflow dataset inputs; digest the DVC hash of the prepared cache (the
+    prepare stage's content hash when DVC has not recorded one)."""
+    from chexops.tracking.presentation import dataset_inputs as inputs
+
+    cache = Path(config.data.cache_dir)
+    info = records.read_splits(config.data.index_dir)
+    return inputs(config.data.source, config.data.image_size, records.dvc_hash(cache) or data_hash(config),
+                  info["root"], str(cache), info, describe_data(config), splits)
+
+
+# --- the study in MLflow -----------------------------------------------------------------------------------------
+
+def open_tracker(config: Config) -> Any:
+    """The study's MLflow experiment, described so the UI explains how its runs are named."""
+    from chexops.tracking.presentation import describe_experiment
+    from chexops.tracking.runs import Tracker
+
+    tracker = Tracker.open(config.tracking.uri, config.tracking.artifacts, config.experiment)
+    describe_experiment(tracker, config.study.name, len(grid_runs(config)), describe_data(config))
+    return tracker
+
+
+def study_run(config: Config, tracker: Any) -> str:
+    """The study's parent run (found by its tag, created by the first stage that needs it). Study-wide settings
+    change between `dvc repro`s, so they are its `params.json` artifact (logged by analyze), not params."""
+    from chexops.tracking.presentation import study_run_tags
+
+    return tracker.study_run(naming.summary_run_name(config.study.name), config.study.name,
+                             study_run_tags(config.study.name, describe_data(config)))
+
+
+def child_tags(config: Config, tracker: Any) -> dict[str, str]:
+    """What makes a run a child of the study run in MLflow (the UI nests it there)."""
+    from chexops.tracking.tags import PARENT
+
+    return {PARENT: study_run(config, tracker)}

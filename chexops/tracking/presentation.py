@@ -1,0 +1,110 @@
+"""What a person sees of the study in MLflow: the experiment's note and saved view, run and model descriptions,
+a registry version's tags, dataset inputs. Plain values in, strings and mappings out; no store access here
+except through the Tracker passed in."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from chexops import naming
+from chexops.records import EvalRecord
+from chexops.tracking import tags as tag
+
+STUDY_VIEW = "chexops-study"
+# the model-training page (3.17 opens GenAI's traces unless the link or the user's last choice says otherwise)
+STUDY_VIEW_QUERY = f"workflowType=machine_learning&viewStateShareKey={STUDY_VIEW}"
+# the AUROC with its CI as one readable tag ("0.569 [0.400, 0.610]"); the metric itself, for sorting
+STUDY_COLUMNS = (f"metrics.`{naming.TEST_HEADLINE}`", "params.`family`", "params.`initializer`", "params.`truncation`",
+                 "params.`parameters_M`", "params.`imagenet_top1`", f"tags.`{tag.TEST_AUROC}`")
+
+
+def study_view_state() -> dict[str, Any]:
+    """The saved runs-table view: the study's columns, best test AUROC first. Sorted by a metric the UI lists
+    every run flat; in creation order (its default) it nests the configuration runs under the study run."""
+    return {"selectedColumns": list(STUDY_COLUMNS), "orderByKey": f"metrics.`{naming.TEST_HEADLINE}`",
+            "orderByAsc": False, "searchFilter": "", "viewMaximized": False, "runListHidden": False}
+
+
+def experiment_note(study: str, configurations: int, data: str, experiment_id: str) -> str:
+    """The experiment's description: what the study is, how runs are named, where the study view is."""
+    note = (f"CheXtransfer study `{study}`: {configurations} configurations on {data}. Runs are named "
+            "family/initializer/truncation (e.g. densenet121/imagenet/drop-1); filter with "
+            f"tags.{tag.GROUP}, tags.{tag.INITIALIZER}, tags.{tag.TRUNCATION}; compare test_mean_auroc_6 (95% CI in "
+            f"*_ci_low/_ci_high); `{naming.summary_run_name(study)}` holds the analysis report.")
+    return note + (f" Open it on the study's columns with `#/experiments/{experiment_id}/runs?{STUDY_VIEW_QUERY}` "
+                   "(run, family, initializer, truncation, parameters (M), ImageNet top-1, test AUROC-6 with its CI).")
+
+
+def describe_experiment(tracker: Any, study: str, configurations: int, data: str) -> None:
+    """Set the experiment's note, kind and saved view (only what differs: workers may start together)."""
+    wanted = {tag.NOTE: experiment_note(study, configurations, data, tracker.experiment_id),
+              tag.EXPERIMENT_KIND: tag.CUSTOM_MODEL_DEVELOPMENT,
+              tag.SHARED_VIEW_PREFIX + STUDY_VIEW: json.dumps(study_view_state())}
+    experiment = tracker.client.get_experiment(tracker.experiment_id)
+    for key, value in wanted.items():
+        if experiment.tags.get(key) != value:
+            try:
+                tracker.client.set_experiment_tag(tracker.experiment_id, key, value)
+            except Exception:  # noqa: BLE001 - a worker starting at the same moment set it first; UI settings only
+                pass
+
+
+def study_run_tags(study: str, data: str) -> dict[str, str]:
+    """The study's parent run: every configuration's run is its child; analyze logs the report there."""
+    return {tag.STAGE: naming.STUDY_RUN_KIND, tag.DATA: data,
+            tag.NOTE: f"The study `{study}`: every configuration's run is a child of this run; the analyze stage "
+                      f"logs the report and summary metrics here. Data: {data}."}
+
+
+def pretrain_run_tags(family: str, initializer: str, label: str, data: str, data_hash: str) -> dict[str, str]:
+    return {tag.STAGE: "pretrain", tag.FAMILY: family, tag.INITIALIZER: initializer, tag.DATA: data,
+            tag.DATA_HASH: data_hash,
+            tag.NOTE: f"{label} pretraining of {family} on the training split's images, labels unused; data: {data}."}
+
+
+def dataset_inputs(source: str, image_size: int, digest: str, root: str, cache_dir: str,
+                   profiles: dict[str, Any], data: str, splits: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The prepared splits a stage reads, as MLflow dataset inputs: named by source, size and split; `digest`
+    the DVC hash of the prepared cache (or the prepare stage's content hash)."""
+    kind = "synthetic-chexpert" if source == "synthetic" else "chexpert"
+    return [{"name": f"{kind}-{image_size}px-{split}", "digest": digest, "context": split,
+             "source": f"{root} -> {cache_dir}/{split}.npy",
+             "profile": profiles[split] | {"data": data}} for split in splits]
+
+
+def composition_text(split: dict[str, Any]) -> str:
+    """'60 studies of 30 patients, 60 frontal + 0 lateral images; dropped 2 studies: no frontal image (...)'."""
+    v = split["views"]
+    text = (f"{split['studies']} studies of {split['patients']} patients, {v['frontal']} frontal + {v['lateral']} "
+            f"lateral images")
+    lost = "; ".join(f"{d['studies']} studies: {d['why']}" for d in split["dropped"])
+    return text + (f"; dropped {lost}" if lost else "; no study dropped")
+
+
+def evaluation_tags(record: EvalRecord, headline: str) -> dict[str, str]:
+    """The configuration run's tags after evaluation; `headline` is metrics.headline_text of its metrics."""
+    return {tag.TEST_AUROC: headline, tag.UNDEFINED_TASKS: ", ".join(record.undefined_tasks) or "none",
+            tag.BOOTSTRAP_UNIT: record.bootstrap["unit"], tag.TEST_SPLIT: composition_text(record.test_split)}
+
+
+def version_tags(record: EvalRecord, headline: str) -> dict[str, str]:
+    """A registry version's tags: the test AUROC-6 with its CI (readable, and as the numbers `registry list`
+    reads, under the mean's honest name), what the model is and what data scored it; the per-task metrics stay
+    on the run."""
+    m, key = record.metrics, record.headline_metric
+    return {"test_auroc_6": headline, "family": record.family, "initializer": record.initializer,
+            "truncation": record.truncation, "data": record.data} | {
+                k: str(m[k]) for k in (key, f"{key}_ci_low", f"{key}_ci_high") if m.get(k) is not None}
+
+
+def model_description(record: EvalRecord, headline: str, ci: float) -> str:
+    """The registry's description of a configuration's ensemble: what it is, its data, its test AUROC."""
+    p = record
+    top1 = f", ImageNet top-1 {p.imagenet_top1}%" if p.imagenet_top1 is not None else ""
+    return (f"{p.family} ({p.group}, {p.parameters / 1e6:.2f} M parameters{top1}), {p.initializer} "
+            f"initialization, truncation {p.truncation}, trained on {p.label_fraction:.0%} of the labelled "
+            f"training split: an ensemble of its top checkpoints by validation AUROC. Data: {p.data}. "
+            f"Test mean AUROC over {len(p.headline['tasks'])} of the 6 study tasks: {headline} "
+            f"({ci:.0%} bootstrap CI over test {p.bootstrap['unit']}s). Input: uint8 grayscale images (N, H, W); "
+            "output: the 14 CheXpert observations' probabilities.")

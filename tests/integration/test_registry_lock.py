@@ -1,0 +1,166 @@
+"""Promotions racing for one alias: one winner, the others refused in one line, history equal to the alias's.
+
+Eight processes (spawned, each with its own MLflow client) wait at a barrier and then run `chexops promote` on
+eight versions of one model at once, against a SQLite store and against the `mlflow server` on PostgreSQL of the
+scale-out test. Every version scores the same test studies identically, so whoever comes after the winner is not
+significantly better: whatever the timing, exactly one promotion may move the alias.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import multiprocessing
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from fixtures.registry import NAME, add_version, good_probs
+
+from chexops.errors import LockBusyError
+from chexops.tracking import registry_lock
+from chexops.tracking.registry import describe_models, promotions
+from chexops.tracking.runs import Tracker
+from chexops.tracking.store import open_client
+
+RACERS = 8
+
+
+def _promote_at_barrier(uri: str, version: int, barrier, results) -> None:
+    """One racer: everything imported and the store opened first, then the CLI's promote at the barrier."""
+    import os
+
+    from chexops import cli
+    from chexops.tracking.store import open_client
+
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    os.environ["CHEXOPS_LOAD_PLUGINS"] = ""
+    open_client(uri)
+    err = io.StringIO()
+    barrier.wait(timeout=120)
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            cli.main(["promote", NAME, str(version), "--alias", "champion"])
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent, which fails the test with it
+            code, err = 99, io.StringIO(f"{type(exc).__name__}: {exc}")
+    results.put((version, code, err.getvalue()))
+
+
+def race(uri: str, versions: list[int]) -> dict[int, tuple[int, str]]:
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(len(versions)), ctx.Queue()
+    procs = [ctx.Process(target=_promote_at_barrier, args=(uri, v, barrier, results)) for v in versions]
+    for p in procs:
+        p.start()
+    got = dict((v, (code, err)) for v, code, err in (results.get(timeout=300) for _ in procs))
+    for p in procs:
+        p.join(timeout=60)
+    return got
+
+
+def check_one_winner(uri: str, got: dict[int, tuple[int, str]]) -> None:
+    winners = [v for v, (code, _) in got.items() if code == 0]
+    print("exit codes:", sorted(code for code, _ in got.values()))
+    assert len(winners) == 1, got
+    for v, (code, err) in got.items():
+        if v == winners[0]:
+            continue
+        # refused: busy (exit 2) or compared with the winner and not better (exit 1); one line, no traceback
+        assert code in (1, 2) and err.count("\n") == 1 and "Traceback" not in err, (v, code, err)
+        assert ("another process is changing the aliases" in err) if code == 2 else ("not significantly better" in err)
+    client = open_client(uri)
+    model = client.get_registered_model(NAME)
+    assert int(model.aliases["champion"]) == winners[0]
+    assert json.loads(model.tags["chexops.alias_history.champion"]) == winners
+    decisions = [(int(v.version), r["decision"]) for v in client.search_model_versions(f"name = '{NAME}'")
+                 for r in promotions(v.tags)]
+    assert sorted(d for d in decisions if d[1] == "promoted") == [(winners[0], "promoted")]
+    assert all(d == "refused" for _, d in decisions if _ != winners[0])
+    # no lock or release marker is left, and listing the registry shows the model alone
+    assert [m.name for m in client.search_registered_models()] == [NAME]
+    assert [m["name"] for m in describe_models(client)] == [NAME]
+
+
+def register_versions(uri: str, root: Path, monkeypatch: pytest.MonkeyPatch, n: int = RACERS) -> list[int]:
+    monkeypatch.chdir(root)
+    tracker = Tracker.open(uri, str(root / "mlartifacts"), "study")
+    return [add_version(tracker, good_probs()) for _ in range(n)]
+
+
+def test_eight_promotions_at_once_on_sqlite_have_one_winner(tmp_path: Path, empty_store: Path, monkeypatch) -> None:
+    shutil.copy(empty_store, tmp_path / "mlflow.db")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    versions = register_versions(uri, tmp_path, monkeypatch)
+    check_one_winner(uri, race(uri, versions))
+
+
+
+
+# --- the lock's own protocol -------------------------------------------------------------------------------------
+
+@pytest.fixture
+def client(tmp_path: Path, empty_store: Path, monkeypatch: pytest.MonkeyPatch):
+    shutil.copy(empty_store, tmp_path / "mlflow.db")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    register_versions(uri, tmp_path, monkeypatch, n=2)
+    return open_client(uri)
+
+
+def plant_lock(client, expires: datetime, token: str = "t0ken") -> None:
+    """A lock as a promotion on another machine holds it (or left it when it was killed)."""
+    client.create_registered_model(registry_lock.LOCK_PREFIX + NAME, tags={
+        "chexops.lock.token": token, "chexops.lock.by": "ann@elsewhere pid 7",
+        "chexops.lock.expires": expires.isoformat(timespec="seconds")})
+
+
+def test_a_held_lock_refuses_with_its_holder_and_changes_nothing(client) -> None:
+    from chexops.tracking import promotion
+
+    plant_lock(client, datetime.now(UTC) + timedelta(minutes=5))
+    with pytest.raises(LockBusyError, match="ann@elsewhere pid 7") as info:
+        promotion.promote(client, NAME, 1)
+    assert "nothing was changed" in str(info.value)
+    model = client.get_registered_model(NAME)
+    assert "champion" not in model.aliases and not any(k.startswith("chexops.alias_history") for k in model.tags)
+    assert promotions(client.get_model_version(NAME, "1").tags) == []
+    with pytest.raises(LockBusyError):
+        promotion.rollback(client, NAME)
+
+
+def test_an_expired_lock_left_by_a_killed_promotion_is_broken_and_released(client) -> None:
+    from chexops.tracking import promotion
+
+    plant_lock(client, datetime.now(UTC) - timedelta(seconds=1))
+    assert promotion.promote(client, NAME, 2).decision == "promoted"
+    assert [m.name for m in client.search_registered_models()] == [NAME]
+
+
+def test_a_lock_is_deleted_only_by_the_holder_of_its_instance(client) -> None:
+    held = registry_lock.LOCK_PREFIX + NAME
+    with registry_lock.model_lock(client, NAME) as lease:
+        # a contender that read an older instance (token "old") and thinks it expired must not delete this one
+        registry_lock._delete_instance(client, NAME, "old")  # noqa: SLF001 - the protocol step under test
+        assert client.get_registered_model(held).tags["chexops.lock.token"] == lease.token
+        # nor may two parties release one instance: the release marker is taken
+        client.create_registered_model(f"{registry_lock.RELEASE_PREFIX}{NAME}.{lease.token}")
+        registry_lock._delete_instance(client, NAME, lease.token)  # noqa: SLF001
+        assert client.get_registered_model(held).tags["chexops.lock.token"] == lease.token
+        client.delete_registered_model(f"{registry_lock.RELEASE_PREFIX}{NAME}.{lease.token}")
+    assert [m.name for m in client.search_registered_models()] == [NAME]
+
+
+def test_a_holder_past_its_lease_writes_nothing(client, monkeypatch) -> None:
+    from chexops.errors import TrackingError
+    from chexops.tracking import promotion
+
+    monkeypatch.setattr(registry_lock, "LEASE_S", -1.0)
+    with pytest.raises(TrackingError, match="expired"):
+        promotion.promote(client, NAME, 1)
+    assert "champion" not in client.get_registered_model(NAME).aliases
+    assert [m.name for m in client.search_registered_models()] == [NAME]

@@ -1,0 +1,144 @@
+"""Lineage: dvc.yaml's deps cover every chexops module each stage runs, and plugins are a dependency too.
+
+The fast tests read dvc.yaml against the static import closure of each stage script (tests/lineage.py). The slow
+ones use the tiny study after its `dvc repro`: an edit to a module in a stage's closure, or to an installed
+plugin's code, makes `dvc status` report that stage; re-running prepare on the same data changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from fixtures.lineage import REPO, module_file, stage_modules
+from fixtures.study import Study, run
+
+SCRIPT = re.compile(r"pipelines/(\w+)\.py")
+
+
+def dvc_yaml() -> dict:
+    return yaml.safe_load((REPO / "dvc.yaml").read_text())
+
+
+def dvc_stages() -> dict[str, dict]:
+    stages = dvc_yaml()["stages"]
+    return {name: stage.get("do", stage) for name, stage in stages.items()}
+
+
+def covered(path: str, deps: list[str]) -> bool:
+    return any(path == d or path.startswith(d.rstrip("/") + "/") for d in deps)
+
+
+@pytest.mark.parametrize("stage", sorted(dvc_stages()))
+def test_deps_cover_the_import_closure_of_every_stage_script(stage: str) -> None:
+    spec = dvc_stages()[stage]
+    scripts = SCRIPT.findall(spec["cmd"])
+    assert scripts, f"{stage}: no pipelines/*.py in its cmd"
+    deps = [str(d) for d in spec["deps"]]
+    runs: set[str] = set()
+    for script in scripts:
+        assert f"pipelines/{script}.py" in deps
+        modules = stage_modules(REPO / "pipelines" / f"{script}.py")
+        files = sorted(str(module_file(m).relative_to(REPO)) for m in modules)
+        missing = [f for f in files if not covered(f, deps)]
+        assert not missing, f"dvc.yaml stage {stage} runs {missing} but does not depend on them"
+        runs.update(files)
+    # narrow: a chexops dependency the stage never imports would re-run it for edits that cannot change it
+    extra = [d for d in deps if d.startswith("chexops/") and not any(covered(f, [d]) for f in runs)]
+    assert not extra, f"dvc.yaml stage {stage} depends on {extra}, which it does not run"
+    # the plugin components a configuration's stage uses, each its own lock file; the data stages and analyze
+    # use none, so installing or editing a plugin never re-runs them
+    uses = set()
+    if "--family" in spec["cmd"] or "${item}" in spec["cmd"]:
+        uses = {"plugins.lock/families/${item.family}.json", "plugins.lock/initializers/${item.init}.json"}
+        if {"train", "tune"} & set(scripts):
+            uses.add("plugins.lock/label-policies/${data.label_policy}.json")
+        if "train" in scripts and "foreach" in dvc_yaml()["stages"][stage]:
+            uses.add("plugins.lock/truncated/${key}.json")
+    assert {d for d in deps if d.startswith("plugins.lock")} == uses, stage
+
+
+def test_the_closure_follows_function_level_imports() -> None:
+    # the evaluate stage reaches the checkpoint ensemble only through imports inside functions
+    evaluate = stage_modules(REPO / "pipelines/evaluate_and_register.py")
+    assert {"chexops.evaluate.ensemble", "chexops.evaluate.scoring", "chexops.data.cache"} <= evaluate
+    assert "chexops.tracking.pyfunc" in evaluate  # Tracker.log_ensemble imports it inside the method
+    pretrain = stage_modules(REPO / "pipelines/pretrain.py")
+    assert {"chexops.train.pretrain", "chexops.train.moco"} <= pretrain  # through the ssl initializer's hook
+    ingest = stage_modules(REPO / "pipelines/ingest.py")
+    assert "chexops.data.synthetic" in ingest and "chexops.train.loop" not in ingest
+    # the data stages never open MLflow: editing what the UI shows does not re-run them
+    assert not {m for m in ingest | stage_modules(REPO / "pipelines/prepare.py") if m.startswith("chexops.tracking")}
+    assert "chexops.components.builtin.families" in ingest  # loaded by name by the plugin manager
+
+
+# --- against a real pipeline ---------------------------------------------------------------------------------------
+
+def changed_stages(study: Study) -> set[str]:
+    status = json.loads(study.dvc("status", "--json").output)
+    return {name for name, reasons in status.items() if reasons != ["always changed"]}
+
+
+# A module in each stage's closure, and stages its edit must mark changed.
+EDITS = {
+    "chexops/data/splits.py": {"ingest"},
+    "chexops/data/cache.py": {"prepare", "train@resnet18-random-1.0", "evaluate@resnet18-random-1.0"},
+    "chexops/train/checkpoints.py": {"train@resnet18-random-1.0", "train_truncated@resnet18-random-drop-3"},
+    "chexops/evaluate/ensemble.py": {"evaluate@resnet18-random-1.0", "evaluate@mobilenetv3-random-1.0"},
+    "chexops/tracking/pyfunc.py": {"evaluate@resnet18-random-1.0", "evaluate_truncated@resnet18-random-drop-3"},
+    "chexops/components/builtin/families.py": {"ingest", "prepare", "train@mobilenetv3-random-1.0", "analyze"},
+    "chexops/analysis/figures.py": {"analyze"},
+    "chexops/train/moco.py": {"pretrain@resnet18-random", "train@resnet18-random-1.0"},
+}
+
+
+
+
+PLUGIN = '''import chexops
+
+UNUSED = 1  # read by no component: editing it re-runs nothing
+BLOCKS = ("layer1", "layer2", "layer3", "layer4")
+
+
+def _family(name, top1):
+    return chexops.FamilySpec(name=name, timm_name="resnet18", tag="tv_in1k", group="ResNet", imagenet_top1=top1,
+                              blocks=BLOCKS, max_drop=3)
+
+
+@chexops.hookimpl
+def register_families(register):
+    register(_family("lineage_net", 69.76))  # the grid trains this one
+    register(_family("lineage_spare", 69.76))  # installed, in no grid
+'''
+
+
+def fake_installed_plugin(site: Path, version: str = "0.1") -> Path:
+    """A plugin distribution importlib.metadata finds on PYTHONPATH: a module plus its dist-info."""
+    shutil.rmtree(site, ignore_errors=True)
+    info = site / f"lineage_plugin-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: lineage-plugin\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text("[chexops]\nlineage = lineage_plugin\n")
+    (site / "lineage_plugin.py").write_text(PLUGIN)
+    return site / "lineage_plugin.py"
+
+
+NET = {"pretrain@lineage_net-random", "tune@lineage_net-random-1.0", "train@lineage_net-random-1.0",
+       "evaluate@lineage_net-random-1.0"}
+
+
+
+
+
+
+def chexops_cli(study: Study, *args: str) -> object:
+    return run([sys.executable, "-m", "chexops", *args], study.root, study.env, timeout=600, check=False)
+
+
+
+
