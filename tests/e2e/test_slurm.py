@@ -159,7 +159,7 @@ def grid_params(root: Path) -> dict:
         "study": {"name": "slurm"},
         "data": {"source": "synthetic", "synthetic": {"patients": 120, "seed": 2, "image_size": 48},
                  "image_size": 32, "index_dir": str(root / "index"), "cache_dir": str(root / "cache"), "workers": 1},
-        "train": {"batch_size": 8, "epochs": 30, "max_examples": 960, "eval_every": 200, "top_k": 2, "lr": 1e-3,
+        "train": {"batch_size": 8, "epochs": 30, "max_examples": 640, "eval_every": 200, "top_k": 2, "lr": 1e-3,
                   "device": "cpu", "runs_dir": str(root / "runs")},
         "eval": {"bootstrap": 20},
         "tracking": {"uri": f"sqlite:///{root / 'mlflow.db'}"},
@@ -233,7 +233,7 @@ def test_array_task_signalled_mid_training_requeues_and_resumes(slurm, tmp_path)
         return q.returncode == 0 and not q.stdout.strip()
 
     try:
-        wait_for(finished, 180, "the array to finish", poll=1.0)
+        wait_for(finished, 200, "the array to finish", poll=1.0)
     finally:
         queue = subprocess.run(["squeue", "-j", job, "-o", "%i %T %r"], capture_output=True, text=True, env=env)
         print(f"squeue after {time.monotonic() - t0:.0f} s:\n{queue.stdout}{queue.stderr}")
