@@ -63,3 +63,13 @@ def did_you_mean(name: str, choices: Iterable[str], n: int = 3) -> str:
     """A ' Did you mean: a, b?' suffix for error messages, or '' when nothing is close."""
     close = difflib.get_close_matches(name, list(choices), n=n, cutoff=0.5)
     return f" Did you mean: {', '.join(close)}?" if close else ""
+
+
+class TrainingStopped(KeyboardInterrupt):
+    """Training stopped at a safe step because a stop was requested (SIGUSR1 from a scheduler: time limit or
+    preemption); its resumable state was written first. A KeyboardInterrupt, so every `except Exception` lets it
+    through and the MLflow run is marked KILLED (resumable), not FAILED."""
+
+
+class SlurmError(ChexopsError):
+    """A SLURM job could not be written, submitted or requeued as asked."""

@@ -37,12 +37,14 @@ from pathlib import Path
 from typing import Any
 
 from chexops.config import Config, grid_runs
-from chexops.errors import ConfigError, WorkerError
+from chexops.errors import ConfigError, TrainingStopped, WorkerError
 from chexops.evaluate.metrics import headline_key, headline_text
 from chexops.naming import BEST_RANKING_METRIC, RunKey
+from chexops.scaleout import slurm
 from chexops.stages.configuration import run_configuration
 from chexops.stages.context import StageContext, require_prepared, verify_components
 from chexops.stages.experiment import open_tracker
+from chexops.train import interrupt
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,8 @@ class WorkerReport:
     completed: list[str] = field(default_factory=list)  # configurations this worker finished
     failed: list[str] = field(default_factory=list)  # configurations that raised here (error in the trial)
     grid_failed: list[str] = field(default_factory=list)  # configurations of the grid without a COMPLETE trial
+    stopped: str = ""  # why this worker stopped early on request (SIGUSR1: time limit, preemption), else ""
+    pending: bool = False  # after a stop: whether the grid still has configurations waiting or running
 
 
 @dataclass
@@ -251,11 +255,15 @@ def _run_claimed(grid: Grid, trial_id: int, keys: dict[str, RunKey], config: Con
         start = resumed_from(key.train_dir(config.train.runs_dir), key)
         trial.set_user_attr(RUN_PARAM, name)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        trial.set_user_attr("slurm_job", slurm.job_id() or "")
         trial.set_user_attr("resumed_from_examples", start)
         log.info(f"[worker] trial {trial.number}: {name}" + (f" (resuming at {start} examples)" if start else ""))
         try:
             ctx = StageContext(config, key, progress=options["progress"], tracker=tracker)
             outcome = run_configuration(ctx, register_model=options["register"])
+        except TrainingStopped as stop:
+            _give_back(grid, trial_id, name, str(stop))  # state saved: back to the queue as is, no retry spent
+            raise
         except KeyboardInterrupt:
             _hand_back(grid, trial_id)
             raise
@@ -296,6 +304,20 @@ def _hand_back(grid: Grid, trial_id: int) -> None:
             log.warning(f"[worker] interrupted: configuration of trial {trial_id} handed back for retry.")
 
 
+def _give_back(grid: Grid, trial_id: int, name: str, why: str) -> None:
+    """Put a trial stopped on request back to WAITING (same trial, same configuration) for the next claim: a
+    preemption is not a failure and spends none of --max-retry. Its saved state makes the next claim resume."""
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    with serialised_claims(grid.url), _quiet_experimental():
+        attrs = grid.storage.get_trial(trial_id).user_attrs
+        grid.storage.set_trial_user_attr(trial_id, "stops", int(attrs.get("stops", 0)) + 1)
+        with contextlib.suppress(UpdateFinishedTrialError):  # failed as stale meanwhile: its retry is queued
+            grid.storage.set_trial_state_values(trial_id, state=TrialState.WAITING)
+    log.warning(f"[worker] {why}; {name} handed back to the grid.")
+
+
 def run_worker(config: Config, storage_url: str, study_name: str, heartbeat: int = 30, grace: int | None = None,
                max_retry: int = 3, register: bool = True, progress: bool = True) -> WorkerReport:
     """Claim and run configurations of the grid until none waits or runs; see the module docstring."""
@@ -309,6 +331,8 @@ def run_worker(config: Config, storage_url: str, study_name: str, heartbeat: int
     options = {"heartbeat": heartbeat, "register": register, "progress": progress}
     report = WorkerReport()
     while True:
+        if interrupt.stop_requested():  # a stop that came between two configurations: claim nothing more
+            return _stopped(report, grid)
         with serialised_claims(storage_url), _quiet_experimental():
             optuna.storages.fail_stale_trials(grid.study)
             trial_id = claim(grid)
@@ -317,10 +341,18 @@ def run_worker(config: Config, storage_url: str, study_name: str, heartbeat: int
                 break
             time.sleep(min(heartbeat, 5))  # others are still running: one of them may die and need a retry
             continue
-        name, done = _run_claimed(grid, trial_id, keys, config, tracker, options)
+        try:
+            name, done = _run_claimed(grid, trial_id, keys, config, tracker, options)
+        except TrainingStopped:
+            return _stopped(report, grid)
         (report.completed if done else report.failed).append(name)
     complete = {t.params.get(RUN_PARAM) for t in grid.study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))}
     report.grid_failed = [name for name in keys if name not in complete]
+    return report
+
+
+def _stopped(report: WorkerReport, grid: Grid) -> WorkerReport:
+    report.stopped, report.pending = interrupt.stop_reason() or "stop requested", grid_pending(grid)
     return report
 
 

@@ -23,7 +23,7 @@ from chexops.config import Config
 from chexops.data.cache import CachedSplit, load_split
 from chexops.data.loader import BatchLoader, on_device_ahead
 from chexops.data.splits import label_fraction_rows
-from chexops.errors import ConfigError
+from chexops.errors import ConfigError, TrainingStopped
 from chexops.evaluate.inference import binary_truth, predict_probs
 from chexops.evaluate.metrics import auroc_metrics, exam_level
 from chexops.models.build import build_model
@@ -36,7 +36,7 @@ from chexops.naming import (
 )
 from chexops.records import PretrainRecord, TrainSummary
 from chexops.train import compile as step_compile
-from chexops.train import distributed
+from chexops.train import distributed, interrupt
 from chexops.train.checkpoints import (
     TopKKeeper,
     atomic_save,
@@ -316,6 +316,15 @@ class Trainer:
                 self._evaluate(p, bar)
                 if p.done or p.batch == 0:
                     return
+            if interrupt.stop_requested() and not self.dist:
+                self._stop_here(p, loss_acc)
+
+    def _stop_here(self, p: Progress, loss_acc: torch.Tensor) -> None:
+        """A stop was requested (scheduler signal): save the resumable state at this step, then raise."""
+        p.loss_sum += float(loss_acc)
+        _save_state(self.run_dir, self.fingerprint, self.model, self.optimizer, self.keeper, p)
+        raise TrainingStopped(f"{self.key.name}: stopped at {p.examples}/{self.budget} examples "
+                              f"({interrupt.stop_reason() or 'stop requested'}); resumable state saved")
 
     def _progress_line(self, examples: int, score: float) -> str:
         """`resnet18/random/full: 512/1536 examples, val AUROC 0.612, 41 s left` (left: this process's pace)."""

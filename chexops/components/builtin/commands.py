@@ -19,6 +19,7 @@ COMMANDS = (
     ("chexops.cli.train", "train_command"),
     ("chexops.cli.plan", "plan_command"),
     ("chexops.cli.worker", "worker_command"),
+    ("chexops.cli.submit", "submit_group"), ("chexops.cli.grid", "grid_group"),
     ("chexops.cli.registry", "registry_group"), ("chexops.cli.registry", "promote_command"),
     ("chexops.cli.predict", "predict_command"),
 )
