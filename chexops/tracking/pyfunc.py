@@ -2,6 +2,11 @@
 
 Input contract of the logged model (its signature): a uint8 tensor (N, H, W), grayscale, any H and W; see
 chexops.evaluate.ensemble for every input form `predict_images` accepts.
+
+Float convention: pixels are whole numbers 0-255. Over HTTP MLflow casts the JSON numbers to the signature's
+uint8 before the model sees them: a fraction is dropped (127.6 -> 127) and a value outside 0-255 is a 400. An image
+scaled to [0, 1] would arrive as 0s and 1s and be scored as black, so an image whose every pixel is 0 or 1 is
+refused (400) with the reason, never scored. In process, float arrays are refused outright.
 """
 
 from __future__ import annotations
@@ -42,7 +47,35 @@ class EnsembleModel(_PythonModel):
     # annotated as the signature's form: MLflow infers no schema from an ndarray hint, so the explicit one holds
     def predict(self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None) -> pd.DataFrame:
         """Ensemble probabilities, one column per CheXpert observation (input forms: see the module doc)."""
+        refuse_oversize(model_input)
+        refuse_unit_range(model_input)
         return predict_frame(self.ensemble, model_input)
+
+
+def refuse_oversize(model_input: Any) -> None:
+    """Refuse a request of more pixels than `chexops predict` decodes from one file (data.cache.MAX_PIXELS), with a
+    400 before any image is resized. (MLflow has parsed the JSON by then: a server facing untrusted clients also
+    needs a request-size limit in front of it, see the README.)"""
+    from chexops.data import cache
+
+    if isinstance(model_input, np.ndarray) and model_input.dtype != object and model_input.size > cache.MAX_PIXELS:
+        raise DataError(f"the request holds {model_input.size:,} pixels ({' x '.join(map(str, model_input.shape))}), "
+                        f"over the limit of {cache.MAX_PIXELS:,}; send fewer or smaller images (the model resizes "
+                        "every image to its training size anyway).")
+
+
+def refuse_unit_range(model_input: Any) -> None:
+    """Refuse a batch with an image whose every pixel is 0 or 1: what a [0, 1]-scaled float image becomes through
+    the uint8 schema over HTTP (MLflow truncates before predict runs), which would be scored as a black image."""
+    if not (isinstance(model_input, np.ndarray) and model_input.dtype == np.uint8 and model_input.ndim >= 3
+            and model_input.size):
+        return
+    flat = model_input.reshape(len(model_input), -1)
+    unit = np.flatnonzero(flat.max(axis=1) <= 1)
+    if len(unit):
+        raise DataError(f"image {int(unit[0])} of the request (and {len(unit) - 1} more) has only pixels 0 and 1: "
+                        "that is what an image scaled to [0, 1] becomes, because the served model takes whole "
+                        "pixels 0-255 and drops fractions; send round(pixels * 255) as integers 0-255.")
 
 
 def model_signature() -> Any:

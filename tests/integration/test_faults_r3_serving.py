@@ -51,8 +51,6 @@ def test_python_callers_are_refused_float_pixels(saved_model):
         saved_model.unwrap_python_model().predict(None, _floats())
 
 
-@pytest.mark.xfail(strict=True, reason="fix pending (#2): MLflow's scoring server casts JSON floats to the uint8 "
-                                       "signature before the model sees them; needs a serving front (see report)")
 def test_float_pixels_over_http_are_refused_not_scored_as_black(saved_model):
     from mlflow.pyfunc import scoring_server
 
