@@ -303,3 +303,18 @@ def dvc_hash(path: str | Path, lock: Path = Path("dvc.lock")) -> str | None:
             if Path(out.get("path", "")) == Path(path):
                 return out.get("md5")
     return None
+
+
+def dvc_file_hash(folder: str | Path, name: str, lock: Path = Path("dvc.lock"),
+                  cache: Path = Path(".dvc/cache/files/md5")) -> str | None:
+    """The md5 DVC recorded for the file `name` inside the output folder `folder` (from the folder's `.dir`
+    listing in the DVC cache); None when DVC has not recorded it."""
+    folder_hash = dvc_hash(folder, lock)
+    if not folder_hash or not folder_hash.endswith(".dir"):
+        return None
+    listing = cache / folder_hash[:2] / folder_hash[2:]
+    try:
+        entries = json.loads(listing.read_text())
+    except (OSError, ValueError):
+        return None
+    return next((e.get("md5") for e in entries if e.get("relpath") == name), None)

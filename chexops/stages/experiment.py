@@ -25,8 +25,17 @@ def dataset_inputs(config: Config, splits: tuple[str, ...]) -> list[dict[str, An
 
     cache = Path(config.data.cache_dir)
     info = records.read_splits(config.data.index_dir)
-    return inputs(config.data.source, config.data.image_size, records.dvc_hash(cache) or data_hash(config),
+    return inputs(config.data.source, config.data.image_size, {s: split_digest(config, s) for s in splits},
                   info["root"], str(cache), info, describe_data(config), splits)
+
+
+def split_digest(config: Config, split: str) -> str:
+    """A split's own digest: the md5 DVC recorded for its cached array, else a hash of the prepare stage's content
+    hash and the split's name (each split a distinct dataset either way)."""
+    import hashlib
+
+    recorded = records.dvc_file_hash(Path(config.data.cache_dir), f"{split}.npy")  # data.cache's array
+    return recorded or hashlib.md5(f"{data_hash(config)}:{split}".encode()).hexdigest()
 
 
 # --- the study in MLflow -----------------------------------------------------------------------------------------

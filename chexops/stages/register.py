@@ -9,7 +9,7 @@ from chexops import naming, records
 from chexops.records import EvalRecord, RegistryRecord
 from chexops.stages import evaluate
 from chexops.stages.context import StageContext
-from chexops.stages.experiment import tracker_of
+from chexops.stages.experiment import dataset_inputs, tracker_of
 from chexops.tracking.runs import CANDIDATE_ALIAS
 
 
@@ -29,11 +29,26 @@ def run(ctx: StageContext) -> dict[str, Any]:
     with tracker.run_guard(run_id):
         version = tracker.log_ensemble(run_id, run_dir / naming.MANIFEST_FILE, name, version_tags(record, headline),
                                        model_name=naming.logged_model_name(key.name),
-                                       description=model_description(record, headline, config.eval.ci))
+                                       description=model_description(record, headline, config.eval.ci),
+                                       results=model_results(ctx, record))
     tracker.end_run(run_id)
     registered_as = RegistryRecord(name, int(version), CANDIDATE_ALIAS, run_id)
     registered_as.write(key.registry_file(ctx.runs_dir))
     return vars(registered_as)
+
+
+def model_results(ctx: StageContext, record: EvalRecord) -> Any:
+    """The ensemble's test metrics as its logged model's (ranked in the Models tab, found by
+    search_logged_models), on the test split's dataset, with the timestamp and step the run logged them at."""
+    from chexops.evaluate.ensemble import read_manifest
+    from chexops.tracking.runs import ModelResults
+
+    key = ctx.run
+    (test,) = dataset_inputs(ctx.config, ("test",))
+    examples = read_manifest(key.train_dir(ctx.runs_dir) / naming.MANIFEST_FILE).get("examples", 0)
+    eval_file = key.eval_dir(ctx.runs_dir) / naming.EVAL_FILE
+    return ModelResults(evaluate.test_metrics(record), examples, evaluate.logged_at(eval_file), test["name"],
+                        test["digest"])
 
 
 def registered(ctx: StageContext) -> RegistryRecord | None:

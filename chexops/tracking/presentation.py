@@ -63,12 +63,12 @@ def pretrain_run_tags(family: str, initializer: str, label: str, data: str, data
             tag.NOTE: f"{label} pretraining of {family} on the training split's images, labels unused; data: {data}."}
 
 
-def dataset_inputs(source: str, image_size: int, digest: str, root: str, cache_dir: str,
+def dataset_inputs(source: str, image_size: int, digests: dict[str, str], root: str, cache_dir: str,
                    profiles: dict[str, Any], data: str, splits: tuple[str, ...]) -> list[dict[str, Any]]:
-    """The prepared splits a stage reads, as MLflow dataset inputs: named by source, size and split; `digest`
-    the DVC hash of the prepared cache (or the prepare stage's content hash)."""
+    """The prepared splits a stage reads, as MLflow dataset inputs: named by source, size and split; `digests`
+    each split's own hash (DVC's md5 of its cached array, or one derived from the prepare stage's content hash)."""
     kind = "synthetic-chexpert" if source == "synthetic" else "chexpert"
-    return [{"name": f"{kind}-{image_size}px-{split}", "digest": digest, "context": split,
+    return [{"name": f"{kind}-{image_size}px-{split}", "digest": digests[split], "context": split,
              "source": f"{root} -> {cache_dir}/{split}.npy",
              "profile": profiles[split] | {"data": data}} for split in splits]
 

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,19 @@ def _fit(value: str, limit: int) -> str:
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
+
+
+@dataclass(frozen=True)
+class ModelResults:
+    """A logged model's evaluation, linked to it: the metrics, at `step`, stamped `timestamp_ms` (the run's own
+    logging of the same values, so the run's history keeps one point each), on the dataset (name, digest)."""
+
+    metrics: Mapping[str, float]
+    step: int
+    timestamp_ms: int
+    dataset_name: str | None = None
+    dataset_digest: str | None = None
+    model_id: str | None = None
 
 
 class Tracker:
@@ -166,13 +180,17 @@ class Tracker:
         finally:
             monitor.finish()
 
-    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
-        """Buffer metrics at `step` (examples seen); `flush` sends them."""
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int, timestamp_ms: int | None = None,
+                    model: ModelResults | None = None) -> None:
+        """Buffer metrics at `step` (examples seen), stamped `timestamp_ms` (default now); `flush` sends them.
+        With `model`, they are also that logged model's metrics, on its dataset (MLflow links them by model_id)."""
         from mlflow.entities import Metric
 
-        now = int(time.time() * 1000)
+        now = int(time.time() * 1000) if timestamp_ms is None else int(timestamp_ms)
+        linked = {} if model is None else {"model_id": model.model_id, "dataset_name": model.dataset_name,
+                                           "dataset_digest": model.dataset_digest}
         try:
-            batch = [Metric(key, float(value), now, int(step)) for key, value in metrics.items()]
+            batch = [Metric(key, float(value), now, int(step), **linked) for key, value in metrics.items()]
         except (TypeError, ValueError) as exc:
             raise TrackingError(f"metrics must be numbers at an integer step, got {dict(metrics)!r} at step "
                                 f"{step!r}: {exc}") from None
@@ -259,10 +277,10 @@ class Tracker:
 
     def log_ensemble(self, run_id: str, manifest_path: Path, registered_name: str, tags: Mapping[str, Any],
                      input_example: np.ndarray | None = None, model_name: str = "ensemble",
-                     description: str | None = None) -> int:
+                     description: str | None = None, results: ModelResults | None = None) -> int:
         """Log the run's ensemble as its model `model_name`, register a new version of `registered_name`, point
-        the `candidate` alias at it, tag it with `tags` and describe it (model and version) with `description`;
-        returns the version number."""
+        the `candidate` alias at it, tag it (logged model and version) with `tags`, describe both with
+        `description`, and link `results` (its test metrics) to the logged model; returns the version number."""
         from chexops.tracking.pyfunc import log_ensemble_model
 
         self.flush(run_id)
@@ -273,6 +291,7 @@ class Tracker:
                 info = log_ensemble_model(Path(manifest_path), model_name, input_example,
                                           registered_model_name=registered_name, run_id=run_id)
             version = str(info.registered_model_version)
+            self._describe_logged_model(run_id, info.model_id, tags, description, results)
             self.client.set_registered_model_alias(registered_name, CANDIDATE_ALIAS, version)
             for key, value in tags.items():
                 self.client.set_model_version_tag(registered_name, version, key,
@@ -281,6 +300,20 @@ class Tracker:
                 self.client.update_model_version(registered_name, version, description=description)
                 self.client.update_registered_model(registered_name, description=description)
         return int(version)
+
+
+    def _describe_logged_model(self, run_id: str, model_id: str, tags: Mapping[str, Any], description: str | None,
+                               results: ModelResults | None) -> None:
+        """The Models tab's view of a logged model: its tags, description and the metrics it is ranked by."""
+        model_tags = {k: _fit(str(v), MAX_TAG_LENGTH) for k, v in tags.items()}
+        if description:
+            model_tags[tag.NOTE] = _fit(description, MAX_TAG_LENGTH)
+        if model_tags:
+            self.client.set_logged_model_tags(model_id, model_tags)
+        if results is not None:
+            self.log_metrics(run_id, results.metrics, results.step, results.timestamp_ms,
+                             replace(results, model_id=model_id))
+            self.flush(run_id)
 
 
 def _interactive() -> bool:
