@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 from chexops.errors import ChexopsError
@@ -19,7 +20,8 @@ def run_stage(stage: Stage, description: str, per_configuration: bool) -> None:
     """Parse the stage's arguments, run it, print its summary; a user mistake is one line and exit code 2."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--params", default="params.yaml")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bars, no MLflow INFO lines; one summary line instead of the result's JSON")
     if per_configuration:
         p.add_argument("--family", required=True)
         p.add_argument("--init", required=True)
@@ -28,10 +30,14 @@ def run_stage(stage: Stage, description: str, per_configuration: bool) -> None:
         p.add_argument("--strategy", default=None)
         p.add_argument("--fraction", type=float, default=1.0, help="of the labelled training split")
     args = p.parse_args()
+    if args.quiet:  # read by MLflow when it is first imported (it sets up its own logger then)
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    logging.getLogger("chexops").setLevel(logging.INFO)  # chexops' own progress; other libraries' warnings only
+    # chexops' own progress (and only its warnings under --quiet); other libraries' warnings only
+    logging.getLogger("chexops").setLevel(logging.WARNING if args.quiet else logging.INFO)
     try:
-        print(json.dumps(_run(stage, args), indent=2, default=str))
+        result = _run(stage, args)
+        print(summary_line(result) if args.quiet else json.dumps(result, indent=2, default=str))
     except ChexopsError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -48,3 +54,13 @@ def _run(stage: Stage, args: argparse.Namespace) -> dict:
     if hasattr(args, "family"):
         key = RunKey(args.family, args.init, args.truncate, args.fraction, args.strategy or DEFAULT_STRATEGY)
     return stage(StageContext(config, key, progress=not args.quiet))
+
+
+def summary_line(result: dict) -> str:
+    """One line for a stage's result: its own `summary` when it states one, else its scalar fields."""
+    if isinstance(result.get("summary"), str):
+        return result["summary"]
+    scalars = [f"{k}={v}" for k, v in result.items()
+               if isinstance(v, str | int | float | bool) and not k.endswith(("_id", "sha256", "hash"))]
+    line = ", ".join(scalars)
+    return line if len(line) <= 160 else line[:157] + "..."

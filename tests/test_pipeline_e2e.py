@@ -214,9 +214,9 @@ def test_summary_run_holds_the_report(tiny_study: Study, tmp_path: Path) -> None
     assert {k: round(latest.data.metrics[k], 4) for k in summary} == summary, (summary, latest.data.metrics)
     c = client(tiny_study)
     paths = artifact_paths(c, latest.info.run_id)
-    assert {"report/study.md", "report/metrics.json"} <= paths, paths
-    assert any(p.startswith("report/figures/") and p.endswith(".png") for p in paths), paths
-    local = c.download_artifacts(latest.info.run_id, "report/study.md", str(tmp_path))
+    assert {"reports/study.md", "reports/metrics.json"} <= paths, paths
+    assert any(p.startswith("reports/figures/") and p.endswith(".png") for p in paths), paths
+    local = c.download_artifacts(latest.info.run_id, "reports/study.md", str(tmp_path))
     assert Path(local).read_text() == (tiny_study.root / "reports/study.md").read_text()
 
 

@@ -60,5 +60,10 @@ def registered(ctx: StageContext) -> RegistryRecord | None:
 
 def evaluate_and_register(ctx: StageContext) -> dict[str, Any]:
     """evaluate -> register, the DVC stage `evaluate`: one process per configuration pays the imports once."""
+    from chexops.evaluate.metrics import headline_text
+
     payload = evaluate.run(ctx)
-    return {"run": payload["run"], "metrics": payload["metrics"], "registered": run(ctx)}
+    registered_as = run(ctx)
+    return {"run": payload["run"], "metrics": payload["metrics"], "registered": registered_as,
+            "summary": f"{payload['run']}: test mean AUROC {headline_text(payload['metrics'])}; registered "
+                       f"{registered_as['registered_model']} v{registered_as['version']} ({registered_as['alias']})"}

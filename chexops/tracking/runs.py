@@ -287,7 +287,7 @@ class Tracker:
         with mlflow_errors(f"log and register the ensemble of run {run_id} as {registered_name!r}", self.uri):
             # artifact copies print a progress bar per file; in a log (not a terminal) they are noise
             quiet = {} if _interactive() else {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
-            with global_tracking_uri(self.uri), temporary_env(quiet):
+            with global_tracking_uri(self.uri), temporary_env(quiet), _stderr_to_log():
                 info = log_ensemble_model(Path(manifest_path), model_name, input_example,
                                           registered_model_name=registered_name, run_id=run_id)
             version = str(info.registered_model_version)
@@ -314,6 +314,23 @@ class Tracker:
             self.log_metrics(run_id, results.metrics, results.step, results.timestamp_ms,
                              replace(results, model_id=model_id))
             self.flush(run_id)
+
+
+@contextmanager
+def _stderr_to_log() -> Iterator[None]:
+    """What MLflow prints to stderr while registering ("Successfully registered model ...", "Created version
+    ...") goes to this module's log (INFO) instead: a stage's console keeps its one summary line."""
+    import io
+    from contextlib import redirect_stderr
+
+    buffer = io.StringIO()
+    try:
+        with redirect_stderr(buffer):
+            yield
+    finally:
+        for line in buffer.getvalue().splitlines():
+            if line.strip():
+                log.info(line)
 
 
 def _interactive() -> bool:
