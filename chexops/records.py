@@ -43,9 +43,20 @@ def rounded(value: float | None, digits: int = 4) -> float | None:
 
 
 def _write(path: Path, data: dict[str, Any]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(json_safe(data), indent=2, allow_nan=False))
+    replace_text(path, json.dumps(json_safe(data), indent=2, allow_nan=False))
     return path
+
+
+def replace_text(path: Path, text: str) -> None:
+    """Write `path` as a new file put in place of the old: a file DVC hard-links to its cache (read-only) is
+    replaced, never written through, so the cached copy stays what DVC recorded."""
+    import os
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _read_json(path: Path, stage: str) -> dict[str, Any]:
@@ -80,7 +91,7 @@ def read_run_record(run_dir: Path) -> dict[str, Any]:
 
 
 def save_run_record(run_dir: Path, **values: Any) -> None:
-    (Path(run_dir) / naming.RUN_RECORD_FILE).write_text(json.dumps(read_run_record(run_dir) | values, indent=2))
+    replace_text(Path(run_dir) / naming.RUN_RECORD_FILE, json.dumps(read_run_record(run_dir) | values, indent=2))
 
 
 def require_run_id(run_dir: Path) -> str:

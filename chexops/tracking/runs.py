@@ -24,7 +24,13 @@ import numpy as np
 from chexops.errors import TrackingError
 from chexops.naming import DEFAULT_STRATEGY
 from chexops.tracking import tags as tag
-from chexops.tracking.store import global_tracking_uri, mlflow_errors, open_experiment, temporary_env
+from chexops.tracking.store import (
+    global_tracking_uri,
+    link_copies,
+    mlflow_errors,
+    open_experiment,
+    temporary_env,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +41,7 @@ MAX_PARAM_LENGTH = 6000
 MAX_TAG_LENGTH = 8000
 CANDIDATE_ALIAS = "candidate"
 _STATUSES = ("FINISHED", "FAILED", "KILLED")
+LINK_MIN_BYTES = 1 << 20  # logged files from this size on share the source's bytes (see store.link_copies)
 
 
 def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -234,6 +241,10 @@ class Tracker:
                 self.client.log_artifacts(run_id, str(path), artifact_path)
             else:
                 self.client.log_artifact(run_id, str(path), artifact_path)
+            sources = [p for p in Path(path).rglob("*")] if Path(path).is_dir() else [Path(path)]
+            # only big files are worth a link (checkpoints, backbones); a link keeps the logged bytes read-only
+            link_copies(self.client.get_run(run_id).info.artifact_uri,
+                        [p for p in sources if p.is_file() and p.stat().st_size >= LINK_MIN_BYTES])
 
     def log_dict(self, run_id: str, data: Mapping[str, Any], artifact_file: str) -> None:
         """`data` as a JSON or YAML artifact (by the file's extension)."""
@@ -281,6 +292,7 @@ class Tracker:
         """Log the run's ensemble as its model `model_name`, register a new version of `registered_name`, point
         the `candidate` alias at it, tag it (logged model and version) with `tags`, describe both with
         `description`, and link `results` (its test metrics) to the logged model; returns the version number."""
+        from chexops.evaluate.ensemble import checkpoint_paths, read_manifest
         from chexops.tracking.pyfunc import log_ensemble_model
 
         self.flush(run_id)
@@ -291,6 +303,9 @@ class Tracker:
                 info = log_ensemble_model(Path(manifest_path), model_name, input_example,
                                           registered_model_name=registered_name, run_id=run_id)
             version = str(info.registered_model_version)
+            # the logged model's checkpoints are the run folder's files: linked, not a second copy
+            link_copies(self.client.get_logged_model(info.model_id).artifact_location,
+                        checkpoint_paths(Path(manifest_path), read_manifest(Path(manifest_path))))
             self._describe_logged_model(run_id, info.model_id, tags, description, results)
             self.client.set_registered_model_alias(registered_name, CANDIDATE_ALIAS, version)
             for key, value in tags.items():
