@@ -21,6 +21,7 @@ COMMANDS = (
     ("chexops.cli.worker", "worker_command"),
     ("chexops.cli.registry", "registry_group"), ("chexops.cli.registry", "promote_command"),
     ("chexops.cli.predict", "predict_command"),
+    ("chexops.cli.ui", "ui_command"),
 )
 
 
