@@ -33,8 +33,8 @@ def run_stage(stage: Stage, description: str, per_configuration: bool) -> None:
     if args.quiet:  # read by MLflow when it is first imported (it sets up its own logger then)
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    # chexops' own progress (and only its warnings under --quiet); other libraries' warnings only
-    logging.getLogger("chexops").setLevel(logging.WARNING if args.quiet else logging.INFO)
+    # chexops' own progress (a line per validation, so a long stage shows life); other libraries' warnings only
+    logging.getLogger("chexops").setLevel(logging.INFO)
     try:
         result = _run(stage, args)
         print(summary_line(result) if args.quiet else json.dumps(result, indent=2, default=str))

@@ -334,7 +334,7 @@ class Tracker:
 @contextmanager
 def _stderr_to_log() -> Iterator[None]:
     """What MLflow prints to stderr while registering ("Successfully registered model ...", "Created version
-    ...") goes to this module's log (INFO) instead: a stage's console keeps its one summary line."""
+    ...") goes to this module's log (DEBUG) instead: a stage's console keeps its one summary line."""
     import io
     from contextlib import redirect_stderr
 
@@ -345,7 +345,7 @@ def _stderr_to_log() -> Iterator[None]:
     finally:
         for line in buffer.getvalue().splitlines():
             if line.strip():
-                log.info(line)
+                log.debug(line)
 
 
 def _interactive() -> bool:

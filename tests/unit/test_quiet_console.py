@@ -35,7 +35,7 @@ def test_mlflow_registration_chatter_goes_to_the_log(caplog: pytest.LogCaptureFi
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     from chexops.tracking.runs import _stderr_to_log
 
-    with caplog.at_level(logging.INFO, logger="chexops.tracking.runs"), _stderr_to_log():
+    with caplog.at_level(logging.DEBUG, logger="chexops.tracking.runs"), _stderr_to_log():
         print("Successfully registered model 'study.resnet18.ssl.full'.", file=sys.stderr)
     assert capsys.readouterr().err == ""
     assert "Successfully registered model 'study.resnet18.ssl.full'." in caplog.messages
