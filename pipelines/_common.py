@@ -41,6 +41,9 @@ def run_stage(stage: Stage, description: str, per_configuration: bool) -> None:
     except ChexopsError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM inside a run (its MLflow run is marked KILLED)
+        print(f"Interrupted{f' ({exc})' if str(exc) else ''}.", file=sys.stderr)
+        sys.exit(130)
 
 
 def _run(stage: Stage, args: argparse.Namespace) -> dict:

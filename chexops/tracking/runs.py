@@ -270,15 +270,17 @@ class Tracker:
 
     @contextmanager
     def run_guard(self, run_id: str) -> Iterator[None]:
-        """On an exception inside the block: mark the run FAILED (KILLED for Ctrl-C) with the error, re-raise."""
-        try:
-            yield
-        except Exception as exc:
-            self._end_quietly(run_id, "FAILED", f"{type(exc).__name__}: {exc}")
-            raise
-        except KeyboardInterrupt:
-            self._end_quietly(run_id, "KILLED", "KeyboardInterrupt")
-            raise
+        """On an exception inside the block: mark the run FAILED (KILLED for Ctrl-C or SIGTERM, as `dvc exp`'s
+        queue, a scheduler or `kill` stop a process) with the error, re-raise. A killed run never stays RUNNING."""
+        with _sigterm_interrupts():
+            try:
+                yield
+            except Exception as exc:
+                self._end_quietly(run_id, "FAILED", f"{type(exc).__name__}: {exc}")
+                raise
+            except KeyboardInterrupt as exc:
+                self._end_quietly(run_id, "KILLED", f"KeyboardInterrupt{f' ({exc})' if str(exc) else ''}")
+                raise
 
     def _end_quietly(self, run_id: str, status: str, error: str) -> None:
         try:
@@ -329,6 +331,26 @@ class Tracker:
             self.log_metrics(run_id, results.metrics, results.step, results.timestamp_ms,
                              replace(results, model_id=model_id))
             self.flush(run_id)
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt inside the block (main thread only; the previous handler comes back)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager
