@@ -66,7 +66,7 @@ def _log_evaluation(ctx: StageContext, record: EvalRecord, run_id: str, out_dir:
     from chexops.tracking.presentation import evaluation_tags
 
     tracker = tracker_of(ctx)
-    tracker.start_run(record.run, {}, {}, run_id=run_id)
+    tracker.start_run(record.run, {}, {}, run_id=run_id, keep_duration=True)
     with tracker.run_guard(run_id):
         tracker.log_datasets(run_id, dataset_inputs(ctx.config, ("test",)))
         tracker.log_metrics(run_id, test_metrics(record), examples, timestamp_ms=logged_at(eval_file))

@@ -25,7 +25,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     headline = headline_text(record.metrics)
     name = naming.registered_model_name(config.experiment, key.name)
     tracker = tracker_of(ctx)
-    tracker.start_run(key.name, {}, {}, run_id=run_id)
+    tracker.start_run(key.name, {}, {}, run_id=run_id, keep_duration=True)
     with tracker.run_guard(run_id):
         version = tracker.log_ensemble(run_id, run_dir / naming.MANIFEST_FILE, name, version_tags(record, headline),
                                        model_name=naming.logged_model_name(key.name),

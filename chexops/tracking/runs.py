@@ -84,6 +84,7 @@ class Tracker:
     def __init__(self, client: Any, uri: str, experiment_id: str) -> None:
         self.client, self.uri, self.experiment_id = client, uri, experiment_id
         self._pending: dict[str, list[Any]] = {}
+        self._end_times: dict[str, int] = {}  # runs reopened with keep_duration: their recorded end
 
     @classmethod
     def open(cls, uri: str, artifacts: str, experiment: str) -> Tracker:
@@ -91,8 +92,11 @@ class Tracker:
         client, uri, experiment_id = open_experiment(uri, artifacts, experiment)
         return cls(client, uri, experiment_id)
 
-    def start_run(self, name: str, tags: dict[str, str], params: Mapping[str, Any], run_id: str | None = None) -> str:
-        """A new run named `name`, or the existing `run_id` reopened (RUNNING again); returns the run id."""
+    def start_run(self, name: str, tags: dict[str, str], params: Mapping[str, Any], run_id: str | None = None,
+                  keep_duration: bool = False) -> str:
+        """A new run named `name`, or the existing `run_id` reopened (RUNNING again); returns the run id. With
+        `keep_duration`, ending it again restores its recorded end time: evaluating and registering a trained
+        run do not stretch its Duration over other stages' time."""
         from mlflow.entities import Param
 
         flat = flatten_params(params)
@@ -102,14 +106,14 @@ class Tracker:
                                                 tags={k: _fit(v, MAX_TAG_LENGTH) for k, v in tags.items()}).info.run_id
                 logged: dict[str, str] = {}
             else:
-                logged = self._reopen(run_id, flat)
+                logged = self._reopen(run_id, flat, keep_duration)
                 self.set_tags(run_id, tags)
             new = [Param(k, v) for k, v in flat.items() if k not in logged]
             for chunk in _chunks(new, PARAMS_PER_BATCH):
                 self.client.log_batch(run_id, params=chunk)
         return run_id
 
-    def _reopen(self, run_id: str, flat: dict[str, str]) -> dict[str, str]:
+    def _reopen(self, run_id: str, flat: dict[str, str], keep_duration: bool = False) -> dict[str, str]:
         from mlflow.exceptions import MlflowException
 
         try:
@@ -130,6 +134,8 @@ class Tracker:
             raise TrackingError(f"run {run_id} cannot be resumed with different params {changed} "
                                 "(logged, new); train the configuration anew with `chexops train ... --restart` "
                                 "(or delete its runs/train folder) to start a new run.")
+        if keep_duration and run.info.end_time:
+            self._end_times[run_id] = run.info.end_time
         self.client.update_run(run_id, status="RUNNING")
         return logged
 
@@ -266,7 +272,9 @@ class Tracker:
             with mlflow_errors(f"end run {run_id}", self.uri):
                 if error is not None:
                     self.client.set_tag(run_id, tag.ERROR, _fit(error, MAX_TAG_LENGTH))
-                self.client.set_terminated(run_id, status=status)
+                end = self._end_times.pop(run_id, None)
+                end = end if status == "FINISHED" else None  # a failed evaluation ends now
+                self.client.set_terminated(run_id, status=status, end_time=end)
 
     @contextmanager
     def run_guard(self, run_id: str) -> Iterator[None]:
