@@ -78,13 +78,13 @@ def _log_evaluation(ctx: StageContext, record: EvalRecord, run_id: str, out_dir:
 
 
 def test_metrics(record: EvalRecord) -> dict[str, float]:
-    """The test metrics a run (and its logged model) carries; an undefined AUROC (one class in the test split) is
-    reported in eval.json, not logged as NaN."""
+    """The test metrics a run (and its logged model) carries; an undefined AUROC (one class in the test split:
+    NaN, null once eval.json is read back) is reported in eval.json, not logged."""
     headline = record.headline_metric.removeprefix("test_")
     metrics = record.metrics | {
         "test_best_single_" + headline: record.best_single["test_mean_auroc"],
         "test_usable_replicates": record.bootstrap["usable_replicates"][headline]}
-    return {k: v for k, v in metrics.items() if v == v}
+    return {k: v for k, v in metrics.items() if v is not None and v == v}
 
 
 def logged_at(eval_file: Path) -> int:

@@ -50,3 +50,16 @@ def test_the_study_run_gets_every_measured_comparisons_mean_boost() -> None:
     out = study_metrics(metrics)
     assert out["boost.ssl-random.mean"] == 0.02 and out["boost.ssl-random.mean_ci_high"] == 0.05
     assert not [k for k in out if "imagenet" in k]
+
+
+def test_undefined_test_aurocs_are_not_logged_whether_nan_or_read_back_as_null() -> None:
+    from types import SimpleNamespace
+
+    from chexops.stages.evaluate import test_metrics
+
+    record = SimpleNamespace(
+        headline={"metric": "test_mean_auroc_5of6"}, headline_metric="test_mean_auroc_5of6",
+        metrics={"test_mean_auroc_5of6": 0.51, "test_auroc_Pneumonia": None, "test_auroc_Fracture": float("nan")},
+        best_single={"test_mean_auroc": 0.6}, bootstrap={"usable_replicates": {"mean_auroc_5of6": 120}})
+    assert test_metrics(record) == {"test_mean_auroc_5of6": 0.51, "test_best_single_mean_auroc_5of6": 0.6,
+                                    "test_usable_replicates": 120}
