@@ -14,6 +14,9 @@ from chexops.errors import TrackingError
 
 # Files a stage leaves in its run folder.
 STATE_FILE = "state.pt"  # the resumable training state (train/<run>/)
+# 1: a finished training run keeps its model and optimizer state (default: dropped, the run never resumes)
+KEEP_STATE_ENV = "CHEXOPS_KEEP_TRAIN_STATE"
+DVC_EXP_ENV = "DVC_EXP_NAME"  # set by `dvc exp run` for its stages: the experiment's name
 MANIFEST_FILE = "manifest.json"  # the kept checkpoints (train/<run>/)
 RUN_RECORD_FILE = "mlflow_run.json"  # the MLflow run id of the configuration (train/<run>/)
 TRAIN_SUMMARY_FILE = "train.json"

@@ -44,9 +44,20 @@ def rounded(value: float | None, digits: int = 4) -> float | None:
 
 
 def _write(path: Path, data: dict[str, Any]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(json_safe(data), indent=2, allow_nan=False))
+    replace_text(path, json.dumps(json_safe(data), indent=2, allow_nan=False))
     return path
+
+
+def replace_text(path: Path, text: str) -> None:
+    """Write `path` as a new file put in place of the old: a file DVC hard-links to its cache (read-only) is
+    replaced, never written through, so the cached copy stays what DVC recorded."""
+    import os
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _read_json(path: Path, stage: str) -> dict[str, Any]:
@@ -81,7 +92,7 @@ def read_run_record(run_dir: Path) -> dict[str, Any]:
 
 
 def save_run_record(run_dir: Path, **values: Any) -> None:
-    (Path(run_dir) / naming.RUN_RECORD_FILE).write_text(json.dumps(read_run_record(run_dir) | values, indent=2))
+    replace_text(Path(run_dir) / naming.RUN_RECORD_FILE, json.dumps(read_run_record(run_dir) | values, indent=2))
 
 
 def require_run_id(run_dir: Path) -> str:
@@ -318,3 +329,18 @@ def dvc_hash(path: str | Path, lock: Path = Path("dvc.lock")) -> str | None:
             if Path(out.get("path", "")) == Path(path):
                 return out.get("md5")
     return None
+
+
+def dvc_file_hash(folder: str | Path, name: str, lock: Path = Path("dvc.lock"),
+                  cache: Path = Path(".dvc/cache/files/md5")) -> str | None:
+    """The md5 DVC recorded for the file `name` inside the output folder `folder` (from the folder's `.dir`
+    listing in the DVC cache); None when DVC has not recorded it."""
+    folder_hash = dvc_hash(folder, lock)
+    if not folder_hash or not folder_hash.endswith(".dir"):
+        return None
+    listing = cache / folder_hash[:2] / folder_hash[2:]
+    try:
+        entries = json.loads(listing.read_text())
+    except (OSError, ValueError):
+        return None
+    return next((e.get("md5") for e in entries if e.get("relpath") == name), None)

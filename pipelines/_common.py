@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 from chexops.errors import ChexopsError
@@ -19,7 +20,8 @@ def run_stage(stage: Stage, description: str, per_configuration: bool) -> None:
     """Parse the stage's arguments, run it, print its summary; a user mistake is one line and exit code 2."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--params", default="params.yaml")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bars, no MLflow INFO lines; one summary line instead of the result's JSON")
     if per_configuration:
         p.add_argument("--family", required=True)
         p.add_argument("--init", required=True)
@@ -31,13 +33,20 @@ def run_stage(stage: Stage, description: str, per_configuration: bool) -> None:
     from chexops.cli.signals import sigterm_as_interrupt
 
     sigterm_as_interrupt()  # a SIGTERM'd stage marks its MLflow run KILLED instead of leaving it RUNNING
+    if args.quiet:  # read by MLflow when it is first imported (it sets up its own logger then)
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    logging.getLogger("chexops").setLevel(logging.INFO)  # chexops' own progress; other libraries' warnings only
+    # chexops' own progress (a line per validation, so a long stage shows life); other libraries' warnings only
+    logging.getLogger("chexops").setLevel(logging.INFO)
     try:
-        print(json.dumps(_run(stage, args), indent=2, default=str))
+        result = _run(stage, args)
+        print(summary_line(result) if args.quiet else json.dumps(result, indent=2, default=str))
     except ChexopsError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM inside a run (its MLflow run is marked KILLED)
+        print(f"Interrupted{f' ({exc})' if str(exc) else ''}.", file=sys.stderr)
+        sys.exit(130)
 
 
 def _run(stage: Stage, args: argparse.Namespace) -> dict:
@@ -53,3 +62,13 @@ def _run(stage: Stage, args: argparse.Namespace) -> dict:
         check_recorded(components_of(config, key))  # the components the lock records
         verify_components(config, [key])  # and their deep checks, once per version of their code
     return stage(StageContext(config, key, progress=not args.quiet))
+
+
+def summary_line(result: dict) -> str:
+    """One line for a stage's result: its own `summary` when it states one, else its scalar fields."""
+    if isinstance(result.get("summary"), str):
+        return result["summary"]
+    scalars = [f"{k}={v}" for k, v in result.items()
+               if isinstance(v, str | int | float | bool) and not k.endswith(("_id", "sha256", "hash"))]
+    line = ", ".join(scalars)
+    return line if len(line) <= 160 else line[:157] + "..."

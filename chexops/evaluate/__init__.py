@@ -1,0 +1,1 @@
+"""Evaluation: metrics, bootstrap CIs, DeLong tests, ensembles of checkpoints and their scoring."""

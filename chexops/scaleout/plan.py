@@ -120,12 +120,34 @@ def plan(config: Config, profile: Profile, sizes: ImageCounts) -> dict[str, Any]
                           "`chexops plan --save FILE` (on the device the profile describes).")
     sequential = sum(r["total"] for r in rows)
     gain = profile.packing_gain or 1.0
+    disk = disk_bytes(config, profile, sizes)
     return {"device": profile.device, "precision": profile.precision, "compile": profile.compile,
             "image_size": profile.image_size, "batch_size": profile.batch_size,
             "images": asdict(sizes), "configurations": rows, "sequential_seconds": sequential,
             "pack": profile.pack, "packing_gain": profile.packing_gain, "packing_model": profile.packing_model,
             "packed_seconds": sequential / gain if profile.packing_gain else None,
-            "not_included": ["bootstrap CIs and MLflow logging"]}
+            "disk": disk, "not_included": ["bootstrap CIs and MLflow logging"]}
+
+
+def disk_bytes(config: Config, profile: Profile, sizes: ImageCounts) -> dict[str, Any]:
+    """What the grid leaves on disk, each byte once (DVC's cache and MLflow's artifacts link the run folders'
+    files): the image cache, each configuration's top-K checkpoints, each pretrained backbone (about its full
+    model's checkpoint); plus, while training, one resumable state (model and optimiser) per running process."""
+    image_cache = (sizes.train + sizes.valid + sizes.test) * config.data.image_size ** 2
+    checkpoints, unknown = 0, []
+    for run in grid_runs(config):
+        key = RunKey(*run)
+        timing = profile.timings.get(model_name(key.family, key.depth, key.strategy))
+        if timing is None or timing.checkpoint_bytes is None:
+            unknown.append(key.name)
+            continue
+        checkpoints += config.train.top_k * timing.checkpoint_bytes
+    full = {t.family: t.checkpoint_bytes or 0 for t in profile.timings.values() if t.depth == 0}
+    backbones = sum(full.get(family, 0) for family, _ in grid_pretraining(config))
+    states = [t.state_bytes for t in profile.timings.values() if t.state_bytes]
+    return {"image_cache": image_cache, "checkpoints": checkpoints, "backbones": backbones,
+            "total": image_cache + checkpoints + backbones,
+            "while_training": max(states, default=0) * max(profile.pack, 1), "not_measured": unknown}
 
 
 def grid_pretraining(config: Config) -> list[tuple[str, str]]:
@@ -198,7 +220,9 @@ def measure_model(config: Config, family: str, depth: int, strategy: str, steps:
         atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, Path(tmp) / STATE_FILE)
         atomic_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, Path(tmp) / "checkpoint.pt")
         save_s = time.perf_counter() - began
-    return ModelTiming(family, depth, strategy, steady / t.batch_size, eval_s, max(setup, 0.0), save_s, peak)
+        sizes = ((Path(tmp) / "checkpoint.pt").stat().st_size, (Path(tmp) / STATE_FILE).stat().st_size)
+    return ModelTiming(family, depth, strategy, steady / t.batch_size, eval_s, max(setup, 0.0), save_s, peak,
+                       *sizes)
 
 
 def measure(config: Config, steps: int = 10, warmup: int = 3, pack: int = 1,
@@ -302,8 +326,22 @@ def describe(result: dict[str, Any]) -> str:
                      f"{result['packing_model']}): {_duration(result['packed_seconds'])}{advice}")
     else:
         lines.append("packed: not measured (measure with `chexops plan --pack K`, K processes per device)")
+    d = result.get("disk")
+    if d:
+        unmeasured = f" (not measured: {', '.join(d['not_measured'])}: re-measure)" if d["not_measured"] else ""
+        lines.append(f"disk: {_size(d['total'])} kept (image cache {_size(d['image_cache'])}, checkpoints "
+                     f"{_size(d['checkpoints'])}, backbones {_size(d['backbones'])}; each stored once), "
+                     f"+{_size(d['while_training'])} while training{unmeasured}")
     lines.append(f"not included: {'; '.join(result['not_included'])}")
     return "\n".join(lines)
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
 
 
 def _duration(seconds: float) -> str:

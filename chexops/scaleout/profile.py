@@ -25,6 +25,8 @@ class ModelTiming:
     setup_s: float
     save_s: float  # one validation's writes: the resumable state (model and optimiser) and a checkpoint
     peak_memory_mb: float | None = None
+    checkpoint_bytes: int | None = None  # one checkpoint's file (None in profiles saved before it was measured)
+    state_bytes: int | None = None  # the resumable state while training (model and optimiser)
 
     @property
     def model(self) -> str:

@@ -14,6 +14,8 @@ from chexops.naming import RunKey
 from chexops.stages.context import StageContext
 from chexops.stages.experiment import study_run, tracker_of
 
+REPORTS = "reports"  # the study run's artifact folder for the report (the README's name)
+
 
 def run(ctx: StageContext) -> dict[str, Any]:
     """The paper's analyses over every run of the grid -> reports/, also logged to the study's summary run."""
@@ -41,10 +43,28 @@ def run(ctx: StageContext) -> dict[str, Any]:
         tracker.log_metrics(run_id, summary, len(keys))
         tracker.log_dict(run_id, config.to_dict() | {"runs": [k.name for k in keys]}, "params.json")
         for path in outputs.values():
-            if Path(path).is_file():
-                tracker.log_artifact(run_id, path, "report" if Path(path).suffix != ".png" else "report/figures")
+            if Path(path).is_file():  # the folder the README names: reports/ (figures in reports/figures)
+                tracker.log_artifact(run_id, path, REPORTS if Path(path).suffix != ".png" else f"{REPORTS}/figures")
     tracker.end_run(run_id)
-    return {"report": str(Path(a.reports_dir) / naming.REPORT_FILE), "runs": len(keys), "summary_run_id": run_id}
+    report = Path(a.reports_dir) / naming.REPORT_FILE
+    return {"report": str(report), "runs": len(keys), "summary_run_id": run_id,
+            "summary": headline(study, summary, report)}
+
+
+def headline(study: Any, summary: dict[str, float], report: Path) -> str:
+    """The study in one line: its best configuration, the mean boost of each measured comparison, and where the
+    report is."""
+    runs = study.runs
+    parts = [f"{len(runs)} runs"]
+    if len(runs) and "auroc_6" in runs:
+        best = runs["auroc_6"].idxmax()
+        parts.append(f"best {best} (test mean AUROC {runs.loc[best, 'auroc_6']:.3f})")
+    for key, value in summary.items():
+        if key.startswith("boost.") and key.endswith(".mean"):
+            low, high = summary.get(f"{key}_ci_low"), summary.get(f"{key}_ci_high")
+            ci = f" [{low:+.3f}, {high:+.3f}]" if low is not None and high is not None else ""
+            parts.append(f"mean boost {key.split('.')[1]} {value:+.3f}{ci}")
+    return "; ".join(parts) + f"; report {report}"
 
 
 def study_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -55,8 +75,10 @@ def study_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     for name, r in metrics.get("spearman", {}).items():
         key = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
         out |= {f"spearman.{key}.rho": r.get("rho"), f"spearman.{key}.p": r.get("p")}
-    boost = metrics.get("boost", {})
-    out |= {f"boost.{k}": boost.get(k) for k in ("mean", "mean_ci_low", "mean_ci_high", "mean_p")}
+    # every measured comparison's mean boost (imagenet-random is unmeasured when no ImageNet weights were there)
+    for comparison, boost in metrics.get("boosts", {}).items():
+        key = re.sub(r"[^A-Za-z0-9_.-]+", "_", comparison)
+        out |= {f"boost.{key}.{k}": boost.get(k) for k in ("mean", "mean_ci_low", "mean_ci_high", "mean_p")}
     t = metrics.get("truncation", {})
     # short keys: `dvc metrics show` prints one column per key (the median is in metrics.json and study.md)
     out |= {"truncation.mean_ratio": t.get("mean_parameter_ratio_without_significant_drop"),

@@ -66,20 +66,31 @@ def _log_evaluation(ctx: StageContext, record: EvalRecord, run_id: str, out_dir:
     from chexops.tracking.presentation import evaluation_tags
 
     tracker = tracker_of(ctx)
-    tracker.start_run(record.run, {}, {}, run_id=run_id)
+    tracker.start_run(record.run, {}, {}, run_id=run_id, keep_duration=True)
     with tracker.run_guard(run_id):
         tracker.log_datasets(run_id, dataset_inputs(ctx.config, ("test",)))
-        headline = record.headline_metric.removeprefix("test_")
-        metrics = record.metrics | {
-            "test_best_single_" + headline: record.best_single["test_mean_auroc"],
-            "test_usable_replicates": record.bootstrap["usable_replicates"][headline]}
-        # an undefined AUROC (one class in the test split) is reported in eval.json, not logged as NaN
-        tracker.log_metrics(run_id, {k: v for k, v in metrics.items() if v == v}, examples)
+        tracker.log_metrics(run_id, test_metrics(record), examples, timestamp_ms=logged_at(eval_file))
         tracker.set_tags(run_id, evaluation_tags(record, headline_text(record.metrics)))
         tracker.flush(run_id)
         for path in (out_dir / naming.ROC_FILE, out_dir / naming.PREDICTIONS_FILE, eval_file):
             tracker.log_artifact(run_id, path)
     tracker.end_run(run_id)
+
+
+def test_metrics(record: EvalRecord) -> dict[str, float]:
+    """The test metrics a run (and its logged model) carries; an undefined AUROC (one class in the test split:
+    NaN, null once eval.json is read back) is reported in eval.json, not logged."""
+    headline = record.headline_metric.removeprefix("test_")
+    metrics = record.metrics | {
+        "test_best_single_" + headline: record.best_single["test_mean_auroc"],
+        "test_usable_replicates": record.bootstrap["usable_replicates"][headline]}
+    return {k: v for k, v in metrics.items() if v is not None and v == v}
+
+
+def logged_at(eval_file: Path) -> int:
+    """The test metrics' MLflow timestamp (ms): when eval.json was written, so register's linking of the same
+    values to the logged model adds no second point to the run's history."""
+    return int(Path(eval_file).stat().st_mtime * 1000)
 
 
 def write_run_metrics(path: Path, record: EvalRecord) -> None:

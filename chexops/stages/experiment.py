@@ -3,6 +3,7 @@ explains itself), the study's parent run, and the dataset inputs a run records."
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,17 @@ def dataset_inputs(config: Config, splits: tuple[str, ...]) -> list[dict[str, An
 
     cache = Path(config.data.cache_dir)
     info = records.read_splits(config.data.index_dir)
-    return inputs(config.data.source, config.data.image_size, records.dvc_hash(cache) or data_hash(config),
+    return inputs(config.data.source, config.data.image_size, {s: split_digest(config, s) for s in splits},
                   info["root"], str(cache), info, describe_data(config), splits)
+
+
+def split_digest(config: Config, split: str) -> str:
+    """A split's own digest: the md5 DVC recorded for its cached array, else a hash of the prepare stage's content
+    hash and the split's name (each split a distinct dataset either way)."""
+    import hashlib
+
+    recorded = records.dvc_file_hash(Path(config.data.cache_dir), f"{split}.npy")  # data.cache's array
+    return recorded or hashlib.md5(f"{data_hash(config)}:{split}".encode()).hexdigest()
 
 
 # --- the study in MLflow -----------------------------------------------------------------------------------------
@@ -41,17 +51,36 @@ def open_tracker(config: Config) -> Any:
     return tracker
 
 
+def dvc_experiment() -> str | None:
+    """The `dvc exp run` experiment the stage runs in (DVC sets DVC_EXP_NAME for its stages); None under `dvc
+    repro`, `chexops train` and the worker."""
+    return os.environ.get(naming.DVC_EXP_ENV) or None
+
+
+def run_name(name: str) -> str:
+    """An MLflow run's name: `name`, or `name [<experiment>]` inside `dvc exp run`, so an experiment's runs are
+    told apart from the baseline's at a glance."""
+    exp = dvc_experiment()
+    return f"{name} [{exp}]" if exp else name
+
+
 def study_run(config: Config, tracker: Any) -> str:
     """The study's parent run (found by its tag, created by the first stage that needs it). Study-wide settings
-    change between `dvc repro`s, so they are its `params.json` artifact (logged by analyze), not params."""
+    change between `dvc repro`s, so they are its `params.json` artifact (logged by analyze), not params. A `dvc
+    exp run` experiment has its own (`<study>@<experiment>`): its analyze never overwrites the baseline's."""
     from chexops.tracking.presentation import study_run_tags
+    from chexops.tracking.tags import DVC_EXPERIMENT
 
-    return tracker.study_run(naming.summary_run_name(config.study.name), config.study.name,
-                             study_run_tags(config.study.name, describe_data(config)))
+    exp = dvc_experiment()
+    tags = study_run_tags(config.study.name, describe_data(config)) | ({DVC_EXPERIMENT: exp} if exp else {})
+    return tracker.study_run(run_name(naming.summary_run_name(config.study.name)),
+                             f"{config.study.name}@{exp}" if exp else config.study.name, tags)
 
 
 def child_tags(config: Config, tracker: Any) -> dict[str, str]:
-    """What makes a run a child of the study run in MLflow (the UI nests it there)."""
-    from chexops.tracking.tags import PARENT
+    """What makes a run a child of the study run in MLflow (the UI nests it there), and the `dvc exp run`
+    experiment it was made in."""
+    from chexops.tracking.tags import DVC_EXPERIMENT, PARENT
 
-    return {PARENT: study_run(config, tracker)}
+    exp = dvc_experiment()
+    return {PARENT: study_run(config, tracker)} | ({DVC_EXPERIMENT: exp} if exp else {})

@@ -12,7 +12,7 @@ from chexops.config import Config
 from chexops.naming import RunKey
 from chexops.records import PretrainRecord
 from chexops.stages.context import StageContext, data_hash, describe_data, require_prepared
-from chexops.stages.experiment import child_tags, tracker_of
+from chexops.stages.experiment import child_tags, dataset_inputs, run_name, tracker_of
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
@@ -37,9 +37,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
     tags = pretrain_run_tags(key.family, key.initializer, spec.label or key.initializer, data, data_hash(config))
     params = {"pretrain": asdict(config.pretrain), "run": {"family": key.family, "initializer": key.initializer},
               "data": {"source": config.data.source, "image_size": config.data.image_size}}
-    run_id = tracker.start_run(name, tags | child_tags(config, tracker), params,
+    run_id = tracker.start_run(run_name(name), tags | child_tags(config, tracker), params,
                                run_id=records.read_run_record(out).get("run_id"))
     records.save_run_record(out, run_id=run_id, run=name)
+    tracker.log_datasets(run_id, dataset_inputs(config, ("train",)))  # its images, labels unused
 
     def log(metrics: dict[str, float], step: int) -> None:
         tracker.log_metrics(run_id, metrics, step)

@@ -12,7 +12,7 @@ from chexops import naming, records
 from chexops.records import EvalRecord, RegistryRecord
 from chexops.stages import evaluate
 from chexops.stages.context import StageContext
-from chexops.stages.experiment import tracker_of
+from chexops.stages.experiment import dataset_inputs, tracker_of
 from chexops.tracking import tags as tag
 from chexops.tracking.runs import CANDIDATE_ALIAS
 
@@ -32,7 +32,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     name = naming.registered_model_name(config.experiment, key.name)
     digest = records.ensemble_sha256(run_dir)
     tracker = tracker_of(ctx)
-    tracker.start_run(key.name, {}, {}, run_id=run_id)
+    tracker.start_run(key.name, {}, {}, run_id=run_id, keep_duration=True)
     with tracker.run_guard(run_id):
         version = tracker.version_with_tag(name, tag.ENSEMBLE_SHA256, digest)
         unchanged = version is not None
@@ -43,7 +43,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
             version = tracker.log_ensemble(run_id, run_dir / naming.MANIFEST_FILE, name,
                                            version_tags(record, headline) | {tag.ENSEMBLE_SHA256: digest},
                                            model_name=naming.logged_model_name(key.name),
-                                           description=model_description(record, headline, config.eval.ci))
+                                           description=model_description(record, headline, config.eval.ci),
+                                           results=model_results(ctx, record))
         tracker.set_tags(run_id, {tag.REGISTERED_AS: f"{name} version {version}"
                                                      + (" (an identical ensemble, registered before)" if unchanged
                                                         else "")})
@@ -51,6 +52,20 @@ def run(ctx: StageContext) -> dict[str, Any]:
     registered_as = RegistryRecord(name, int(version), "" if unchanged else CANDIDATE_ALIAS, run_id)
     registered_as.write(key.registry_file(ctx.runs_dir))
     return vars(registered_as) | {"unchanged": unchanged}
+
+
+def model_results(ctx: StageContext, record: EvalRecord) -> Any:
+    """The ensemble's test metrics as its logged model's (ranked in the Models tab, found by
+    search_logged_models), on the test split's dataset, with the timestamp and step the run logged them at."""
+    from chexops.evaluate.ensemble import read_manifest
+    from chexops.tracking.runs import ModelResults
+
+    key = ctx.run
+    (test,) = dataset_inputs(ctx.config, ("test",))
+    examples = read_manifest(key.train_dir(ctx.runs_dir) / naming.MANIFEST_FILE).get("examples", 0)
+    eval_file = key.eval_dir(ctx.runs_dir) / naming.EVAL_FILE
+    return ModelResults(evaluate.test_metrics(record), examples, evaluate.logged_at(eval_file), test["name"],
+                        test["digest"])
 
 
 def registered(ctx: StageContext) -> RegistryRecord | None:
@@ -62,5 +77,10 @@ def registered(ctx: StageContext) -> RegistryRecord | None:
 
 def evaluate_and_register(ctx: StageContext) -> dict[str, Any]:
     """evaluate -> register, the DVC stage `evaluate`: one process per configuration pays the imports once."""
+    from chexops.evaluate.metrics import headline_text
+
     payload = evaluate.run(ctx)
-    return {"run": payload["run"], "metrics": payload["metrics"], "registered": run(ctx)}
+    registered_as = run(ctx)
+    return {"run": payload["run"], "metrics": payload["metrics"], "registered": registered_as,
+            "summary": f"{payload['run']}: test mean AUROC {headline_text(payload['metrics'])}; registered "
+                       f"{registered_as['registered_model']} v{registered_as['version']} ({registered_as['alias']})"}

@@ -15,7 +15,7 @@ from chexops.stages.context import (
     describe_test_split,
     require_prepared,
 )
-from chexops.stages.experiment import child_tags, dataset_inputs, tracker_of
+from chexops.stages.experiment import child_tags, dataset_inputs, run_name, tracker_of
 from chexops.stages.tune import chosen_lr
 
 
@@ -52,7 +52,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
                      tag.LABEL_FRACTION: key.fraction,
                      tag.SELECT_METRIC: naming.select_metric_key(config.train.select_metric)})
     tags |= child_tags(config, tracker)
-    run_id = tracker.start_run(key.name, tags, run_params(config, key, lr, trainer.report),
+    run_id = tracker.start_run(run_name(key.name), tags, run_params(config, key, lr, trainer.report),
                                run_id=records.read_run_record(run_dir).get("run_id"))
     records.save_run_record(run_dir, run_id=run_id, run=key.name)
     before = (tracker.metric_at(run_id, "train_seconds", trainer.resume_examples) or 0.0

@@ -1,0 +1,1 @@
+"""The only package importing mlflow: store, runs (Tracker), tags, presentation, registry, pyfunc."""

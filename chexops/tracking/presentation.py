@@ -19,11 +19,52 @@ STUDY_COLUMNS = (f"metrics.`{naming.TEST_HEADLINE}`", "params.`family`", "params
                  "params.`parameters_M`", "params.`imagenet_top1`", f"tags.`{tag.TEST_AUROC}`")
 
 
+STUDY_VIEW_NAME = "CheXtransfer study: test AUROC"
+# configuration runs only: the pretrain and study runs carry no truncation tag (they were rows of dashes)
+CONFIGURATIONS_FILTER = f"tags.`{tag.TRUNCATION}` LIKE '%'"
+
+
 def study_view_state() -> dict[str, Any]:
-    """The saved runs-table view: the study's columns, best test AUROC first. Sorted by a metric the UI lists
+    """The saved runs-table view: the configuration runs with the study's columns, best test AUROC first, the
+    readable AUROC-with-CI column wide enough to read, every run in the charts. Sorted by a metric the UI lists
     every run flat; in creation order (its default) it nests the configuration runs under the study run."""
     return {"selectedColumns": list(STUDY_COLUMNS), "orderByKey": f"metrics.`{naming.TEST_HEADLINE}`",
-            "orderByAsc": False, "searchFilter": "", "viewMaximized": False, "runListHidden": False}
+            "orderByAsc": False, "searchFilter": CONFIGURATIONS_FILTER, "viewMaximized": False,
+            "runListHidden": False, "runsHiddenMode": "SHOW_ALL",
+            # the UI applies widths to the columns its order lists (ids as the grid's col-id): all of them, as shown
+            "columnOrder": ["runDateAndNestInfo", "duration", *STUDY_COLUMNS],
+            "columnWidths": {f"tags.`{tag.TEST_AUROC}`": 200}}
+
+
+def study_view_tag(existing: str | None, now_ms: int) -> str:
+    """The experiment tag's value in the form MLflow 3.15+ lists under the runs page's Views menu (an envelope:
+    name, createdAt, updatedAt and the page state as a JSON string; older UIs load the link alone). An unchanged
+    view keeps its existing value, so stages starting together write nothing."""
+    state = json.dumps(study_view_state())
+    try:
+        old = json.loads(existing) if existing else {}
+    except ValueError:
+        old = {}
+    if isinstance(old, dict) and old.get("name") == STUDY_VIEW_NAME and old.get("state") == state:
+        return str(existing)
+    created = old.get("createdAt") if isinstance(old, dict) and isinstance(old.get("createdAt"), int) else now_ms
+    return json.dumps({"name": STUDY_VIEW_NAME, "createdAt": created, "updatedAt": now_ms, "state": state})
+
+
+def study_view_path(experiment_id: str) -> str:
+    """The study view's address on an MLflow UI (after its `http://host:port/`)."""
+    return f"#/experiments/{experiment_id}/runs?{STUDY_VIEW_QUERY}"
+
+
+def ui_server_command(uri: str, host: str, port: int) -> tuple[list[str], dict[str, str]]:
+    """The MLflow UI server on the store `uri` (one worker, no GenAI job runners chexops never uses) and its
+    environment."""
+    import os
+    import sys
+
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", host,
+               "--port", str(port), "--workers", "1"]
+    return command, os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
 def experiment_note(study: str, configurations: int, data: str, experiment_id: str) -> str:
@@ -32,16 +73,22 @@ def experiment_note(study: str, configurations: int, data: str, experiment_id: s
             "family/initializer/truncation (e.g. densenet121/imagenet/drop-1); filter with "
             f"tags.{tag.GROUP}, tags.{tag.INITIALIZER}, tags.{tag.TRUNCATION}; compare test_mean_auroc_6 (95% CI in "
             f"*_ci_low/_ci_high); `{naming.summary_run_name(study)}` holds the analysis report.")
-    return note + (f" Open it on the study's columns with `#/experiments/{experiment_id}/runs?{STUDY_VIEW_QUERY}` "
-                   "(run, family, initializer, truncation, parameters (M), ImageNet top-1, test AUROC-6 with its CI).")
+    return note + (f"\n\n**[Open the study view]({study_view_path(experiment_id)})** (also under Views: "
+                   f"\"{STUDY_VIEW_NAME}\"): the configuration runs, best test AUROC first, with family, "
+                   "initializer, truncation, parameters (M), ImageNet top-1 and the test AUROC-6 with its CI. "
+                   "`chexops ui` starts this UI on the study's store and opens it. The Models tab ranks the "
+                   f"logged ensembles by metrics.{naming.TEST_HEADLINE}.")
 
 
 def describe_experiment(tracker: Any, study: str, configurations: int, data: str) -> None:
     """Set the experiment's note, kind and saved view (only what differs: workers may start together)."""
+    import time
+
+    experiment = tracker.client.get_experiment(tracker.experiment_id)
+    view = tag.SHARED_VIEW_PREFIX + STUDY_VIEW
     wanted = {tag.NOTE: experiment_note(study, configurations, data, tracker.experiment_id),
               tag.EXPERIMENT_KIND: tag.CUSTOM_MODEL_DEVELOPMENT,
-              tag.SHARED_VIEW_PREFIX + STUDY_VIEW: json.dumps(study_view_state())}
-    experiment = tracker.client.get_experiment(tracker.experiment_id)
+              view: study_view_tag(experiment.tags.get(view), int(time.time() * 1000))}
     for key, value in wanted.items():
         if experiment.tags.get(key) != value:
             try:
@@ -63,12 +110,12 @@ def pretrain_run_tags(family: str, initializer: str, label: str, data: str, data
             tag.NOTE: f"{label} pretraining of {family} on the training split's images, labels unused; data: {data}."}
 
 
-def dataset_inputs(source: str, image_size: int, digest: str, root: str, cache_dir: str,
+def dataset_inputs(source: str, image_size: int, digests: dict[str, str], root: str, cache_dir: str,
                    profiles: dict[str, Any], data: str, splits: tuple[str, ...]) -> list[dict[str, Any]]:
-    """The prepared splits a stage reads, as MLflow dataset inputs: named by source, size and split; `digest`
-    the DVC hash of the prepared cache (or the prepare stage's content hash)."""
+    """The prepared splits a stage reads, as MLflow dataset inputs: named by source, size and split; `digests`
+    each split's own hash (DVC's md5 of its cached array, or one derived from the prepare stage's content hash)."""
     kind = "synthetic-chexpert" if source == "synthetic" else "chexpert"
-    return [{"name": f"{kind}-{image_size}px-{split}", "digest": digest, "context": split,
+    return [{"name": f"{kind}-{image_size}px-{split}", "digest": digests[split], "context": split,
              "source": f"{root} -> {cache_dir}/{split}.npy",
              "profile": profiles[split] | {"data": data}} for split in splits]
 

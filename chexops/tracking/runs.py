@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,13 @@ import numpy as np
 from chexops.errors import TrackingError
 from chexops.naming import DEFAULT_STRATEGY
 from chexops.tracking import tags as tag
-from chexops.tracking.store import global_tracking_uri, mlflow_errors, open_experiment, temporary_env
+from chexops.tracking.store import (
+    global_tracking_uri,
+    link_copies,
+    mlflow_errors,
+    open_experiment,
+    temporary_env,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +41,7 @@ MAX_PARAM_LENGTH = 6000
 MAX_TAG_LENGTH = 8000
 CANDIDATE_ALIAS = "candidate"
 _STATUSES = ("FINISHED", "FAILED", "KILLED")
+LINK_MIN_BYTES = 1 << 20  # logged files from this size on share the source's bytes (see store.link_copies)
 
 
 def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -57,12 +65,26 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
         yield items[start:start + size]
 
 
+@dataclass(frozen=True)
+class ModelResults:
+    """A logged model's evaluation, linked to it: the metrics, at `step`, stamped `timestamp_ms` (the run's own
+    logging of the same values, so the run's history keeps one point each), on the dataset (name, digest)."""
+
+    metrics: Mapping[str, float]
+    step: int
+    timestamp_ms: int
+    dataset_name: str | None = None
+    dataset_digest: str | None = None
+    model_id: str | None = None
+
+
 class Tracker:
     """One MLflow experiment in one store; runs are addressed by id, never through fluent global state."""
 
     def __init__(self, client: Any, uri: str, experiment_id: str) -> None:
         self.client, self.uri, self.experiment_id = client, uri, experiment_id
         self._pending: dict[str, list[Any]] = {}
+        self._end_times: dict[str, int] = {}  # runs reopened with keep_duration: their recorded end
 
     @classmethod
     def open(cls, uri: str, artifacts: str, experiment: str) -> Tracker:
@@ -70,8 +92,11 @@ class Tracker:
         client, uri, experiment_id = open_experiment(uri, artifacts, experiment)
         return cls(client, uri, experiment_id)
 
-    def start_run(self, name: str, tags: dict[str, str], params: Mapping[str, Any], run_id: str | None = None) -> str:
-        """A new run named `name`, or the existing `run_id` reopened (RUNNING again); returns the run id."""
+    def start_run(self, name: str, tags: dict[str, str], params: Mapping[str, Any], run_id: str | None = None,
+                  keep_duration: bool = False) -> str:
+        """A new run named `name`, or the existing `run_id` reopened (RUNNING again); returns the run id. With
+        `keep_duration`, ending it again restores its recorded end time: evaluating and registering a trained
+        run do not stretch its Duration over other stages' time."""
         from mlflow.entities import Param
 
         flat = flatten_params(params)
@@ -81,14 +106,14 @@ class Tracker:
                                                 tags={k: _fit(v, MAX_TAG_LENGTH) for k, v in tags.items()}).info.run_id
                 logged: dict[str, str] = {}
             else:
-                logged = self._reopen(run_id, flat)
+                logged = self._reopen(run_id, flat, keep_duration)
                 self.set_tags(run_id, tags)
             new = [Param(k, v) for k, v in flat.items() if k not in logged]
             for chunk in _chunks(new, PARAMS_PER_BATCH):
                 self.client.log_batch(run_id, params=chunk)
         return run_id
 
-    def _reopen(self, run_id: str, flat: dict[str, str]) -> dict[str, str]:
+    def _reopen(self, run_id: str, flat: dict[str, str], keep_duration: bool = False) -> dict[str, str]:
         from mlflow.exceptions import MlflowException
 
         try:
@@ -109,6 +134,8 @@ class Tracker:
             raise TrackingError(f"run {run_id} cannot be resumed with different params {changed} "
                                 "(logged, new); train the configuration anew with `chexops train ... --restart` "
                                 "(or delete its runs/train folder) to start a new run.")
+        if keep_duration and run.info.end_time:
+            self._end_times[run_id] = run.info.end_time
         self.client.update_run(run_id, status="RUNNING")
         return logged
 
@@ -166,13 +193,17 @@ class Tracker:
         finally:
             monitor.finish()
 
-    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
-        """Buffer metrics at `step` (examples seen); `flush` sends them."""
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int, timestamp_ms: int | None = None,
+                    model: ModelResults | None = None) -> None:
+        """Buffer metrics at `step` (examples seen), stamped `timestamp_ms` (default now); `flush` sends them.
+        With `model`, they are also that logged model's metrics, on its dataset (MLflow links them by model_id)."""
         from mlflow.entities import Metric
 
-        now = int(time.time() * 1000)
+        now = int(time.time() * 1000) if timestamp_ms is None else int(timestamp_ms)
+        linked = {} if model is None else {"model_id": model.model_id, "dataset_name": model.dataset_name,
+                                           "dataset_digest": model.dataset_digest}
         try:
-            batch = [Metric(key, float(value), now, int(step)) for key, value in metrics.items()]
+            batch = [Metric(key, float(value), now, int(step), **linked) for key, value in metrics.items()]
         except (TypeError, ValueError) as exc:
             raise TrackingError(f"metrics must be numbers at an integer step, got {dict(metrics)!r} at step "
                                 f"{step!r}: {exc}") from None
@@ -216,6 +247,10 @@ class Tracker:
                 self.client.log_artifacts(run_id, str(path), artifact_path)
             else:
                 self.client.log_artifact(run_id, str(path), artifact_path)
+            sources = [p for p in Path(path).rglob("*")] if Path(path).is_dir() else [Path(path)]
+            # only big files are worth a link (checkpoints, backbones); a link keeps the logged bytes read-only
+            link_copies(self.client.get_run(run_id).info.artifact_uri,
+                        [p for p in sources if p.is_file() and p.stat().st_size >= LINK_MIN_BYTES])
 
     def log_dict(self, run_id: str, data: Mapping[str, Any], artifact_file: str) -> None:
         """`data` as a JSON or YAML artifact (by the file's extension)."""
@@ -237,19 +272,23 @@ class Tracker:
             with mlflow_errors(f"end run {run_id}", self.uri):
                 if error is not None:
                     self.client.set_tag(run_id, tag.ERROR, _fit(error, MAX_TAG_LENGTH))
-                self.client.set_terminated(run_id, status=status)
+                end = self._end_times.pop(run_id, None)
+                end = end if status == "FINISHED" else None  # a failed evaluation ends now
+                self.client.set_terminated(run_id, status=status, end_time=end)
 
     @contextmanager
     def run_guard(self, run_id: str) -> Iterator[None]:
-        """On an exception inside the block: mark the run FAILED (KILLED for Ctrl-C) with the error, re-raise."""
-        try:
-            yield
-        except Exception as exc:
-            self._end_quietly(run_id, "FAILED", f"{type(exc).__name__}: {exc}")
-            raise
-        except KeyboardInterrupt:
-            self._end_quietly(run_id, "KILLED", "KeyboardInterrupt")
-            raise
+        """On an exception inside the block: mark the run FAILED (KILLED for Ctrl-C or SIGTERM, as `dvc exp`'s
+        queue, a scheduler or `kill` stop a process) with the error, re-raise. A killed run never stays RUNNING."""
+        with _sigterm_interrupts():
+            try:
+                yield
+            except Exception as exc:
+                self._end_quietly(run_id, "FAILED", f"{type(exc).__name__}: {exc}")
+                raise
+            except KeyboardInterrupt as exc:
+                self._end_quietly(run_id, "KILLED", f"KeyboardInterrupt{f' ({exc})' if str(exc) else ''}")
+                raise
 
     def _end_quietly(self, run_id: str, status: str, error: str) -> None:
         try:
@@ -267,20 +306,25 @@ class Tracker:
 
     def log_ensemble(self, run_id: str, manifest_path: Path, registered_name: str, tags: Mapping[str, Any],
                      input_example: np.ndarray | None = None, model_name: str = "ensemble",
-                     description: str | None = None) -> int:
+                     description: str | None = None, results: ModelResults | None = None) -> int:
         """Log the run's ensemble as its model `model_name`, register a new version of `registered_name`, point
-        the `candidate` alias at it, tag it with `tags` and describe it (model and version) with `description`;
-        returns the version number."""
+        the `candidate` alias at it, tag it (logged model and version) with `tags`, describe both with
+        `description`, and link `results` (its test metrics) to the logged model; returns the version number."""
+        from chexops.evaluate.ensemble import checkpoint_paths, read_manifest
         from chexops.tracking.pyfunc import log_ensemble_model
 
         self.flush(run_id)
         with mlflow_errors(f"log and register the ensemble of run {run_id} as {registered_name!r}", self.uri):
             # artifact copies print a progress bar per file; in a log (not a terminal) they are noise
             quiet = {} if _interactive() else {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
-            with global_tracking_uri(self.uri), temporary_env(quiet):
+            with global_tracking_uri(self.uri), temporary_env(quiet), _stderr_to_log():
                 info = log_ensemble_model(Path(manifest_path), model_name, input_example,
                                           registered_model_name=registered_name, run_id=run_id)
             version = str(info.registered_model_version)
+            # the logged model's checkpoints are the run folder's files: linked, not a second copy
+            link_copies(self.client.get_logged_model(info.model_id).artifact_location,
+                        checkpoint_paths(Path(manifest_path), read_manifest(Path(manifest_path))))
+            self._describe_logged_model(run_id, info.model_id, tags, description, results)
             self.client.set_registered_model_alias(registered_name, CANDIDATE_ALIAS, version)
             for key, value in tags.items():
                 self.client.set_model_version_tag(registered_name, version, key,
@@ -289,6 +333,57 @@ class Tracker:
                 self.client.update_model_version(registered_name, version, description=description)
                 self.client.update_registered_model(registered_name, description=description)
         return int(version)
+
+
+    def _describe_logged_model(self, run_id: str, model_id: str, tags: Mapping[str, Any], description: str | None,
+                               results: ModelResults | None) -> None:
+        """The Models tab's view of a logged model: its tags, description and the metrics it is ranked by."""
+        model_tags = {k: _fit(str(v), MAX_TAG_LENGTH) for k, v in tags.items()}
+        if description:
+            model_tags[tag.NOTE] = _fit(description, MAX_TAG_LENGTH)
+        if model_tags:
+            self.client.set_logged_model_tags(model_id, model_tags)
+        if results is not None:
+            self.log_metrics(run_id, results.metrics, results.step, results.timestamp_ms,
+                             replace(results, model_id=model_id))
+            self.flush(run_id)
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt inside the block (main thread only; the previous handler comes back)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def _stderr_to_log() -> Iterator[None]:
+    """What MLflow prints to stderr while registering ("Successfully registered model ...", "Created version
+    ...") goes to this module's log (DEBUG) instead: a stage's console keeps its one summary line."""
+    import io
+    from contextlib import redirect_stderr
+
+    buffer = io.StringIO()
+    try:
+        with redirect_stderr(buffer):
+            yield
+    finally:
+        for line in buffer.getvalue().splitlines():
+            if line.strip():
+                log.debug(line)
 
 
 def _interactive() -> bool:

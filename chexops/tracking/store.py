@@ -6,7 +6,7 @@ TrackingErrors. mlflow is imported inside functions only.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -212,3 +212,36 @@ def _create_experiment(client: Any, uri: str, name: str, location: str | None) -
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":  # else a parallel stage created it first: fine
             raise TrackingError(f"cannot create experiment {name!r} in {uri}: {exc}") from exc
     return client.get_experiment_by_name(name)
+
+
+def link_copies(artifact_uri: str, sources: Iterable[Path]) -> int:
+    """Make each file under the local artifact folder `artifact_uri` that is a byte-for-byte copy of one of
+    `sources` a hard link to it instead (MLflow's local store copies what it logs): the registry's checkpoints and
+    a run's logged files are then the run folder's bytes (and, with DVC's hardlink cache, the DVC cache's) stored
+    once. Other stores, other filesystems and differing files are left as they are; returns the bytes saved."""
+    import filecmp
+    from urllib.parse import unquote, urlparse
+
+    if not artifact_uri.startswith("file:"):
+        return 0
+    root = Path(unquote(urlparse(artifact_uri).path))
+    by_size: dict[int, list[Path]] = {}
+    for source in sources:
+        if Path(source).is_file():
+            by_size.setdefault(Path(source).stat().st_size, []).append(Path(source))
+    saved = 0
+    for copy in (p for p in root.rglob("*") if p.is_file() and not p.is_symlink()):
+        size = copy.stat().st_size
+        for source in by_size.get(size, []):
+            if os.path.samefile(copy, source):
+                break
+            if filecmp.cmp(copy, source, shallow=False):
+                link = copy.with_name(f".{copy.name}.link")
+                try:
+                    os.link(source, link)
+                    os.replace(link, copy)  # the copy's name now names the source's bytes
+                    saved += size
+                except OSError:  # another filesystem, or links refused: the copy stays
+                    link.unlink(missing_ok=True)
+                break
+    return saved

@@ -18,6 +18,7 @@ SHARED_VIEW_PREFIX = "mlflow.sharedViewState."
 # chexops' run tags
 STAGE = "chexops.stage"  # pretrain / tune / study (the study's parent run); configuration runs have none
 STUDY_RUN = "chexops.study_run"  # on the study's parent run: the study name, how any stage finds it
+DVC_EXPERIMENT = "chexops.dvc_experiment"  # the `dvc exp run` experiment a run was made in (none under dvc repro)
 DATA = "chexops.data"  # what data made the run's numbers, in words ("synthetic CheXpert-format phantoms, ...")
 DATA_HASH = "chexops.data_hash"
 FAMILY, GROUP, INITIALIZER = "chexops.family", "chexops.group", "chexops.initializer"

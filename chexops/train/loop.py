@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from chexops.models.build import build_model
 from chexops.naming import (
     BEST_RANKING_METRIC,
     COMPETITION_MEAN,
+    KEEP_STATE_ENV,
     STATE_FILE,
     RunKey,
     select_metric_key,
@@ -153,8 +155,10 @@ def _resume(run_dir: Path, key: RunKey, fingerprint: str, model, optimizer, keep
     if state is None:
         return None
     _check_state(state, run_dir, key, fingerprint, model)
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
+    if state["model"] is not None:  # a finished run's state keeps neither (see _save_state)
+        model.load_state_dict(state["model"])
+    if state["optimizer"] is not None:
+        optimizer.load_state_dict(state["optimizer"])
     if distributed.is_main():  # restoring prunes checkpoint files: one process does it
         keeper.restore(state["keeper"])
     torch.set_rng_state(state["torch_rng"])
@@ -181,8 +185,12 @@ def saved_state_matches(config: Config, key: RunKey, run_dir: Path, lr: float) -
 
 
 def _save_state(run_dir: Path, fingerprint: str, model, optimizer, keeper: TopKKeeper, progress: Progress) -> None:
+    """The resumable state. A finished run's keeps no model or optimizer (several times a checkpoint's size):
+    its fingerprint holds the budget, so it never trains further; KEEP_STATE_ENV=1 keeps them anyway."""
+    slim = progress.done and os.environ.get(KEEP_STATE_ENV, "") != "1"
     atomic_save(
-        {"fingerprint": fingerprint, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        {"fingerprint": fingerprint, "model": None if slim else model.state_dict(),
+         "optimizer": None if slim else optimizer.state_dict(),
          "keeper": keeper.state(), "torch_rng": torch.get_rng_state(), "progress": vars(progress)},
         run_dir / STATE_FILE,
     )

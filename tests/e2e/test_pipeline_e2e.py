@@ -136,13 +136,15 @@ def test_runs_record_their_dataset_inputs(tiny_study: Study, name: str) -> None:
 
     (run,) = runs_by_name(tiny_study)[name]
     lock = yaml.safe_load((tiny_study.root / "dvc.lock").read_text())
-    dvc_md5 = next(o["md5"] for o in lock["stages"]["prepare"]["outs"] if o["path"] == "data/cache")
+    dvc_dir = next(o["md5"] for o in lock["stages"]["prepare"]["outs"] if o["path"] == "data/cache")
+    listing = json.loads((tiny_study.root / ".dvc/cache/files/md5" / dvc_dir[:2] / dvc_dir[2:]).read_text())
+    dvc_md5 = {e["relpath"]: e["md5"] for e in listing}
     splits = json.loads((tiny_study.root / "data/index/splits.json").read_text())
     inputs = {i.dataset.name: i for i in run.inputs.dataset_inputs}
     assert set(inputs) == {f"synthetic-chexpert-32px-{s}" for s in ("train", "valid", "test")}, set(inputs)
     for split in ("train", "valid", "test"):
         d = inputs[f"synthetic-chexpert-32px-{split}"]
-        assert d.dataset.digest == dvc_md5
+        assert d.dataset.digest == dvc_md5[f"{split}.npy"]  # each split its own array's md5, as DVC recorded it
         profile = json.loads(d.dataset.profile)
         assert profile["images"] == splits[split]["images"] and "synthetic" in profile["data"]
         assert f"data/cache/{split}.npy" in json.loads(d.dataset.source)["uri"]
@@ -206,9 +208,9 @@ def test_summary_run_holds_the_report(tiny_study: Study, tmp_path: Path) -> None
     assert {k: round(latest.data.metrics[k], 4) for k in summary} == summary, (summary, latest.data.metrics)
     c = client(tiny_study)
     paths = artifact_paths(c, latest.info.run_id)
-    assert {"report/study.md", "report/metrics.json"} <= paths, paths
-    assert any(p.startswith("report/figures/") and p.endswith(".png") for p in paths), paths
-    local = c.download_artifacts(latest.info.run_id, "report/study.md", str(tmp_path))
+    assert {"reports/study.md", "reports/metrics.json"} <= paths, paths
+    assert any(p.startswith("reports/figures/") and p.endswith(".png") for p in paths), paths
+    local = c.download_artifacts(latest.info.run_id, "reports/study.md", str(tmp_path))
     assert Path(local).read_text() == (tiny_study.root / "reports/study.md").read_text()
 
 

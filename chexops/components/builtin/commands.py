@@ -22,6 +22,7 @@ COMMANDS = (
     ("chexops.cli.submit", "submit_group"), ("chexops.cli.grid", "grid_group"),
     ("chexops.cli.registry", "registry_group"), ("chexops.cli.registry", "promote_command"),
     ("chexops.cli.predict", "predict_command"),
+    ("chexops.cli.ui", "ui_command"),
 )
 
 
