@@ -92,6 +92,7 @@ def read_run_record(run_dir: Path) -> dict[str, Any]:
 
 
 def save_run_record(run_dir: Path, **values: Any) -> None:
+    Path(run_dir).mkdir(parents=True, exist_ok=True)  # the first record of a run the Trainer has just accepted
     replace_text(Path(run_dir) / naming.RUN_RECORD_FILE, json.dumps(read_run_record(run_dir) | values, indent=2))
 
 
