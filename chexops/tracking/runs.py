@@ -351,11 +351,13 @@ class Tracker:
 
 @contextmanager
 def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt inside the block (main thread only; the previous handler comes back)."""
+    """SIGTERM raises KeyboardInterrupt inside the block (main thread only; the previous handler comes back). A
+    handler someone already set (the CLI's and stage scripts' cli.signals, a SLURM worker's) owns SIGTERM: kept."""
     import signal
     import threading
 
-    if threading.current_thread() is not threading.main_thread():
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None)):
         yield
         return
 

@@ -373,10 +373,10 @@ RESUME = ["train", *TRUNCATED, "--no-register", "--quiet"]
 RESTART_HINT = "chexops train --family resnet18 --init random --truncate 3 --restart"
 SLOW = [
     Case("state-zero-bytes", lambda r: (run_dir(r) / "state.pt").write_bytes(b""), RESUME, 2,
-         ["state.pt is damaged (0 bytes", RESTART_HINT], forbid=["Aborted"], check=run_left_killed),
+         ["state.pt is damaged or not chexops's (0 bytes", RESTART_HINT], forbid=["Aborted"], check=run_left_killed),
     Case("state-truncated", lambda r: (run_dir(r) / "state.pt").write_bytes((run_dir(r) / "state.pt").read_bytes()
                                                                               [:5000]),
-         RESUME, 2, ["state.pt is damaged (5000 bytes", RESTART_HINT], check=run_left_killed),
+         RESUME, 2, ["state.pt is damaged or not chexops's (5000 bytes", RESTART_HINT], check=run_left_killed),
     Case("newest-checkpoint-deleted", lambda r: newest_checkpoint(r).unlink(), RESUME, 2,
          ["one of the top-2 the saved state of resnet18/random/drop-3 keeps, is missing",
           RESTART_HINT], check=run_left_killed),

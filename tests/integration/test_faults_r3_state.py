@@ -82,9 +82,9 @@ def test_a_state_as_training_writes_it_loads_safely(tmp_path):
     run = tmp_path / "run"
     keeper = TopKKeeper(run, 2, {})
     keeper.kept = [Kept('checkpoints/ckpt-0000000004.pt', 1, 4, 0, 0.5, {'val_auroc': 0.5})]
-    _save_state(run, "fp", model, optimizer, keeper, Progress(epoch=1, loss_sum=0.5, done=True))
+    _save_state(run, "fp", model, optimizer, keeper, Progress(epoch=1, loss_sum=0.5))  # mid-training: all kept
     state = read_state(run, KEY)
-    assert state["fingerprint"] == "fp" and state["progress"]["done"] is True
+    assert state["fingerprint"] == "fp" and state["progress"]["done"] is False
     assert torch.equal(state["torch_rng"], torch.get_rng_state())
     fresh = torch.optim.Adam(model.parameters(), lr=1e-3)
     fresh.load_state_dict(state["optimizer"])  # betas tuples, step tensors: all admitted

@@ -52,9 +52,16 @@ def trained(tmp_path_factory):
     runs = config.train.runs_dir
     (KEY.train_dir(runs) / naming.RUN_RECORD_FILE).write_text(json.dumps({"run_id": "r1", "run": KEY.name}))
     KEY.registry_file(runs).parent.mkdir(parents=True)
-    KEY.registry_file(runs).write_text(json.dumps({"run_id": "r1", "version": 1}))
-    KEY.eval_dir(runs).mkdir(parents=True)
-    (KEY.eval_dir(runs) / naming.EVAL_FILE).write_text(json.dumps({"metrics": {}}))
+    KEY.registry_file(runs).write_text(json.dumps({"registered_model": "r3-store.resnet18.random.drop-3", "version": 1,
+                                                   "alias": "candidate", "run_id": "r1"}))
+    from chexops.records import EvalRecord
+
+    EvalRecord(run=KEY.name, family="resnet18", group="ResNet", initializer="random", test_split={},
+               truncation="drop-3", truncation_strategy="drop-last-k", depth=3, parameters=1, imagenet_top1=None,
+               timm_tag=None, reference_top1=None, reference_top1_source=None, test_source="official", data="synthetic",
+               label_fraction=1.0, initializer_pretrained=False, initializer_label="random", mlflow_run_id="r1",
+               metrics={}, n_test_studies=0, headline={"metric": "test_mean_auroc_6"}, undefined_tasks=[],
+               bootstrap={}, best_single={}, checkpoint_test_mean_auroc=[]).write(KEY.eval_dir(runs))
     (root / "params.yaml").write_text(yaml.safe_dump(_raw(root)))
     return root
 
