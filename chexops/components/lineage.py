@@ -146,10 +146,11 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def lock_files(grid_initializers: list[str], truncated: dict[str, dict[str, Any]],
+def lock_files(grid_initializers: list[str], truncated: list[dict[str, Any]],
                default_strategy: str) -> dict[Path, dict[str, Any]]:
     """Every per-component file the `plugins` stage writes, relative to LOCK_DIR: each registered component, each
-    grid initializer with an argument, and each grid.truncated entry (under its key, as dvc.yaml names it)."""
+    grid initializer with an argument, and each grid.truncated entry (named by the keys every entry has, family,
+    init and depth, as dvc.yaml can template them for a mapping or a list of entries)."""
     from chexops.components.registry import KINDS, get_registry
 
     registry = get_registry()
@@ -158,8 +159,9 @@ def lock_files(grid_initializers: list[str], truncated: dict[str, dict[str, Any]
     for initializer in grid_initializers:
         if ":" in initializer:
             files[Path("initializers") / f"{initializer}.json"] = initializer_record(initializer)
-    for key, entry in truncated.items():
-        files[Path("truncated") / f"{key}.json"] = component_record("truncations",
+    for entry in truncated:
+        name = f"{entry.get('family')}__{entry.get('init')}__drop-{entry.get('depth')}"
+        files[Path("truncated") / f"{name}.json"] = component_record("truncations",
                                                                   entry.get("strategy") or default_strategy)
     return files
 

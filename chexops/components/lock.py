@@ -72,7 +72,9 @@ def write_lock(path: str | Path = PLUGINS_LOCK, grid: dict[str, Any] | None = No
         path.write_text(text)
         changed.append(path.name)
     grid = grid or {}
-    files = lock_files(list(grid.get("initializers") or []), dict(grid.get("truncated") or {}), DEFAULT_STRATEGY)
+    truncated = grid.get("truncated") or []
+    entries = list(truncated.values()) if isinstance(truncated, dict) else list(truncated)
+    files = lock_files(list(grid.get("initializers") or []), entries, DEFAULT_STRATEGY)
     return changed + write_lock_files(files, path.parent / LOCK_DIR)
 
 
