@@ -6,11 +6,8 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import torch
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def chexops(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -80,5 +77,3 @@ def test_weights_for_the_wrong_architecture(tmp_path):
 def test_imagenet_without_weights_says_how_to_get_them(tmp_path):
     assert_one_line_error(chexops("build", "resnet18", "--init", "imagenet", "--weights-dir", str(tmp_path)),
                           "chexops weights fetch resnet18")
-
-

@@ -7,16 +7,11 @@ plugin's code, makes `dvc status` report that stage; re-running prepare on the s
 
 from __future__ import annotations
 
-import json
 import re
-import shutil
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
 from fixtures.lineage import REPO, module_file, stage_modules
-from fixtures.study import Study, run
 
 SCRIPT = re.compile(r"pipelines/(\w+)\.py")
 
@@ -75,70 +70,3 @@ def test_the_closure_follows_function_level_imports() -> None:
     # the data stages never open MLflow: editing what the UI shows does not re-run them
     assert not {m for m in ingest | stage_modules(REPO / "pipelines/prepare.py") if m.startswith("chexops.tracking")}
     assert "chexops.components.builtin.families" in ingest  # loaded by name by the plugin manager
-
-
-# --- against a real pipeline ---------------------------------------------------------------------------------------
-
-def changed_stages(study: Study) -> set[str]:
-    status = json.loads(study.dvc("status", "--json").output)
-    return {name for name, reasons in status.items() if reasons != ["always changed"]}
-
-
-# A module in each stage's closure, and stages its edit must mark changed.
-EDITS = {
-    "chexops/data/splits.py": {"ingest"},
-    "chexops/data/cache.py": {"prepare", "train@resnet18-random-1.0", "evaluate@resnet18-random-1.0"},
-    "chexops/train/checkpoints.py": {"train@resnet18-random-1.0", "train_truncated@resnet18-random-drop-3"},
-    "chexops/evaluate/ensemble.py": {"evaluate@resnet18-random-1.0", "evaluate@mobilenetv3-random-1.0"},
-    "chexops/tracking/pyfunc.py": {"evaluate@resnet18-random-1.0", "evaluate_truncated@resnet18-random-drop-3"},
-    "chexops/components/builtin/families.py": {"ingest", "prepare", "train@mobilenetv3-random-1.0", "analyze"},
-    "chexops/analysis/figures.py": {"analyze"},
-    "chexops/train/moco.py": {"pretrain@resnet18-random", "train@resnet18-random-1.0"},
-}
-
-
-
-
-PLUGIN = '''import chexops
-
-UNUSED = 1  # read by no component: editing it re-runs nothing
-BLOCKS = ("layer1", "layer2", "layer3", "layer4")
-
-
-def _family(name, top1):
-    return chexops.FamilySpec(name=name, timm_name="resnet18", tag="tv_in1k", group="ResNet", imagenet_top1=top1,
-                              blocks=BLOCKS, max_drop=3)
-
-
-@chexops.hookimpl
-def register_families(register):
-    register(_family("lineage_net", 69.76))  # the grid trains this one
-    register(_family("lineage_spare", 69.76))  # installed, in no grid
-'''
-
-
-def fake_installed_plugin(site: Path, version: str = "0.1") -> Path:
-    """A plugin distribution importlib.metadata finds on PYTHONPATH: a module plus its dist-info."""
-    shutil.rmtree(site, ignore_errors=True)
-    info = site / f"lineage_plugin-{version}.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: lineage-plugin\nVersion: {version}\n")
-    (info / "entry_points.txt").write_text("[chexops]\nlineage = lineage_plugin\n")
-    (site / "lineage_plugin.py").write_text(PLUGIN)
-    return site / "lineage_plugin.py"
-
-
-NET = {"pretrain@lineage_net-random", "tune@lineage_net-random-1.0", "train@lineage_net-random-1.0",
-       "evaluate@lineage_net-random-1.0"}
-
-
-
-
-
-
-def chexops_cli(study: Study, *args: str) -> object:
-    return run([sys.executable, "-m", "chexops", *args], study.root, study.env, timeout=600, check=False)
-
-
-
-
