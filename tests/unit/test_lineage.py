@@ -1,9 +1,5 @@
-"""Lineage: dvc.yaml's deps cover every chexops module each stage runs, and plugins are a dependency too.
-
-The fast tests read dvc.yaml against the static import closure of each stage script (tests/lineage.py). The slow
-ones use the tiny study after its `dvc repro`: an edit to a module in a stage's closure, or to an installed
-plugin's code, makes `dvc status` report that stage; re-running prepare on the same data changes nothing.
-"""
+"""Lineage, statically: dvc.yaml's deps are exactly the chexops modules each stage script runs (the import closure
+of tests/fixtures/lineage.py) and the plugin components it uses. Against a real pipeline: tests/e2e/."""
 
 from __future__ import annotations
 
