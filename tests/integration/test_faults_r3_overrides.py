@@ -3,60 +3,26 @@ it says the run differs and names --restart."""
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import pytest
-import yaml
+from fixtures.training import trained_and_registered, trained_params
 
 from chexops import cli as cli_module
-from chexops import naming
 from chexops.config import config_from_dict
 from chexops.naming import RunKey
-from chexops.train.loop import train_run
 
 KEY = RunKey("resnet18", "random", 3)
 
 
 def _raw(root: Path) -> dict:
-    return {
-        "study": {"name": "r3-lr"},
-        "data": {"source": "synthetic", "synthetic": {"patients": 40, "seed": 1, "image_size": 40},
-                 "image_size": 32, "index_dir": str(root / "index"), "cache_dir": str(root / "cache"), "workers": 1},
-        "train": {"batch_size": 8, "epochs": 1, "eval_every": 16, "top_k": 1, "lr": 1e-3, "max_examples": 32,
-                  "runs_dir": str(root / "runs")},
-        "tracking": {"uri": f"sqlite:///{root / 'mlflow.db'}", "artifacts": str(root / "mlartifacts")},
-        "grid": {"families": ["resnet18"], "initializers": ["random"], "truncated": [
-            {"family": "resnet18", "init": "random", "depth": 3}]},
-    }
+    return trained_params(root, "r3-lr")
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A configuration trained to its whole budget at lr 0.001 (the train stage's part of `chexops train`)."""
-    from chexops.stages import ingest, prepare
-    from chexops.stages.context import StageContext
-
-    root = tmp_path_factory.mktemp("r3lr")
-    config = config_from_dict(_raw(root))
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
-        ingest.run(StageContext(config, progress=False))
-        prepare.run(StageContext(config, progress=False))
-    finally:
-        os.chdir(cwd)
-    train_run(config, KEY, progress=False)
-    # what evaluate and register leave: the run evaluated and registered (version 1), so it reads as up to date
-    runs = config.train.runs_dir
-    (KEY.train_dir(runs) / naming.RUN_RECORD_FILE).write_text(json.dumps({"run_id": "r1", "run": KEY.name}))
-    KEY.registry_file(runs).parent.mkdir(parents=True)
-    KEY.registry_file(runs).write_text(json.dumps({"run_id": "r1", "version": 1}))
-    KEY.eval_dir(runs).mkdir(parents=True)
-    (KEY.eval_dir(runs) / naming.EVAL_FILE).write_text(json.dumps({"metrics": {}}))
-    (root / "params.yaml").write_text(yaml.safe_dump(_raw(root)))
-    return root
+    """A configuration trained to its whole budget at lr 0.001, evaluated and registered as version 1."""
+    return trained_and_registered(tmp_path_factory.mktemp("r3lr"), "r3-lr")
 
 
 def test_another_lr_on_a_trained_run_says_it_differs_and_names_restart(trained, capsys, monkeypatch):
