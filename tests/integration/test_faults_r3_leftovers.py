@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
+from fixtures.training import prepare_study
 
 from chexops import naming
 from chexops.config import config_from_dict
@@ -38,19 +39,8 @@ def _config(root: Path, batch_size: int = 8):
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    from chexops.stages import ingest, prepare
-    from chexops.stages.context import StageContext
-
     root = tmp_path_factory.mktemp("r3left")
-    config = _config(root)
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
-        ingest.run(StageContext(config, progress=False))
-        prepare.run(StageContext(config, progress=False))
-    finally:
-        os.chdir(cwd)
-    return root
+    return prepare_study(root, _config(root))
 
 
 def _refused_config(prepared: Path, runs: Path):

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fixtures.training import prepare_study
 
 from chexops import naming
 from chexops.config import config_from_dict
@@ -107,19 +108,8 @@ def _config(root: Path):
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    from chexops.stages import ingest, prepare
-    from chexops.stages.context import StageContext
-
     root = tmp_path_factory.mktemp("r3state")
-    config = _config(root)
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
-        ingest.run(StageContext(config, progress=False))
-        prepare.run(StageContext(config, progress=False))
-    finally:
-        os.chdir(cwd)
-    return root
+    return prepare_study(root, _config(root))
 
 
 def _pretrain(prepared: Path, out: Path, **kwargs):
