@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fixtures.servers import free_port, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -27,22 +28,6 @@ SBIN = Path("/usr/sbin")
 
 def _daemon(name: str) -> str | None:
     return shutil.which(name) or (str(SBIN / name) if (SBIN / name).is_file() else None)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(check, timeout: float, what: str, poll: float = 0.3):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(poll)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
 SLURM_CONF = """\
@@ -108,7 +93,7 @@ def _start_munge(root: Path) -> int:
     subprocess.run(["runuser", "-u", "munge", "--", _daemon("munged"), f"--socket={run}/munge.sock",
                     f"--pid-file={run}/munged.pid", f"--seed-file={run}/munged.seed", f"--log-file={run}/munged.log"],
                    check=True, timeout=30)
-    return wait_for(lambda: _pid(run / "munged.pid"), 10, "munged's pid file")
+    return wait_for(lambda: _pid(run / "munged.pid"), 10, "munged's pid file", poll=0.3)
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +124,7 @@ def slurm():
             return out.stdout.strip() == "idle"
 
         try:
-            wait_for(idle, 60, "the SLURM node to be idle")
+            wait_for(idle, 60, "the SLURM node to be idle", poll=0.3)
         except BaseException:
             state = subprocess.run(["sinfo", "-N", "-o", "%N %T %E"], capture_output=True, text=True, env=env)
             logs = "".join(p.read_text()[-1500:] for p in sorted((root / "log").glob("*.log")))
@@ -224,7 +209,7 @@ def test_array_task_signalled_mid_training_requeues_and_resumes(slurm, tmp_path)
     job = re.search(r"submitted array job (\d+)", out).group(1)
     script = (root / "logs" / "chexops-grid.sbatch").read_text()
     assert "#SBATCH --signal=B:USR1@30" in script and "\nexec " in script and "#SBATCH --requeue" in script
-    name, task = wait_for(lambda: _training_task(storage, root), 150, "a task to save training state")
+    name, task = wait_for(lambda: _training_task(storage, root), 150, "a task to save training state", poll=0.3)
     assert task.startswith(f"{job}_")
     subprocess.run(["scancel", "--signal=USR1", "--batch", task], check=True, env=env, timeout=30)
 
