@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fixtures.browser import ui_page as open_ui_page
 from fixtures.study import RUN_NAMES, STUDY, SUMMARY_RUN, Study
 
 from chexops.tracking.presentation import STUDY_VIEW_QUERY  # noqa: E402
@@ -104,18 +105,9 @@ def browser(server: str) -> Iterator[Any]:
 @pytest.fixture
 def ui_page(browser: Any, server: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     """A fresh page that can reach the server only (the UI's telemetry and docs links are cut off)."""
-    context = browser.new_context(viewport={"width": 1600, "height": 1000})
-    context.route(re.compile(r"^(?!https?://127\.0\.0\.1:).*"), lambda route: route.abort())
-    context.set_default_timeout(UI_TIMEOUT_MS)
-    # keep the assistant side panel closed, so screenshots show the page itself (cosmetic only)
-    context.add_init_script('localStorage.setItem("mlflow.assistant.panelOpen_v1", "false");'
-                            'localStorage.setItem("mlflow.assistant.fab.autoOpenedOnFirstLoad_v1", "true");')
-    page = context.new_page()
-    yield page
-    shots = Path(os.environ.get("CHEXOPS_UI_SCREENSHOTS") or tmp_path_factory.getbasetemp() / "ui-screenshots")
-    shots.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(shots / f"{request.node.name}.png"))
-    context.close()
+    shots = tmp_path_factory.getbasetemp() / "ui-screenshots"
+    with open_ui_page(browser, UI_TIMEOUT_MS, request.node.name, shots) as page:
+        yield page
 
 
 def experiment_id(study: Study) -> str:

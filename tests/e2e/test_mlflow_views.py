@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fixtures.browser import ui_page as open_ui_page
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -116,17 +117,12 @@ def page(server: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.T
     expect.set_options(timeout=TIMEOUT_MS)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1600, "height": 1000})
-        context.route(re.compile(r"^(?!https?://127\.0\.0\.1:).*"), lambda route: route.abort())
-        context.set_default_timeout(TIMEOUT_MS)
-        context.add_init_script('localStorage.setItem("mlflow.assistant.panelOpen_v1", "false");'
-                                'localStorage.setItem("mlflow.assistant.fab.autoOpenedOnFirstLoad_v1", "true");')
-        page = context.new_page()
-        yield page
-        shots = Path(os.environ.get("CHEXOPS_UI_SCREENSHOTS") or tmp_path_factory.getbasetemp() / "ui-screenshots")
-        shots.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(shots / f"{request.node.name}.png"))
-        browser.close()
+        try:
+            with open_ui_page(browser, TIMEOUT_MS, request.node.name,
+                              tmp_path_factory.getbasetemp() / "ui-screenshots") as page:
+                yield page
+        finally:
+            browser.close()
 
 
 def test_the_study_view_is_listed_under_views_and_opens_on_the_configurations(page, server: str, store) -> None:
