@@ -5,6 +5,8 @@
 #   bash benchmarks/gpu_round.sh          # everything (at most 14 minutes: the parts' time limits)
 #   bash benchmarks/gpu_round.sh steps    # part 1: train_step, 16 families, chexops vs the plain loop (<= 7.5 min)
 #   bash benchmarks/gpu_round.sh grid     # parts 2 and 3: chexops plan on the paper profile, packing (<= 6.5 min)
+#   bash benchmarks/gpu_round.sh window   # all three in one command of at most 8.5 min, with fewer steps: for a
+#                                         # session whose whole device time (start-up included) is ~14 minutes
 #
 # Each of `steps` and `grid` fits in one 10-minute command; run them one after the other in one device window.
 #
@@ -34,6 +36,20 @@ step() {  # name, time limit (s), command...
   echo "$name exit $? after $((SECONDS - start)) s" | tee -a "$OUT/commands.txt"
   tail -n 25 "$OUT/$name.txt"
 }
+
+if [[ $PART == window ]]; then
+  # The same measurements, ordered so the figures the issues ask for first come first, and cut to fit one command.
+  step train_step_eager 170 python benchmarks/train_step.py --family all --size 320 --batch 16 --steps 20 --warmup 6 \
+    --compile off --json "$OUT/train_step_eager.json"
+  step plan_paper 180 python -m chexops plan --params pipelines/profiles/paper.yaml --images 191027,202,518 \
+    --steps 12 --warmup 4 --pack 3 --save "$OUT/plan_paper_profile.json"
+  python -m chexops plan --params pipelines/profiles/paper.yaml --images 191027,202,518 \
+    --profile "$OUT/plan_paper_profile.json" --json > "$OUT/plan_paper.json" 2>&1 || true
+  step train_step_compiled 110 python benchmarks/train_step.py --family densenet121,resnet18 --size 320 --batch 16 \
+    --steps 15 --warmup 4 --compile off,compile,cudagraphs --json "$OUT/train_step_compiled.json"
+  step packing_streams 50 python benchmarks/packing.py --streams --device cuda --size 320 --batch 16 \
+    --examples 640 --configs densenet121:0,resnet18:0,mobilenetv2:0 --json "$OUT/packing_streams.json"
+fi
 
 if [[ $PART == all || $PART == steps ]]; then
   # 1. chexops' step (eager bf16 + channels_last, side-stream copies, no host sync) vs the plain fp32 eager loop,
