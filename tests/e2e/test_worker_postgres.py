@@ -43,7 +43,7 @@ def grid_params(root: Path, tracking_uri: str) -> dict:
 
 def start_worker(root: Path, storage: str, name: str) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "chexops", "worker", "--storage", storage, "--optuna-study", "grid", "--params",
-           str(root / "params.yaml"), "--heartbeat", "2", "--grace", "6", "--quiet"]
+           str(root / "params.yaml"), "--heartbeat", "2", "--grace", "15", "--quiet"]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"OMP_NUM_THREADS": "1"}
     return subprocess.Popen(cmd, cwd=root, env=env, stdout=open(root / f"{name}.log", "w"), stderr=subprocess.STDOUT)
 
@@ -62,6 +62,19 @@ def _training_with_state(storage: optuna.storages.RDBStorage, worker: subprocess
             if (KEYS[NAMES.index(name)].train_dir(root / "runs") / "state.pt").is_file():
                 return name
     return None
+
+
+def _logs(root: Path) -> str:
+    """Both workers' last lines: a failure in either explains the other's exit."""
+    return "\n".join(f"--- {name}.log\n" + (root / f"{name}.log").read_text()[-3000:] for name in ("doomed", "survivor"))
+
+
+def _trials(storage: str) -> str:
+    """Each trial's state, configuration and error: why a configuration never completed."""
+    trials = optuna.load_study(study_name="grid", storage=storage).get_trials()
+    return "\n--- trials\n" + "\n".join(f"{t.number} {t.state.name} {t.params.get(RUN_PARAM)} "
+                                         f"{t.user_attrs.get('worker', '')} {t.user_attrs.get('error', '')}"
+                                         for t in trials)
 
 
 def _check_optuna(storage: str, killed_run: str, root: Path) -> None:
@@ -119,7 +132,7 @@ def test_two_workers_finish_the_grid_once_each_despite_a_kill(postgres, mlflow_s
         killed_run = wait_for(lambda: _training_with_state(watch, doomed, tmp_path), 300,
                               "the first worker to save training state")
         doomed.send_signal(signal.SIGKILL)  # mid-training, between two saved states: a machine lost
-        assert survivor.wait(timeout=600) == 0, (tmp_path / "survivor.log").read_text()[-4000:]
+        assert survivor.wait(timeout=600) == 0, _logs(tmp_path) + _trials(storage)
     finally:
         for p in (doomed, survivor):
             if p.poll() is None:
