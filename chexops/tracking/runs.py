@@ -27,6 +27,7 @@ from chexops.tracking import tags as tag
 from chexops.tracking.store import (
     global_tracking_uri,
     link_copies,
+    lost_insert_race,
     mlflow_errors,
     open_experiment,
     temporary_env,
@@ -41,6 +42,7 @@ MAX_PARAM_LENGTH = 6000
 MAX_TAG_LENGTH = 8000
 CANDIDATE_ALIAS = "candidate"
 _STATUSES = ("FINISHED", "FAILED", "KILLED")
+INSERT_RACE_ATTEMPTS = 3  # writes that lost a race to insert the same row (see store.lost_insert_race)
 LINK_MIN_BYTES = 1 << 20  # logged files from this size on share the source's bytes (see store.link_copies)
 
 
@@ -173,8 +175,15 @@ class Tracker:
         inputs = [DatasetInput(Dataset(name=d["name"], digest=d["digest"], source_type="local",
                                        source=json.dumps({"uri": d["source"]}), profile=json.dumps(d["profile"])),
                                tags=[InputTag(tag.DATA_CONTEXT, d["context"])]) for d in datasets]
-        with mlflow_errors(f"log the dataset inputs of run {run_id}", self.uri):
-            self.client.log_inputs(run_id, datasets=inputs)
+        for attempt in range(INSERT_RACE_ATTEMPTS):
+            try:
+                with mlflow_errors(f"log the dataset inputs of run {run_id}", self.uri):
+                    self.client.log_inputs(run_id, datasets=inputs)
+                return
+            except TrackingError as exc:  # the write was one transaction, rolled back: writing again is safe
+                if attempt == INSERT_RACE_ATTEMPTS - 1 or not lost_insert_race(exc.__cause__):
+                    raise
+                time.sleep(0.2 * (attempt + 1))
 
     @contextmanager
     def system_metrics(self, run_id: str) -> Iterator[None]:

@@ -50,6 +50,14 @@ def mlflow_errors(action: str, uri: str) -> Iterator[None]:
                             f"{str(exc).splitlines()[0] if str(exc) else ''}. Run the command again.") from exc
 
 
+def lost_insert_race(exc: BaseException | None) -> bool:
+    """Whether a store refused a write because another process inserted the same row first (MLflow turns the
+    database's unique-key violation into a BAD_REQUEST, which its client does not retry). Writing again then finds
+    the row and reuses it: e.g. two workers logging the same dataset input at once."""
+    text = f"{type(exc).__name__}: {exc}".lower() if exc is not None else ""
+    return any(s in text for s in ("duplicate key value", "unique constraint", "integrityerror"))
+
+
 @contextmanager
 def global_tracking_uri(uri: str) -> Iterator[None]:
     """Point MLflow's process-wide URI at `uri` for a call that only reads it (Model.log), then restore it."""

@@ -276,3 +276,40 @@ def test_dataset_inputs_carry_name_digest_source_and_sizes(tracker: Tracker) -> 
     assert json.loads(logged.dataset.profile) == {"images": 540, "patients": 540}
     assert json.loads(logged.dataset.source) == {"uri": "data/cache/train.npy"}
     assert {t.key: t.value for t in logged.tags} == {"mlflow.data.context": "train"}
+
+
+def test_a_dataset_input_that_lost_an_insert_race_is_written_again(store: str, tmp_path: Path) -> None:
+    """Two workers starting together log the same dataset: PostgreSQL refuses the second insert of its row with a
+    unique-key violation, which MLflow answers as BAD_REQUEST (not retried by its client). Writing again reuses
+    the row the other worker inserted."""
+    from mlflow.exceptions import MlflowException
+
+    ours, other = (Tracker.open(store, str(tmp_path / "mlartifacts"), "study") for _ in range(2))
+    data = [{"name": "synthetic-chexpert-64px-train", "digest": "b" * 32, "source": "data/cache/train.npy",
+             "context": "train", "profile": {"images": 540}}]
+    run_id, other_run = ours.start_run("resnet18/random/full", {}, {}), other.start_run("resnet18/random/drop-1", {}, {})
+    real, calls = ours.client.log_inputs, []
+
+    def racing(rid, datasets=None, **kwargs):
+        calls.append(rid)
+        if len(calls) == 1:  # the other worker's insert lands between our read and our insert
+            other.log_datasets(other_run, data)
+            raise MlflowException('(psycopg2.errors.UniqueViolation) duplicate key value violates unique constraint '
+                                  '"dataset_pk"', error_code="BAD_REQUEST")
+        return real(rid, datasets=datasets, **kwargs)
+
+    ours.client.log_inputs = racing
+    ours.log_datasets(run_id, data)
+    assert calls == [run_id, run_id]
+    for rid in (run_id, other_run):
+        (logged,) = ours.client.get_run(rid).inputs.dataset_inputs
+        assert logged.dataset.digest == "b" * 32
+
+    def refused(rid, datasets=None, **kwargs):  # any other refusal is not retried
+        calls.append(rid)
+        raise MlflowException("INVALID_PARAMETER_VALUE: bad digest", error_code="INVALID_PARAMETER_VALUE")
+
+    ours.client.log_inputs, calls[:] = refused, []
+    with pytest.raises(TrackingError, match="bad digest"):
+        ours.log_datasets(run_id, data)
+    assert calls == [run_id]
