@@ -287,7 +287,8 @@ def test_a_dataset_input_that_lost_an_insert_race_is_written_again(store: str, t
     ours, other = (Tracker.open(store, str(tmp_path / "mlartifacts"), "study") for _ in range(2))
     data = [{"name": "synthetic-chexpert-64px-train", "digest": "b" * 32, "source": "data/cache/train.npy",
              "context": "train", "profile": {"images": 540}}]
-    run_id, other_run = ours.start_run("resnet18/random/full", {}, {}), other.start_run("resnet18/random/drop-1", {}, {})
+    run_id = ours.start_run("resnet18/random/full", {}, {})
+    other_run = other.start_run("resnet18/random/drop-1", {}, {})
     real, calls = ours.client.log_inputs, []
 
     def racing(rid, datasets=None, **kwargs):
