@@ -66,7 +66,8 @@ def _training_with_state(storage: optuna.storages.RDBStorage, worker: subprocess
 
 def _logs(root: Path) -> str:
     """Both workers' last lines: a failure in either explains the other's exit."""
-    return "\n".join(f"--- {name}.log\n" + (root / f"{name}.log").read_text()[-3000:] for name in ("doomed", "survivor"))
+    return "\n".join(f"--- {name}.log\n" + (root / f"{name}.log").read_text()[-3000:]
+                     for name in ("doomed", "survivor"))
 
 
 def _trials(storage: str) -> str:
