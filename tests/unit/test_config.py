@@ -34,6 +34,13 @@ def test_profiles_hold_the_paper_grid(profile):
     assert (t.lr, t.batch_size, t.epochs, t.top_k, config.eval.bootstrap) == (1e-4, 16, 3, 10, 1000)
 
 
+def test_evidence_profile_runs_the_default_grid_on_a_500_study_test_split():
+    default = validate(load_config(ROOT / "params.yaml"))
+    evidence = validate(load_config(ROOT / "pipelines" / "profiles" / "synthetic-evidence.yaml"))
+    assert grid_runs(evidence) == grid_runs(default) and evidence.study.name != default.study.name
+    assert (evidence.data.synthetic.holdout, evidence.data.synthetic.patients) == (500, 1600)
+
+
 def test_paper_profile_protocol():
     config = load_config(ROOT / "pipelines" / "profiles" / "paper.yaml")
     assert (config.data.source, config.data.image_size, config.train.eval_every) == ("chexpert", 320, 8192)
