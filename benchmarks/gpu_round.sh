@@ -7,6 +7,9 @@
 #   bash benchmarks/gpu_round.sh grid     # parts 2 and 3: chexops plan on the paper profile, packing (<= 6.5 min)
 #   bash benchmarks/gpu_round.sh window   # all three in one command of at most 8.5 min, with fewer steps: for a
 #                                         # session whose whole device time (start-up included) is ~14 minutes
+# On the first H200 window (benchmarks/results/h200-2026-12-04.md) each family cost ~14-20 s whatever the step
+# count (model build, cuDNN autotuning), so `window` reached 8 of 16 families per part: a full round needs
+# `steps` and `grid` in two windows, not one.
 #
 # Each of `steps` and `grid` fits in one 10-minute command; run them one after the other in one device window.
 #
