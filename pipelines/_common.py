@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 
 from chexops.errors import ChexopsError
@@ -30,11 +29,12 @@ def run_stage(stage: Stage, description: str, per_configuration: bool) -> None:
         p.add_argument("--strategy", default=None)
         p.add_argument("--fraction", type=float, default=1.0, help="of the labelled training split")
     args = p.parse_args()
+    from chexops.cli import quiet_mlflow
     from chexops.cli.signals import sigterm_as_interrupt
 
     sigterm_as_interrupt()  # a SIGTERM'd stage marks its MLflow run KILLED instead of leaving it RUNNING
-    if args.quiet:  # read by MLflow when it is first imported (it sets up its own logger then)
-        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    if args.quiet:
+        quiet_mlflow()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     # chexops' own progress (a line per validation, so a long stage shows life); other libraries' warnings only
     logging.getLogger("chexops").setLevel(logging.INFO)

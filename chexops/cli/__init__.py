@@ -17,6 +17,14 @@ def cli() -> None:
     """chexops: chest X-ray transfer-learning studies, tracked and reproducible."""
 
 
+def quiet_mlflow() -> None:
+    """MLflow's INFO lines off (run URLs, system-metrics start/stop, table creation): `--quiet` output is chexops'
+    own lines. MLflow reads the level once, when it is first imported, so this runs before anything imports it."""
+    import os
+
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+
+
 def _load_commands() -> None:
     from chexops.components.manager import plugin_manager
 

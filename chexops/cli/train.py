@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import click
 
 from chexops import naming
+from chexops.cli import quiet_mlflow
 from chexops.naming import DEFAULT_STRATEGY, PARAMS_FILE, RunKey
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 @click.option("--lr", type=float, help="Override the tuned / configured learning rate.")
 @click.option("--restart", is_flag=True, help="Train anew instead of resuming a run left in the run folder.")
 @click.option("--no-register", is_flag=True, help="Stop after the test evaluation.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--quiet", is_flag=True, help="No progress bars, no MLflow INFO lines.")
 def train_command(family: str, initializer: str, truncate: int, strategy: str, fraction: float, params_path: str,
                   lr: float | None,
                   restart: bool, no_register: bool, quiet: bool) -> None:
@@ -44,6 +45,8 @@ def train_command(family: str, initializer: str, truncate: int, strategy: str, f
     from chexops.config import check_run, load_config, validate
     from chexops.stages.context import StageContext, verify_components
 
+    if quiet:
+        quiet_mlflow()
     config = validate(load_config(params_path))
     if lr is not None and not 0 < lr < float("inf"):
         raise click.BadParameter(f"must be a finite number > 0, got {lr}", param_hint="--lr")

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from chexops.cli import quiet_mlflow
 from chexops.config import load_config, validate
 from chexops.naming import PARAMS_FILE
 
@@ -59,7 +60,7 @@ def _requeue() -> None:
 @click.option("--max-retry", default=3, show_default=True, type=click.IntRange(min=0),
               help="How often a configuration whose worker died is retried.")
 @click.option("--no-register", is_flag=True, help="Stop each configuration after its test evaluation.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--quiet", is_flag=True, help="No progress bars, no MLflow INFO lines.")
 @click.option("--per-device",
               help="Start this many workers on each visible GPU (or the CPU) and wait for them: a number, or auto "
                    "(from --profile: the measured packing gain and memory; 1 on a CPU). [default: this process "
@@ -79,6 +80,8 @@ def worker_command(storage_url: str, study_name: str, params_path: str, heartbea
     if grace is not None and grace <= heartbeat:
         raise click.BadParameter(f"must be longer than --heartbeat ({heartbeat} s), got {grace}",
                                  param_hint="--grace")
+    if quiet:
+        quiet_mlflow()  # before anything imports mlflow; the children inherit it
     config = validate(load_config(params_path))
     if per_device is not None:
         from chexops.scaleout.packing import resolve_per_device, start_workers, visible_devices
