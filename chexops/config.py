@@ -153,6 +153,9 @@ class GridConfig:
     # Each full configuration is trained on these fractions of the labelled training split (patient-grouped,
     # seeded); pretraining still sees every image. Written as floats (1.0, 0.1) so DVC names folders alike.
     label_fractions: list[float] = field(default_factory=lambda: [1.0])
+    # Further train seeds: each full configuration on all labels is also trained once with each, so the analysis
+    # can set the spread across retrainings beside the test-resampling CIs. Empty: train.seed only.
+    seeds: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -348,6 +351,12 @@ def validate(config: Config) -> Config:
     fractions = g.label_fractions
     _check(bool(fractions) and all(0 < f <= 1 for f in fractions) and len(set(fractions)) == len(fractions),
            f"grid.label_fractions must be distinct fractions in (0, 1], e.g. [0.1, 1.0]; got {fractions}.")
+    _check(all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in g.seeds)
+           and len(set(g.seeds)) == len(g.seeds) and t.seed not in g.seeds,
+           f"grid.seeds must be distinct whole numbers >= 0 other than train.seed ({t.seed}), which every "
+           f"configuration already trains with; e.g. [1, 2]; got {g.seeds}.")
+    _check(not g.seeds or 1.0 in fractions, "grid.seeds repeats the full configurations on all labels; add 1.0 to "
+           "grid.label_fractions, or empty grid.seeds.")
     folders: dict[tuple[str, str, int, float], str] = {}
     for name, init, depth, fraction, strategy in grid_runs(config):
         check_run(name, init, depth, d.image_size, where="grid.truncated has", strategy=strategy)
@@ -415,3 +424,17 @@ def grid_runs(config: Config) -> list[tuple[str, str, int, float, str]]:
     runs += [(t.family, t.init, t.depth, 1.0, t.strategy) for t in g.truncated]
     runs += [(f, i, 0, x, DEFAULT_STRATEGY) for x in fractions if x != 1.0 for f in g.families for i in g.initializers]
     return list(dict.fromkeys(runs))
+
+
+def grid_keys(config: Config) -> list[naming.RunKey]:
+    """Every run of the study: grid_runs' configurations, then each full configuration on all labels once more per
+    grid.seeds entry (same settings, another train seed)."""
+    keys = [naming.RunKey(*run) for run in grid_runs(config)]
+    g = config.grid
+    full = [(f, i) for f in g.families for i in g.initializers] if 1.0 in g.label_fractions else []
+    return keys + [naming.RunKey(f, i, seed=seed) for seed in g.seeds for f, i in full]
+
+
+def train_seed(config: Config, key: naming.RunKey) -> int:
+    """The seed a run trains with: its own (a grid.seeds repeat) or train.seed."""
+    return config.train.seed if key.seed is None else key.seed

@@ -7,7 +7,7 @@ Imports neither torch nor mlflow, so the CLI, the pipelines and any tool can nam
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from chexops.errors import TrackingError
@@ -70,6 +70,11 @@ def fraction_label(fraction: float) -> str:
     return f"labels-{float(fraction)}"
 
 
+def seed_label(seed: int) -> str:
+    """`seed-1`: how run names and folders name a repeat with another train seed (grid.seeds)."""
+    return f"seed-{int(seed)}"
+
+
 DEFAULT_STRATEGY = "drop-last-k"  # the truncation strategy of a grid.truncated entry that names none
 
 
@@ -90,6 +95,7 @@ class RunKey:
     depth: int = 0
     fraction: float = 1.0  # of the labelled training split
     strategy: str = DEFAULT_STRATEGY
+    seed: int | None = None  # a repeat of the configuration with this train seed (grid.seeds); None: train.seed
 
     def __post_init__(self) -> None:
         # a strategy passed where the fraction goes would otherwise name a folder "labels-drop-last-k"
@@ -108,7 +114,8 @@ class RunKey:
         """`densenet121/imagenet/full`: the MLflow run name (`resnet18/random/keep-first-2` for a strategy other
         than drop-last-k, `densenet121/ssl/full/labels-0.1` for a label fraction)."""
         name = f"{self.family}/{self._init_label()}/{truncation_label(self.depth, self.strategy)}"
-        return name if self.fraction == 1.0 else f"{name}/{fraction_label(self.fraction)}"
+        name = name if self.fraction == 1.0 else f"{name}/{fraction_label(self.fraction)}"
+        return name if self.seed is None else f"{name}/{seed_label(self.seed)}"
 
     @property
     def slug(self) -> str:
@@ -120,6 +127,7 @@ class RunKey:
         at the same family, initializer and depth), and the fraction is always there, 1.0 included.
         """
         name = f"{self.family}__{self._init_label()}__{truncation_label(self.depth)}__{fraction_label(self.fraction)}"
+        name = name if self.seed is None else f"{name}__{seed_label(self.seed)}"  # dvc.yaml's train_seeds outs
         return re.sub(r"[^A-Za-z0-9_.-]", "-", name)
 
     def pretrain_dir(self, runs_dir: str | Path) -> Path:
@@ -127,7 +135,8 @@ class RunKey:
 
     # One folder per stage, so each DVC stage owns its outputs: tune -> train -> eval -> registry.
     def tune_file(self, runs_dir: str | Path) -> Path:
-        return Path(runs_dir) / "tune" / f"{self.slug}.json"
+        # a grid.seeds repeat trains at its configuration's learning rate
+        return Path(runs_dir) / "tune" / f"{replace(self, seed=None).slug}.json"
 
     def tune_trial_dir(self, runs_dir: str | Path, number: int) -> Path:
         return Path(runs_dir) / "tune" / self.slug / f"trial-{number}"
@@ -140,6 +149,8 @@ class RunKey:
             parts.append(f"--strategy {self.strategy}")
         if self.fraction != 1.0:
             parts.append(f"--fraction {self.fraction}")
+        if self.seed is not None:
+            parts.append(f"--seed {self.seed}")
         return " ".join([*parts, *flags])
 
     def train_dir(self, runs_dir: str | Path) -> Path:

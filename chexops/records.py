@@ -233,6 +233,8 @@ class EvalRecord:
     best_single: dict[str, Any]
     checkpoint_test_mean_auroc: list[float]
     training: dict[str, Any] = field(default_factory=dict)  # an eval.json from before it was recorded lacks it
+    train_seed: int | None = None  # the seed it trained with (None in an eval.json from before it was recorded)
+    seed_repeat: bool = False  # a grid.seeds repeat: the analysis uses it for the spread across seeds only
 
     @property
     def headline_metric(self) -> str:

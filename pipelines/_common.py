@@ -28,6 +28,7 @@ def run_stage(stage: Stage, description: str, per_configuration: bool) -> None:
         p.add_argument("--truncate", "--depth", dest="truncate", type=int, default=0)
         p.add_argument("--strategy", default=None)
         p.add_argument("--fraction", type=float, default=1.0, help="of the labelled training split")
+        p.add_argument("--seed", type=int, default=None, help="a grid.seeds repeat with this train seed")
     args = p.parse_args()
     from chexops.cli import quiet_mlflow
     from chexops.cli.signals import sigterm_as_interrupt
@@ -58,7 +59,8 @@ def _run(stage: Stage, args: argparse.Namespace) -> dict:
     config = validate(load_config(args.params))
     key = None
     if hasattr(args, "family"):
-        key = RunKey(args.family, args.init, args.truncate, args.fraction, args.strategy or DEFAULT_STRATEGY)
+        key = RunKey(args.family, args.init, args.truncate, args.fraction, args.strategy or DEFAULT_STRATEGY,
+                     args.seed)
         check_recorded(components_of(config, key))  # the components the lock records
         verify_components(config, [key])  # and their deep checks, once per version of their code
     return stage(StageContext(config, key, progress=not args.quiet))

@@ -150,7 +150,7 @@ def references(config: Any, study: Study, keys: Sequence[Any], runs_dir: Path) -
     registry, seed = get_registry(), config.train.seed
     for key in keys:
         spec, _ = registry.initializer(key.initializer)
-        if key.depth != 0 or key.fraction != 1.0 or not spec.pretrained:
+        if key.depth != 0 or key.fraction != 1.0 or key.seed is not None or not spec.pretrained:
             continue
         both = []
         try:

@@ -433,11 +433,12 @@ def write_report(study: Study, out_dir: Path, n_resamples: int = 1000, seed: int
     stage fits; without them those checks are not made) and write the outputs to out_dir; returns name -> path."""
     out_dir = Path(out_dir)
     (out_dir / "plots").mkdir(parents=True, exist_ok=True)
+    everything, study = study, study.without_repeats()  # grid.seeds repeats: in the evidence checks only
     main, sp = main_table(study), spearman(study)
     boosts = pretraining_boosts(study, n_resamples, seed)
     trunc = truncation_table(study, n_resamples, seed)
     fractions = label_fraction_table(study, n_resamples, seed)
-    evidence = trust.gather(study, references, n_resamples, seed)
+    evidence = trust.gather(everything, references, n_resamples, seed)
     mdes = _mdes(boosts, trunc)
     tables = {"main_table": main, "spearman": sp, "boost": pd.concat([b.per_family for b in boosts]),
               "size_differences": boosts[0].size_differences, "truncation": trunc.table,

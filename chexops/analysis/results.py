@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,15 @@ class Study:
     probs: Mapping[str, np.ndarray]
     notes: tuple[str, ...] = field(default=())
     patients: tuple[str, ...] | None = None
+
+    def without_repeats(self) -> Study:
+        """The study without its grid.seeds repeats: one run per configuration, what every comparison reads (the
+        repeats only set the spread across seeds in the evidence checks)."""
+        keep = ~self.runs["seed_repeat"].astype(bool) if "seed_repeat" in self.runs else None
+        if keep is None or keep.all():
+            return self
+        runs = self.runs[keep]
+        return replace(self, runs=runs, probs={r: self.probs[r] for r in runs.index})
 
     def resampling(self, n_resamples: int, seed: int) -> Resampling:
         """The test-set bootstrap every analysis shares: whole patients when a patient has several studies."""
@@ -125,6 +134,7 @@ def _read_eval(path: Path) -> dict[str, Any]:
         mlflow_run_id=data.get("mlflow_run_id"),
         path=str(path.parent),
         train_seed=data.get("train_seed"),
+        seed_repeat=bool(data.get("seed_repeat", False)),
         checkpoint_aurocs=tuple(_num(v) for v in data.get("checkpoint_test_mean_auroc") or ()),
         **_training(data.get("training") or {}),
     )

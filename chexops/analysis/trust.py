@@ -166,8 +166,9 @@ class Evidence:
                 if not r.learned]
 
     def spread_of(self, runs: Sequence[str]) -> float:
-        """The largest checkpoint spread among `runs` (the training variance a difference must exceed)."""
-        values = [self.checks.loc[r, "checkpoint_spread"] for r in runs if r in self.checks.index]
+        """The largest checkpoint or seed spread among `runs` (the training variance a difference must exceed)."""
+        values = [self.checks.loc[r, col] for r in runs if r in self.checks.index
+                  for col in ("checkpoint_spread", "seed_spread")]
         values = [v for v in values if np.isfinite(v)]
         return max(values) if values else float("nan")
 

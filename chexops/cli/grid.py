@@ -42,12 +42,11 @@ def status_command(storage_url: str, study: str, params_path: str | None, as_jso
 
 
 def _examples_reader(params_path: str):
-    from chexops.config import grid_runs, load_config, validate
-    from chexops.naming import RunKey
+    from chexops.config import grid_keys, load_config, validate
     from chexops.scaleout.worker import resumed_from
 
     config = validate(load_config(params_path))
-    keys = {RunKey(*r).name: RunKey(*r) for r in grid_runs(config)}
+    keys = {key.name: key for key in grid_keys(config)}
 
     def examples(run: str) -> int | None:
         key = keys.get(run)

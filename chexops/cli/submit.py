@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from chexops.config import grid_runs, load_config, validate
+from chexops.config import grid_keys, load_config, validate
 from chexops.naming import PARAMS_FILE
 
 
@@ -59,7 +59,7 @@ def slurm_command(study: str, params_path: str, tasks: int | None, max_running: 
     from chexops.scaleout.slurm import SlurmArray, submit
 
     config = validate(load_config(params_path))
-    array = SlurmArray(study=study, params=params_path, tasks=tasks or len(grid_runs(config)),
+    array = SlurmArray(study=study, params=params_path, tasks=tasks or len(grid_keys(config)),
                        max_running=max_running, gpus=gpus, cpus=cpus, mem=mem, time=time_limit,
                        partition=partition, account=account, signal_lead=signal_lead, per_device=per_device,
                        profile=profile_path, log_dir=log_dir, setup=list(setup), sbatch_options=list(sbatch_options),

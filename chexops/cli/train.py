@@ -30,6 +30,8 @@ if TYPE_CHECKING:
               help="Truncation strategy, as `strategy:` in a grid.truncated entry.")
 @click.option("--fraction", default=1.0, show_default=True, type=click.FloatRange(0, 1, min_open=True),
               help="Fraction of the labelled training patients to train on.")
+@click.option("--seed", type=click.IntRange(min=0), default=None,
+              help="A repeat of the configuration with this train seed (as a grid.seeds entry; not registered).")
 @click.option("--params", "params_path", default=PARAMS_FILE, show_default=True, type=click.Path(dir_okay=False),
               help="The study's settings (data, train, tracking, grid); relative paths in it are read from the "
                    "current folder.")
@@ -37,8 +39,8 @@ if TYPE_CHECKING:
 @click.option("--restart", is_flag=True, help="Train anew instead of resuming a run left in the run folder.")
 @click.option("--no-register", is_flag=True, help="Stop after the test evaluation.")
 @click.option("--quiet", is_flag=True, help="No progress bars, no MLflow INFO lines.")
-def train_command(family: str, initializer: str, truncate: int, strategy: str, fraction: float, params_path: str,
-                  lr: float | None,
+def train_command(family: str, initializer: str, truncate: int, strategy: str, fraction: float, seed: int | None,
+                  params_path: str, lr: float | None,
                   restart: bool, no_register: bool, quiet: bool) -> None:
     """Train one configuration under params.yaml, evaluate its ensemble, register it in MLflow."""
     from chexops.components.lock import check_lock
@@ -50,7 +52,7 @@ def train_command(family: str, initializer: str, truncate: int, strategy: str, f
     config = validate(load_config(params_path))
     if lr is not None and not 0 < lr < float("inf"):
         raise click.BadParameter(f"must be a finite number > 0, got {lr}", param_hint="--lr")
-    key = RunKey(family, initializer, truncate, fraction, strategy)
+    key = RunKey(family, initializer, truncate, fraction, strategy, seed)
     # validated like a grid entry, before anything is written
     check_run(key.family, key.initializer, key.depth, strategy=key.strategy)
     check_lock()
@@ -129,14 +131,16 @@ def _train_main(ctx: StageContext, no_register: bool, under_torchrun: bool) -> N
         ingest.run(ctx)
         prepare.run(ctx)
     result = run_configuration(ctx, register_model=not no_register)
-    if result["up_to_date"]:
+    if result["up_to_date"] and "registered_version" in result:
         _check_still_registered(ctx, result["registered_version"])
     m = result["metrics"]
     auroc = f"test mean AUROC (study tasks) {headline_text(m)}"
     if result["up_to_date"]:
-        click.echo(f"{ctx.run.name} is up to date: trained, evaluated and registered as "
-                   f"{naming.registered_model_name(config.experiment, ctx.run.name)} version "
-                   f"{result['registered_version']}; {auroc}. Pass --restart to train it anew.")
+        registered = (f"registered as {naming.registered_model_name(config.experiment, ctx.run.name)} version "
+                      f"{result['registered_version']}" if "registered_version" in result else
+                      "never registered (a grid.seeds repeat)")
+        click.echo(f"{ctx.run.name} is up to date: trained, evaluated and {registered}; {auroc}. Pass --restart "
+                   "to train it anew.")
         return
     t = result["train"]
     click.echo(f"trained {ctx.run.name}: {t['examples']} examples in {t['seconds']} s, "
@@ -148,3 +152,5 @@ def _train_main(ctx: StageContext, no_register: bool, under_torchrun: bool) -> N
         click.echo(f"the ensemble is identical to {name} version {result['registered_version']}: nothing new "
                    "registered, no alias moved" if result["registered_unchanged"] else
                    f"registered {name} version {result['registered_version']} (alias candidate)")
+    elif ctx.run.seed is not None:
+        click.echo("not registered: a grid.seeds repeat measures the spread across train seeds (study.md)")

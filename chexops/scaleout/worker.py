@@ -1,7 +1,7 @@
 """`chexops worker`: take configurations of the study grid from a shared Optuna study until none is left.
 
 Any number of workers (machines, GPUs of one machine, or several per GPU) run the same command against one RDB
-storage (PostgreSQL; SQLite on one machine). Each configuration of `grid_runs(params.yaml)` is trained once:
+storage (PostgreSQL; SQLite on one machine). Each configuration of `grid_keys(params.yaml)` is trained once:
 
 - The grid is one WAITING trial per configuration, enqueued by whichever worker creates the study (creating a
   study is atomic: the others get DuplicatedStudyError and wait for the grid to appear). Optuna's GridSampler
@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chexops.config import Config, grid_runs
+from chexops.config import Config, grid_keys
 from chexops.errors import ConfigError, TrainingStopped, WorkerError
 from chexops.evaluate.metrics import headline_key, headline_text
 from chexops.naming import BEST_RANKING_METRIC, RunKey
@@ -323,7 +323,7 @@ def run_worker(config: Config, storage_url: str, study_name: str, heartbeat: int
     """Claim and run configurations of the grid until none waits or runs; see the module docstring."""
     import optuna
 
-    keys = {RunKey(*run).name: RunKey(*run) for run in grid_runs(config)}
+    keys = {key.name: key for key in grid_keys(config)}
     require_prepared(config)  # workers share the cache and must never prepare it at once
     verify_components(config, list(keys.values()))  # a plugin mistake stops the worker before it claims anything
     grid = open_grid(storage_url, study_name, list(keys.values()), heartbeat, grace, max_retry)

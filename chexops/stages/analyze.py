@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from chexops import naming, records
-from chexops.config import grid_runs
-from chexops.naming import RunKey
+from chexops.config import grid_keys
 from chexops.stages.context import StageContext
 from chexops.stages.experiment import study_run, tracker_of
 
@@ -26,7 +25,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
     config = ctx.config
     # Only the runs of the current grid: folders left by configurations removed from params.yaml don't count.
-    keys = [RunKey(*r) for r in grid_runs(config)]
+    keys = grid_keys(config)
     study = load_runs([k.eval_dir(ctx.runs_dir) for k in keys], name=config.study.name)
     a = config.analysis
     refs = references(config, study, keys, ctx.runs_dir)  # the pixel baseline and the probes (evidence checks)

@@ -21,19 +21,21 @@ def run_configuration(ctx: StageContext, register_model: bool = True) -> dict[st
     """
     require_prepared(ctx.config)  # a run trained on a cache made for other settings is not up to date either
     ensure_pretrained(ctx)
-    done = None if ctx.restart else register.registered(ctx)
+    repeat = ctx.run.seed is not None  # a grid.seeds repeat measures training variance: evaluated, not registered
+    done = None if ctx.restart or repeat else register.registered(ctx)
     eval_dir = ctx.run.eval_dir(ctx.runs_dir)
-    if done and (eval_dir / naming.EVAL_FILE).is_file() and trained_to_budget(ctx):
+    if (done or (repeat and not ctx.restart)) and (eval_dir / naming.EVAL_FILE).is_file() and trained_to_budget(ctx):
         trained = records.TrainSummary.read(ctx.run.train_dir(ctx.runs_dir))
-        return {"run": ctx.run.name, "up_to_date": True, "mlflow_run_id": done.run_id,
-                "registered_version": done.version, "metrics": EvalRecord.read(eval_dir).metrics,
-                naming.BEST_RANKING_METRIC: trained.best_val_score}
+        record = EvalRecord.read(eval_dir)
+        return {"run": ctx.run.name, "up_to_date": True, "mlflow_run_id": done.run_id if done else record.mlflow_run_id,
+                "metrics": record.metrics, naming.BEST_RANKING_METRIC: trained.best_val_score} | (
+                    {"registered_version": done.version} if done else {})
     summary = train.run(ctx)
     payload = evaluate.run(ctx)
     result = {"run": ctx.run.name, "up_to_date": False, "mlflow_run_id": summary["run_id"], "train": summary,
               "metrics": payload["metrics"], "best_single": payload["best_single"],
               naming.BEST_RANKING_METRIC: summary[naming.BEST_RANKING_METRIC]}
-    if register_model:
+    if register_model and not repeat:
         done = register.registered(ctx)  # a worker that died after registering already did it
         made = vars(done) | {"unchanged": False} if done else register.run(ctx)
         result["registered_version"], result["registered_unchanged"] = made["version"], made["unchanged"]

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from chexops import naming, records
-from chexops.config import Config
+from chexops.config import Config, train_seed
 from chexops.records import EvalRecord
 from chexops.stages.context import StageContext, describe_data, describe_test_split, test_source
 from chexops.stages.experiment import dataset_inputs, tracker_of
@@ -53,7 +53,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
         imagenet_top1=report["imagenet_top1"], timm_tag=report["timm_tag"], reference_top1=family.reference_top1,
         reference_top1_source=family.reference_top1_source, test_source=test_source(config),
         data=describe_data(config), label_fraction=key.fraction, initializer_pretrained=init_spec.pretrained,
-        initializer_label=init_spec.label or key.initializer, mlflow_run_id=run_id, **vars(scores))
+        initializer_label=init_spec.label or key.initializer, mlflow_run_id=run_id,
+        train_seed=train_seed(config, key), seed_repeat=key.seed is not None, **vars(scores))
     eval_file = record.write(out_dir)
     write_run_metrics(key.metrics_file(ctx.runs_dir), record)
     _log_evaluation(ctx, record, run_id, out_dir, eval_file, manifest.get("examples", 0))

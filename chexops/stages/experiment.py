@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from chexops import naming, records
-from chexops.config import Config, grid_runs
+from chexops.config import Config, grid_keys
 from chexops.stages.context import StageContext, data_hash, describe_data
 
 
@@ -47,7 +47,7 @@ def open_tracker(config: Config) -> Any:
     from chexops.tracking.runs import Tracker
 
     tracker = Tracker.open(config.tracking.uri, config.tracking.artifacts, config.experiment)
-    describe_experiment(tracker, config.study.name, len(grid_runs(config)), describe_data(config))
+    describe_experiment(tracker, config.study.name, len(grid_keys(config)), describe_data(config))
     return tracker
 
 

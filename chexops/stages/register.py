@@ -80,6 +80,10 @@ def evaluate_and_register(ctx: StageContext) -> dict[str, Any]:
     from chexops.evaluate.metrics import headline_text
 
     payload = evaluate.run(ctx)
+    if ctx.run.seed is not None:  # a grid.seeds repeat: its spread is the analysis's; the registry holds one per run
+        return {"run": payload["run"], "metrics": payload["metrics"],
+                "summary": f"{payload['run']}: test mean AUROC {headline_text(payload['metrics'])}; not registered "
+                           "(a grid.seeds repeat)"}
     registered_as = run(ctx)
     return {"run": payload["run"], "metrics": payload["metrics"], "registered": registered_as,
             "summary": f"{payload['run']}: test mean AUROC {headline_text(payload['metrics'])}; registered "

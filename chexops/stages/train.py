@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from chexops import naming, records
-from chexops.config import Config
+from chexops.config import Config, train_seed
 from chexops.naming import RunKey
 from chexops.stages.context import (
     StageContext,
@@ -28,8 +28,8 @@ def run_params(config: Config, key: RunKey, lr: float, report: dict[str, Any]) -
             "truncation": naming.truncation_label(key.depth, key.strategy), "label_fraction": key.fraction,
             "parameters_M": round(report["parameters"] / 1e6, 2), "imagenet_top1": "n/a" if top1 is None else top1,
             "lr": lr, "batch_size": t.batch_size, "epochs": t.epochs, "max_examples": t.max_examples,
-            "eval_every": t.eval_every, "top_k": t.top_k, "seed": t.seed, "image_size": config.data.image_size,
-            "label_policy": config.data.label_policy}
+            "eval_every": t.eval_every, "top_k": t.top_k, "seed": train_seed(config, key),
+            "image_size": config.data.image_size, "label_policy": config.data.label_policy}
 
 
 def run(ctx: StageContext) -> dict[str, Any]:

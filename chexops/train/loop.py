@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from chexops.components.registry import get_registry
-from chexops.config import Config
+from chexops.config import Config, train_seed
 from chexops.data.cache import CachedSplit, load_split
 from chexops.data.loader import BatchLoader, on_device_ahead
 from chexops.data.splits import label_fraction_rows
@@ -218,11 +218,12 @@ class Trainer:
         self.on_eval: Callable[[float, int], None] | None = None
         self.progress_bar = progress
         self.runtime = select_runtime(t.device, t.precision)
+        self.seed = train_seed(config, key)  # a grid.seeds repeat: the same run with another seed
         self.dist = distributed.context()
         self.train_split, valid = load_cached(config, "train"), load_cached(config, "valid")
         init_spec, _ = get_registry().initializer(key.initializer)
         model, report = build_model(key.family, key.initializer, key.depth, config.model.num_classes,
-                                    seed=t.seed, weights_dir=config.model.weights_dir, truncation=key.strategy,
+                                    seed=self.seed, weights_dir=config.model.weights_dir, truncation=key.strategy,
                                     pretrain_dir=key.pretrain_dir(t.runs_dir))
         self.report = report.to_dict()
         self.mean, self.std = normalization(config, self.report, self.train_split, init_spec.pretrained)
@@ -239,7 +240,7 @@ class Trainer:
         # the labelled subset of a label-fraction run (pretraining saw every image; this run sees these labels)
         rows = (None if key.fraction == 1.0 else
                 label_fraction_rows(self.train_split.index, key.fraction, config.study.seed))
-        self.loader = BatchLoader(self.train_split.images, targets, mask, t.batch_size, shuffle=True, seed=t.seed,
+        self.loader = BatchLoader(self.train_split.images, targets, mask, t.batch_size, shuffle=True, seed=self.seed,
                                   rows=rows)
         labelled = self.labelled = self.loader.size
         if self.dist:
@@ -281,7 +282,7 @@ class Trainer:
         prunes there); `seconds_before` is the training time a resumed run had already spent (from MLflow)."""
         self.log, self.on_eval, self.seconds_before = log, on_eval, seconds_before
         start = self.started = time.perf_counter()
-        torch.manual_seed(self.config.train.seed)
+        torch.manual_seed(self.seed)
         if distributed.is_main():  # writes a kill cut short (SIGKILL skips their cleanup): never read, only in the way
             (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
             remove_stale_temporaries(self.run_dir)

@@ -280,3 +280,26 @@ def test_repro_prints_a_line_per_evaluation(tiny_study: Study) -> None:
                        r"time left unknown)", tiny_study.first_repro.output)
     # the last evaluation is at the end of the budget (a whole batch may pass it)
     assert len(lines) >= 3 and int(lines[-1][0]) >= int(lines[-1][1]), tiny_study.first_repro.output[-3000:]
+
+
+def test_grid_seeds_add_exactly_their_stages_and_the_seed_spread(tiny_study: Study) -> None:
+    """Last in this module (it adds runs the others do not expect): grid.seeds [1] re-runs nothing but the
+    repeats' train and evaluate stages and analyze, registers nothing new, and study.md reads the spread."""
+    params = tiny_study.params()
+    params["grid"]["seeds"] = [1]
+    tiny_study.write_params(params)
+    status = json.loads(tiny_study.dvc("status", "--json").output)
+    repeats = {f"{stage}@{family}-random-1" for stage in ("train_seeds", "evaluate_seeds")
+               for family in params["grid"]["families"]}
+    assert set(status) == {"plugins", "analyze"} | repeats, status
+    versions = len(client(tiny_study).search_model_versions())
+    out = tiny_study.dvc("repro").output
+    assert set(RAN.findall(out)) == {"plugins", "analyze"} | repeats, out
+    assert "not registered (a grid.seeds repeat)" in out
+    assert len(client(tiny_study).search_model_versions()) == versions
+    for family in params["grid"]["families"]:
+        record = json.loads((tiny_study.root / f"runs/eval/{family}__random__full__labels-1.0__seed-1/eval.json")
+                            .read_text())
+        assert (record["run"], record["train_seed"], record["seed_repeat"]) == (f"{family}/random/full/seed-1", 1, True)
+    assert "Across train seeds a configuration's AUROC-6 spans up to" in (tiny_study.root / "reports/study.md"
+                                                                           ).read_text()

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from chexops.config import config_from_dict, grid_runs, load_config, validate
+from chexops.config import config_from_dict, grid_keys, grid_runs, load_config, train_seed, validate
 from chexops.errors import ConfigError, UnknownComponentError
+from chexops.naming import RunKey
 from chexops.stages.ingest import dataset_root
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,3 +106,47 @@ def test_truncated_runs_keyed_by_configuration_name_dvc_stages_after_them() -> N
     assert named.grid.truncated == listed.grid.truncated
     with pytest.raises(ConfigError, match="name it 'resnet18-random-drop-1'"):
         config_from_dict({"grid": {"truncated": {"resnet18-drop1": entry}}})
+
+
+@pytest.mark.parametrize("params", ["params.yaml", "pipelines/profiles/paper.yaml",
+                                    "pipelines/profiles/synthetic-paper.yaml",
+                                    "pipelines/profiles/synthetic-evidence.yaml"])
+def test_every_value_dvc_yaml_templates_is_in_the_params_file(params):
+    """`cp <profile> params.yaml && dvc repro` fails before any stage when dvc.yaml names a key the file lacks
+    (the paper profile once lacked grid.label_fractions)."""
+    import re
+
+    names = set(re.findall(r"\$\{([A-Za-z0-9_.]+)\}", (ROOT / "dvc.yaml").read_text())) - {"item"}
+    raw = yaml.safe_load((ROOT / params).read_text())
+    missing = []
+    for name in sorted(n for n in names if not n.startswith("item.")):
+        node = raw
+        for part in name.split("."):
+            if not isinstance(node, dict) or part not in node:
+                missing.append(name)
+                break
+            node = node[part]
+    assert not missing, f"{params} lacks {missing}, which dvc.yaml templates"
+
+
+def test_grid_seeds_add_one_repeat_per_full_configuration_named_and_foldered_by_seed(tmp_path):
+    config = validate(load_config(_with(tmp_path / "p.yaml", seeds=[1, 2])))
+    keys = grid_keys(config)
+    assert [k.name for k in keys[:len(grid_runs(config))]] == [RunKey(*r).name for r in grid_runs(config)]
+    repeats = [k for k in keys if k.seed is not None]
+    g = config.grid
+    assert len(repeats) == 2 * len(g.families) * len(g.initializers)
+    key = next(k for k in repeats if (k.family, k.initializer, k.seed) == ("resnet18", "random", 2))
+    assert key.name == "resnet18/random/full/seed-2" and key.slug == "resnet18__random__full__labels-1.0__seed-2"
+    assert key.tune_file("runs") == RunKey("resnet18", "random").tune_file("runs")  # its configuration's lr
+    assert key.train_command() == "chexops train --family resnet18 --init random --truncate 0 --seed 2"
+    assert train_seed(config, key) == 2 and train_seed(config, RunKey("resnet18", "random")) == config.train.seed
+
+
+@pytest.mark.parametrize("seeds, fractions, error", [
+    ([0], [1.0], "other than train.seed"), ([1, 1], [1.0], "distinct"), ([-1], [1.0], "whole numbers"),
+    ([1], [0.1], "add 1.0 to grid.label_fractions")])
+def test_bad_grid_seeds_are_one_line_before_training(tmp_path, seeds, fractions, error):
+    with pytest.raises(ConfigError, match=error):
+        validate(load_config(_with(tmp_path / "p.yaml", seeds=seeds, label_fractions=fractions)))
+

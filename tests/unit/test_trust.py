@@ -228,3 +228,25 @@ def test_boost_at_a_low_label_fraction_is_measured_and_gated(tmp_path: Path) -> 
     line = next(x for x in md.splitlines() if x.startswith("- ssl - random at 0.5 of the labels"))
     assert line.startswith("- ssl - random at 0.5 of the labels: mean boost **+")
     assert "MoCo-CXR's claim" in md and "Pleural Effusion only" in md
+
+
+def test_grid_seeds_repeats_set_the_seed_spread_and_stay_out_of_the_comparisons(tmp_path: Path) -> None:
+    base = [write_run(tmp_path, "resnet18", init, sep, eval_fields={"train_seed": 0})
+            for init, sep in (("random", 1.0), ("ssl", 1.2))]
+    repeat = write_run(tmp_path / "repeats", "resnet18", "random", 1.0, jitter=0.8,
+                       eval_fields={"run": "resnet18/random/full/seed-1", "train_seed": 1, "seed_repeat": True})
+    study = load_runs(base + [repeat])
+    assert list(study.without_repeats().runs.index) == ["resnet18/random/full", "resnet18/ssl/full"]
+    out = write_report(study, tmp_path / "reports", n_resamples=50)
+    checks = pd.read_csv(out["trust_runs"]).set_index("run")
+    aurocs = study.runs["auroc_6"]
+    want = abs(aurocs["resnet18/random/full"] - aurocs["resnet18/random/full/seed-1"])
+    assert want > 0.01  # the repeat differs: a spread to measure
+    assert checks.loc["resnet18/random/full", "seed_spread"] == pytest.approx(want)
+    assert checks.loc["resnet18/random/full/seed-1", "seed_spread"] == pytest.approx(want)
+    assert math.isnan(checks.loc["resnet18/ssl/full", "seed_spread"])  # one seed: not measured
+    main = pd.read_csv(out["main_table"])
+    assert "resnet18/random/full/seed-1" not in set(main.astype(str).stack())  # one row per configuration
+    md = (tmp_path / "reports" / "study.md").read_text()
+    assert f"Across train seeds a configuration's AUROC-6 spans up to {want:.3f}." in md
+
