@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from chexops.config import Config, grid_runs
+from chexops.config import Config, grid_keys, grid_runs
 from chexops.errors import ConfigError
 from chexops.naming import STATE_FILE, RunKey
 from chexops.scaleout.profile import MIN_GAIN, ModelTiming, PretrainTiming, Profile, model_name
@@ -99,8 +99,7 @@ def grid_models(config: Config) -> list[tuple[str, int, str]]:
 def plan(config: Config, profile: Profile, sizes: ImageCounts) -> dict[str, Any]:
     """Per configuration and in total: expected seconds, sequential and packed."""
     rows, missing = [], []
-    for run in grid_runs(config):
-        key = RunKey(*run)
+    for key in grid_keys(config):  # grid.seeds repeats train the same model again: each counted
         timing = profile.timings.get(model_name(key.family, key.depth, key.strategy))
         if timing is None:
             missing.append(model_name(key.family, key.depth, key.strategy))
@@ -135,8 +134,7 @@ def disk_bytes(config: Config, profile: Profile, sizes: ImageCounts) -> dict[str
     model's checkpoint); plus, while training, one resumable state (model and optimiser) per running process."""
     image_cache = (sizes.train + sizes.valid + sizes.test) * config.data.image_size ** 2
     checkpoints, unknown = 0, []
-    for run in grid_runs(config):
-        key = RunKey(*run)
+    for key in grid_keys(config):
         timing = profile.timings.get(model_name(key.family, key.depth, key.strategy))
         if timing is None or timing.checkpoint_bytes is None:
             unknown.append(key.name)
