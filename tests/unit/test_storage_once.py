@@ -81,3 +81,18 @@ def test_plan_states_the_disk_a_grid_needs() -> None:
     assert disk["total"] == disk["image_cache"] + disk["checkpoints"] + disk["backbones"]
     assert disk["while_training"] == 2 * 135_000_000 and disk["not_measured"] == []
     assert "disk: 172.9 MB kept" in plan.describe(result)
+
+
+def test_plan_counts_each_grid_seeds_repeat_as_another_training_of_its_model() -> None:
+    from chexops.config import config_from_dict
+    from chexops.scaleout import plan
+
+    grid = {"families": ["resnet18"], "initializers": ["random"], "label_fractions": [1.0]}
+    timing = plan.ModelTiming("resnet18", 0, "drop-last-k", 1e-3, 1e-4, 0.5, 0.1, None, 45_000_000, 135_000_000)
+    profile = plan.Profile("cpu", "fp32", "off", 64, 16, 256, {timing.model: timing})
+    once, thrice = (plan.plan(config_from_dict({"grid": grid | {"seeds": seeds}}), profile,
+                              plan.ImageCounts(1000, 100, 100)) for seeds in ([], [1, 2]))
+    assert [r["run"] for r in thrice["configurations"]] == [
+        "resnet18/random/full", "resnet18/random/full/seed-1", "resnet18/random/full/seed-2"]
+    assert thrice["sequential_seconds"] == pytest.approx(3 * once["sequential_seconds"])
+    assert thrice["disk"]["checkpoints"] == 3 * once["disk"]["checkpoints"]
