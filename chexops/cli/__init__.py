@@ -23,6 +23,7 @@ def quiet_mlflow() -> None:
     import os
 
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # printed, not logged, against a server
 
 
 def _load_commands() -> None:
