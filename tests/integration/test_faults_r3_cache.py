@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -26,19 +25,10 @@ def _config(root: Path):
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    from chexops.stages import ingest, prepare
-    from chexops.stages.context import StageContext
+    from fixtures.training import prepare_study
 
     root = tmp_path_factory.mktemp("r3cache")
-    config = _config(root)
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
-        ingest.run(StageContext(config, progress=False))
-        prepare.run(StageContext(config, progress=False))
-    finally:
-        os.chdir(cwd)
-    return root / "cache"
+    return prepare_study(root, _config(root)) / "cache"
 
 
 @pytest.fixture
