@@ -60,7 +60,8 @@ def replace_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _read_json(path: Path, stage: str) -> dict[str, Any]:
+def read_json(path: Path, stage: str) -> dict[str, Any]:
+    """A record file's JSON object; a missing, unparsable or non-object file names the `stage` to (re)run."""
     if not path.is_file():
         raise DataError(f"{path} is missing; run the {stage} stage for this run first.")
     try:
@@ -122,7 +123,7 @@ class TrainSummary:
     @classmethod
     def read(cls, run_dir: Path) -> TrainSummary:
         path = Path(run_dir) / naming.TRAIN_SUMMARY_FILE
-        data = _read_json(path, "train")
+        data = read_json(path, "train")
         if naming.BEST_RANKING_METRIC in data:
             data["best_val_score"] = data.pop(naming.BEST_RANKING_METRIC)
         return _build(cls, data, path, "train")
@@ -176,7 +177,7 @@ class PretrainRecord:
     @classmethod
     def read(cls, folder: Path) -> PretrainRecord:
         path = cls.path(folder)
-        data = _read_json(path, "pretrain")
+        data = read_json(path, "pretrain")
         named = {f.name for f in fields(cls)} - {"details"}
         record = _build(cls, {k: v for k, v in data.items() if k in named}, path, "pretrain")
         return PretrainRecord(**asdict(record) | {"details": {k: v for k, v in data.items() if k not in named}})
@@ -250,13 +251,13 @@ class EvalRecord:
     @classmethod
     def read(cls, eval_dir: Path) -> EvalRecord:
         path = Path(eval_dir) / naming.EVAL_FILE
-        return _build(cls, _read_json(path, "evaluate"), path, "evaluate")
+        return _build(cls, read_json(path, "evaluate"), path, "evaluate")
 
 
 def ensemble_sha256(run_dir: Path) -> str:
     """What the ensemble a run folder holds computes: its checkpoints' bytes in manifest order and the input
     normalisation. Two trainings that reach the same weights give the same digest (run ids and timings aside)."""
-    manifest = _read_json(Path(run_dir) / naming.MANIFEST_FILE, "train")
+    manifest = read_json(Path(run_dir) / naming.MANIFEST_FILE, "train")
     digest = hashlib.sha256(json.dumps(manifest.get("normalization"), sort_keys=True).encode())
     for checkpoint in manifest.get("checkpoints", []):
         with open(Path(run_dir) / checkpoint["file"], "rb") as fh:
@@ -280,7 +281,7 @@ class RegistryRecord:
     @classmethod
     def read_if_present(cls, path: Path) -> RegistryRecord | None:
         path = Path(path)
-        return _build(cls, _read_json(path, "evaluate"), path, "evaluate") if path.is_file() else None
+        return _build(cls, read_json(path, "evaluate"), path, "evaluate") if path.is_file() else None
 
 
 # --- data/cache/cache.json -----------------------------------------------------------------------------------------
@@ -318,7 +319,7 @@ def require_prepared(cache_dir: str | Path, image_size: int, on_bad_image: str) 
 
 def read_splits(index_dir: str | Path) -> dict[str, Any]:
     """The ingest stage's splits.json: the dataset root, the test source and each split's composition."""
-    return _read_json(Path(index_dir) / naming.SPLITS_FILE, "ingest")
+    return read_json(Path(index_dir) / naming.SPLITS_FILE, "ingest")
 
 
 def dvc_hash(path: str | Path, lock: Path = Path("dvc.lock")) -> str | None:

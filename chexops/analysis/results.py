@@ -20,6 +20,7 @@ from chexops.errors import DataError
 from chexops.evaluate.bootstrap import Resampling
 from chexops.evaluate.metrics import auroc_metrics, headline_key
 from chexops.naming import COMPETITION_MEAN, EVAL_FILE, HEADLINE_MEAN, PREDICTIONS_FILE
+from chexops.records import read_json
 
 MEASURED = "measured"
 _Y = [f"y_{o}" for o in OBSERVATIONS]
@@ -100,12 +101,7 @@ def _num(value: Any) -> float:
 
 
 def _read_eval(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise DataError(f"{path} is missing; run the evaluate stage for this run first.")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path} is not valid JSON ({exc}); rerun the evaluate stage for this run.") from exc
+    data = read_json(path, "evaluate")  # fields read leniently below: older and hand-made files lack some
     missing = [k for k in _EVAL_KEYS if k not in data]
     if missing:
         raise DataError(f"{path} lacks {missing}; it was not written by the evaluate stage, rerun it.")
