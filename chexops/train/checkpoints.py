@@ -12,6 +12,7 @@ import pickle
 import tempfile
 import warnings
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,9 @@ LOAD_ERRORS = (EOFError, RuntimeError, OSError, ValueError, KeyError, pickle.Unp
 _STATE_KEYS = ("fingerprint", "model", "optimizer", "keeper", "torch_rng", "progress")
 
 
-def load_state_file(path: Path) -> Any:
-    """A resumable state file (train or pretrain `state.pt`), loaded without running code.
+def load_state_file(path: Path, keys: Sequence[str], what: str, then: str) -> dict[str, Any]:
+    """A resumable state file (train or pretrain `state.pt`), loaded without running code and checked to hold
+    `keys`; every error names the file as `what` and ends with `then` (what the user does about it).
 
     runs/ may sit on a filesystem shared with other users' workers, so the file is untrusted: torch's
     weights_only unpickler admits only tensors, dtypes and plain containers/numbers/strings, which is all a state
@@ -38,14 +40,18 @@ def load_state_file(path: Path) -> Any:
     try:
         with warnings.catch_warnings():  # a damaged file's "pickle protocol 79" warning would precede the error
             warnings.simplefilter("ignore")
-            return torch.load(path, map_location="cpu", weights_only=True)
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - random bytes raise OverflowError, MemoryError, AttributeError, ...
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "no detail"
         if isinstance(exc, pickle.UnpicklingError) and "weights_only" in str(exc):
             first = "it holds objects other than tensors and plain values, so it was not loaded (no code was run)"
         size = path.stat().st_size if path.is_file() else 0
         raise DataError(f"the saved state {path} is damaged or not chexops's ({size} bytes; {type(exc).__name__}: "
-                        f"{first[:300]})") from None
+                        f"{first[:300]}){then}") from None
+    missing = [k for k in keys if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise DataError(f"the {what} {path} lacks {missing}; it was not written by this chexops{then}")
+    return state
 
 
 def _umask() -> int:
@@ -163,15 +169,8 @@ def read_state(run_dir: Path, key: RunKey) -> dict[str, Any] | None:
     path = run_dir / STATE_FILE
     if not path.is_file():
         return None
-    try:
-        state = load_state_file(path)
-    except DataError as exc:
-        raise DataError(f"{exc}, so the run cannot resume from it; {_restart_hint(key)}.") from None
-    missing = [k for k in _STATE_KEYS if not isinstance(state, dict) or k not in state]
-    if missing:
-        raise DataError(f"the saved training state {path} lacks {missing}; it was not written by this chexops, so "
-                        f"the run cannot resume from it; {_restart_hint(key)}.")
-    return state
+    return load_state_file(path, _STATE_KEYS, "saved training state",
+                           f", so the run cannot resume from it; {_restart_hint(key)}.")
 
 
 def verify_checkpoints(run_dir: Path, key: RunKey, kept: list[dict[str, Any]],

@@ -23,7 +23,7 @@ from chexops.components.registry import get_registry
 from chexops.config import Config
 from chexops.data.cache import CachedSplit, file_sha256, load_split
 from chexops.data.loader import BatchLoader
-from chexops.errors import ConfigError, DataError
+from chexops.errors import ConfigError
 from chexops.models.build import create_network
 from chexops.naming import BACKBONE_FILE, STATE_FILE
 from chexops.train.augment import normalize, radiograph_views, view_generator
@@ -137,14 +137,7 @@ class Pretrainer:
         remove_stale_temporaries(self.out_dir)  # a write a kill cut short: never read, only in the way
         if not path.is_file():
             return None
-        try:
-            state = load_state_file(path)
-        except DataError as exc:
-            raise DataError(f"{exc}; delete {path} to pretrain anew.") from None
-        missing = [k for k in _STATE_KEYS if not isinstance(state, dict) or k not in state]
-        if missing:
-            raise DataError(f"the saved state {path} lacks {missing}; it was not written by this chexops; delete "
-                            f"{path} to pretrain anew.")
+        state = load_state_file(path, _STATE_KEYS, "saved state", f"; delete {path} to pretrain anew.")
         if state["fingerprint"] != self.fingerprint:
             raise ConfigError(f"{self.out_dir} holds a pretraining run with other settings (pretrain.*, data or "
                               f"family changed); delete {path} to pretrain anew.")
