@@ -5,4 +5,6 @@ from _common import run_stage
 
 from chexops.stages.register import evaluate_and_register
 
-run_stage(evaluate_and_register, __doc__, per_configuration=True)
+
+if __name__ == "__main__":  # not when a worker process imports this script (chexops.data.processes)
+    run_stage(evaluate_and_register, __doc__, per_configuration=True)

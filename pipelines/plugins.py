@@ -8,6 +8,7 @@ import yaml
 from chexops.components.lock import write_lock
 from chexops.naming import PARAMS_FILE, PLUGINS_LOCK
 
-grid = (yaml.safe_load(Path(PARAMS_FILE).read_text()) or {}).get("grid") or {}
-changed = write_lock(grid=grid)
-print(f"{PLUGINS_LOCK}, plugins.lock/: {'changed: ' + ', '.join(changed) if changed else 'unchanged'}")
+if __name__ == "__main__":
+    grid = (yaml.safe_load(Path(PARAMS_FILE).read_text()) or {}).get("grid") or {}
+    changed = write_lock(grid=grid)
+    print(f"{PLUGINS_LOCK}, plugins.lock/: {'changed: ' + ', '.join(changed) if changed else 'unchanged'}")

@@ -4,4 +4,6 @@ from _common import run_stage
 
 from chexops.stages.prepare import run
 
-run_stage(run, __doc__, per_configuration=False)
+
+if __name__ == "__main__":  # not when a worker process imports this script (chexops.data.processes)
+    run_stage(run, __doc__, per_configuration=False)

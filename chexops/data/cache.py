@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import multiprocessing
 import os
 import time
 import warnings
@@ -28,6 +27,7 @@ from tqdm import tqdm
 from chexops.data.chexpert import INDEX_COLUMNS, read_index, resolve_image, write_index
 from chexops.data.images import to_gray8
 from chexops.data.labels import OBSERVATIONS
+from chexops.data.processes import clean_context
 from chexops.errors import BadImage, ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ def _decode_all(
     n_workers = (os.cpu_count() or 1) if workers is None else workers
     if n_workers < 0:
         raise ConfigError(f"workers must be 0 or more (0 or 1 decodes in this process), got {workers}.")
-    # MAX_PIXELS is read here, in the parent, so a changed limit reaches forked and spawned workers alike.
+    # MAX_PIXELS is read here, in the parent, so a changed limit reaches the workers, which import their own copy.
     tasks = [(i, p, str(root), size, MAX_PIXELS) for i, p in enumerate(paths)]
     bar = tqdm(total=len(tasks), desc=desc, unit="img", disable=not progress, mininterval=1.0)
     try:
@@ -151,7 +151,7 @@ def _decode_all(
                 yield result
             return
         chunk = max(1, min(64, len(tasks) // (n_workers * 8)))
-        with multiprocessing.get_context().Pool(n_workers) as pool:
+        with clean_context([__name__]).Pool(n_workers) as pool:
             for result in pool.imap(_decode_task, tasks, chunksize=chunk):
                 bar.update()
                 yield result

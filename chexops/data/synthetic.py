@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from chexops.data.labels import CSV_HEADER, OBSERVATIONS
 from chexops.data.phantom import render, sample_anatomy
+from chexops.data.processes import clean_context
 from chexops.errors import ConfigError, DataError
 from chexops.naming import TEST_LABELS_FILE
 
@@ -306,7 +307,7 @@ def _run(jobs: list[tuple], workers: int, progress: bool) -> None:
                 _render_one(job)
                 bar.update()
             return
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=clean_context([__name__])) as pool:
             for _ in pool.map(_render_one, jobs, chunksize=max(1, min(32, len(jobs) // (8 * workers)))):
                 bar.update()
 
