@@ -4,6 +4,7 @@ explains itself), the study's parent run, and the dataset inputs a run records."
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,8 @@ def split_digest(config: Config, split: str) -> str:
     return recorded or hashlib.md5(f"{data_hash(config)}:{split}".encode()).hexdigest()
 
 
+MAX_ALIAS = 255  # MLflow's limit on an alias's length
+
 # --- the study in MLflow -----------------------------------------------------------------------------------------
 
 def open_tracker(config: Config) -> Any:
@@ -62,6 +65,15 @@ def run_name(name: str) -> str:
     told apart from the baseline's at a glance."""
     exp = dvc_experiment()
     return f"{name} [{exp}]" if exp else name
+
+
+def candidate_alias() -> str:
+    """The alias a newly registered version takes: `candidate`, or `candidate-<experiment>` inside `dvc exp run`,
+    so an experiment's version never takes the baseline's `candidate` (MLflow allows letters, digits, _ and -)."""
+    from chexops.tracking.runs import CANDIDATE_ALIAS
+
+    exp = dvc_experiment()
+    return f"{CANDIDATE_ALIAS}-{re.sub(r'[^A-Za-z0-9_-]', '-', exp)}"[:MAX_ALIAS] if exp else CANDIDATE_ALIAS
 
 
 def study_run(config: Config, tracker: Any) -> str:

@@ -12,15 +12,15 @@ from chexops import naming, records
 from chexops.records import EvalRecord, RegistryRecord
 from chexops.stages import evaluate
 from chexops.stages.context import StageContext
-from chexops.stages.experiment import dataset_inputs, tracker_of
+from chexops.stages.experiment import candidate_alias, dataset_inputs, dvc_experiment, tracker_of
 from chexops.tracking import tags as tag
-from chexops.tracking.runs import CANDIDATE_ALIAS
 
 log = logging.getLogger(__name__)
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
-    """Log the ensemble as a pyfunc model, register a new version with alias `candidate` (unless identical)."""
+    """Log the ensemble as a pyfunc model, register a new version with alias `candidate` (unless identical;
+    `candidate-<experiment>` inside `dvc exp run`, which leaves the baseline's alias where it is)."""
     from chexops.evaluate.metrics import headline_text
     from chexops.tracking.presentation import model_description, version_tags
 
@@ -31,6 +31,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     headline = headline_text(record.metrics)
     name = naming.registered_model_name(config.experiment, key.name)
     digest = records.ensemble_sha256(run_dir)
+    exp_tag = {tag.DVC_EXPERIMENT: exp} if (exp := dvc_experiment()) else {}
     tracker = tracker_of(ctx)
     tracker.start_run(key.name, {}, {}, run_id=run_id, keep_duration=True)
     with tracker.run_guard(run_id):
@@ -41,15 +42,15 @@ def run(ctx: StageContext) -> dict[str, Any]:
                      "no new version registered, no alias moved.")
         else:
             version = tracker.log_ensemble(run_id, run_dir / naming.MANIFEST_FILE, name,
-                                           version_tags(record, headline) | {tag.ENSEMBLE_SHA256: digest},
+                                           version_tags(record, headline) | {tag.ENSEMBLE_SHA256: digest} | exp_tag,
                                            model_name=naming.logged_model_name(key.name),
                                            description=model_description(record, headline, config.eval.ci),
-                                           results=model_results(ctx, record))
+                                           results=model_results(ctx, record), alias=candidate_alias())
         tracker.set_tags(run_id, {tag.REGISTERED_AS: f"{name} version {version}"
                                                      + (" (an identical ensemble, registered before)" if unchanged
                                                         else "")})
     tracker.end_run(run_id)
-    registered_as = RegistryRecord(name, int(version), "" if unchanged else CANDIDATE_ALIAS, run_id)
+    registered_as = RegistryRecord(name, int(version), "" if unchanged else candidate_alias(), run_id)
     registered_as.write(key.registry_file(ctx.runs_dir))
     return vars(registered_as) | {"unchanged": unchanged}
 

@@ -315,9 +315,10 @@ class Tracker:
 
     def log_ensemble(self, run_id: str, manifest_path: Path, registered_name: str, tags: Mapping[str, Any],
                      input_example: np.ndarray | None = None, model_name: str = "ensemble",
-                     description: str | None = None, results: ModelResults | None = None) -> int:
+                     description: str | None = None, results: ModelResults | None = None,
+                     alias: str = CANDIDATE_ALIAS) -> int:
         """Log the run's ensemble as its model `model_name`, register a new version of `registered_name`, point
-        the `candidate` alias at it, tag it (logged model and version) with `tags`, describe both with
+        `alias` at it, tag it (logged model and version) with `tags`, describe both with
         `description`, and link `results` (its test metrics) to the logged model; returns the version number."""
         from chexops.evaluate.ensemble import checkpoint_paths, read_manifest
         from chexops.tracking.pyfunc import log_ensemble_model
@@ -334,7 +335,7 @@ class Tracker:
             link_copies(self.client.get_logged_model(info.model_id).artifact_location,
                         checkpoint_paths(Path(manifest_path), read_manifest(Path(manifest_path))))
             self._describe_logged_model(run_id, info.model_id, tags, description, results)
-            self.client.set_registered_model_alias(registered_name, CANDIDATE_ALIAS, version)
+            self.client.set_registered_model_alias(registered_name, alias, version)
             for key, value in tags.items():
                 self.client.set_model_version_tag(registered_name, version, key,
                                                   _fit(str(value), MAX_TAG_LENGTH))

@@ -4,7 +4,6 @@ ranked by their test AUROC. Screenshots: CHEXOPS_UI_SCREENSHOTS, else <pytest ba
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -19,6 +18,7 @@ from typing import Any
 
 import pytest
 from fixtures.browser import ui_page as open_ui_page
+from fixtures.ensembles import tiny_manifest
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -33,22 +33,6 @@ pytestmark = [
     pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"{CHROMIUM} is absent: apt-get install -y chromium"),
 ]
 
-
-def tiny_manifest(root: Path, name: str) -> Path:
-    import torch
-
-    from chexops.models.build import build_model
-
-    run = root / name.replace("/", "__")
-    model, report = build_model("resnet18", "random", truncate=3, num_classes=14, seed=0)
-    (run / "checkpoints").mkdir(parents=True)
-    torch.save(model.state_dict(), run / "checkpoints/ckpt.pt")
-    manifest = {"run": name, "family": "resnet18", "initializer": "random", "depth": 3, "num_classes": 14,
-                "image_size": 32, "normalization": {"mean": 0.5, "std": 0.25}, "report": report.to_dict(),
-                "checkpoints": [{"file": "checkpoints/ckpt.pt", "step": 8, "examples": 128, "epoch": 0,
-                                 "val_score": 0.6, "metrics": {}}]}
-    (run / "manifest.json").write_text(json.dumps(manifest))
-    return run / "manifest.json"
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from fixtures.ensembles import tiny_manifest
 
 from chexops import naming
 from chexops.config import config_from_dict
@@ -37,3 +38,23 @@ def test_a_dvc_experiment_has_its_own_study_run_and_run_names(tmp_path: Path, em
     assert run.data.tags[STUDY_RUN] == "demo@bushy-lair" and run.data.tags[DVC_EXPERIMENT] == "bushy-lair"
     monkeypatch.delenv(naming.DVC_EXP_ENV)
     assert experiment.study_run(config, tracker) == baseline  # the baseline's summary run is untouched
+
+
+def test_a_dvc_experiments_version_takes_its_own_alias_not_the_baselines_candidate(
+        tmp_path: Path, empty_store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv(naming.DVC_EXP_ENV, raising=False)
+    shutil.copy(empty_store, tmp_path / "mlflow.db")
+    tracker = Tracker.open(f"sqlite:///{tmp_path / 'mlflow.db'}", str(tmp_path / "mlartifacts"), "study")
+    name = naming.registered_model_name("study", "resnet18/random/drop-3")
+    versions = {}
+    for exp in (None, "bushy lair/2"):  # the baseline, then an experiment whose name MLflow would refuse as is
+        if exp:
+            monkeypatch.setenv(naming.DVC_EXP_ENV, exp)
+        run_id = tracker.start_run(experiment.run_name("resnet18/random/drop-3"), {}, {})
+        versions[experiment.candidate_alias()] = tracker.log_ensemble(
+            run_id, tiny_manifest(tmp_path / (exp or "baseline").replace("/", "-"), "resnet18/random/drop-3"), name,
+            {}, alias=experiment.candidate_alias())
+    assert versions == {"candidate": 1, "candidate-bushy-lair-2": 2}
+    for alias, version in versions.items():
+        assert int(tracker.client.get_model_version_by_alias(name, alias).version) == version

@@ -3,33 +3,17 @@ and description, so `search_logged_models` and the Models tab rank configuration
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import pytest
-import torch
+from fixtures.ensembles import tiny_manifest
 
 from chexops import naming
-from chexops.models.build import build_model
 from chexops.tracking.runs import ModelResults, Tracker
 from chexops.tracking.tags import NOTE
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def tiny_manifest(root: Path, name: str) -> Path:
-    """A run folder with one checkpoint of resnet18 cut by 3 blocks, manifest.json as training writes it."""
-    run = root / name.replace("/", "__")
-    model, report = build_model("resnet18", "random", truncate=3, num_classes=14, seed=0)
-    (run / "checkpoints").mkdir(parents=True)
-    torch.save(model.state_dict(), run / "checkpoints/ckpt.pt")
-    manifest = {"run": name, "family": "resnet18", "initializer": "random", "depth": 3, "num_classes": 14,
-                "image_size": 32, "normalization": {"mean": 0.5, "std": 0.25}, "report": report.to_dict(),
-                "checkpoints": [{"file": "checkpoints/ckpt.pt", "step": 8, "examples": 128, "epoch": 0,
-                                 "val_score": 0.6, "metrics": {}}]}
-    (run / "manifest.json").write_text(json.dumps(manifest))
-    return run / "manifest.json"
 
 
 def test_logged_models_carry_test_metrics_and_rank_by_them(tmp_path: Path, empty_store: Path,
