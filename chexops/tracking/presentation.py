@@ -24,6 +24,12 @@ STUDY_VIEW_NAME = "CheXtransfer study: test AUROC"
 CONFIGURATIONS_FILTER = f"tags.`{tag.TRUNCATION}` LIKE '%'"
 
 
+# the Charts tab: the study's two charts in a first section, MLflow's per-metric auto-charts (dozens) collapsed below
+STUDY_SECTION, MODEL_SECTION, SYSTEM_SECTION = "chexops-study", "chexops-model-metrics", "chexops-system-metrics"
+STUDY_CHARTS = "CheXtransfer study"
+AUROC_BAR, AUROC_VS_PARAMETERS = "chexops-auroc-by-run", "chexops-auroc-vs-parameters"
+
+
 def study_view_state() -> dict[str, Any]:
     """The saved runs-table view: the configuration runs with the study's columns, best test AUROC first, the
     readable AUROC-with-CI column wide enough to read, every run in the charts. Sorted by a metric the UI lists
@@ -33,7 +39,30 @@ def study_view_state() -> dict[str, Any]:
             "runListHidden": False, "runsHiddenMode": "SHOW_ALL",
             # the UI applies widths to the columns its order lists (ids as the grid's col-id): all of them, as shown
             "columnOrder": ["runDateAndNestInfo", "duration", *STUDY_COLUMNS],
-            "columnWidths": {f"tags.`{tag.TEST_AUROC}`": 200}}
+            "columnWidths": {f"tags.`{tag.TEST_AUROC}`": 200},
+            "compareRunCharts": study_charts(), "compareRunSections": chart_sections(),
+            "isAccordionReordered": False, "hideEmptyCharts": True}
+
+
+def study_charts() -> list[dict[str, Any]]:
+    """Test AUROC-6 per run (a bar each) and against parameters (M): the paper's Figure 1 axes. The UI adds its
+    auto-charts for the other metrics to the sections of their names (chart_sections). MLflow 3.17 titles a
+    chart by its metric and ignores a configured name; the data the runs were scored on is the experiment note's
+    first line, above the charts."""
+    common = {"metricSectionId": STUDY_SECTION, "deleted": False, "isGenerated": False, "runsCountToCompare": 100}
+    metric = {"key": naming.TEST_HEADLINE, "type": "METRIC"}
+    return [common | {"uuid": AUROC_BAR, "type": "BAR", "metricKey": naming.TEST_HEADLINE},
+            common | {"uuid": AUROC_VS_PARAMETERS, "type": "SCATTER",
+                      "xaxis": {"key": "parameters_M", "type": "PARAM"}, "yaxis": metric}]
+
+
+def chart_sections() -> list[dict[str, Any]]:
+    """The study's section open first; MLflow's two sections of auto-charts (named as the UI names them)
+    collapsed, a click away."""
+    return [{"uuid": uuid, "name": name, "display": uuid == STUDY_SECTION, "isReordered": False,
+             "deleted": False, "isGenerated": uuid != STUDY_SECTION}
+            for uuid, name in ((STUDY_SECTION, STUDY_CHARTS), (MODEL_SECTION, "Model metrics"),
+                               (SYSTEM_SECTION, "System metrics"))]
 
 
 def study_view_tag(existing: str | None, now_ms: int) -> str:

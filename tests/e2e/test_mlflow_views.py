@@ -27,6 +27,7 @@ TIMEOUT_MS = 60_000
 STUDY = "views-study"
 RUNS = {"resnet18/ssl/drop-3": 0.86, "resnet18/random/drop-3": 0.71}  # the best logged first: the Models
 # tab's default order (newest first) is not the ranking
+PARAMETERS = {"ssl": 11.2, "random": 0.7}  # distinct, so the scatter has two x positions
 
 pytestmark = [
     pytest.mark.slow,
@@ -57,7 +58,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
             family, init, truncation = name.split("/")
             run_id = tracker.start_run(name, {tag.PARENT: parent, tag.TRUNCATION: truncation,
                                               tag.TEST_AUROC: f"{auroc:.3f} [{auroc - .05:.3f}, {auroc + .05:.3f}]"},
-                                       {"family": family, "initializer": init, "truncation": truncation})
+                                       {"family": family, "initializer": init, "truncation": truncation,
+                                        "parameters_M": PARAMETERS[init]})
             metrics = {naming.TEST_HEADLINE: auroc}
             tracker.log_metrics(run_id, metrics, 128, timestamp_ms=1_000)
             tracker.log_ensemble(run_id, tiny_manifest(root, name), naming.registered_model_name(STUDY, name), {},
@@ -127,6 +129,30 @@ def test_the_study_view_is_listed_under_views_and_opens_on_the_configurations(pa
     expect(ci.first).to_have_text("0.860 [0.810, 0.910]")  # the whole CI, not cut
     box = ci.first.bounding_box()
     assert box and box["width"] >= 180, box
+
+
+def test_the_study_views_charts_are_the_auroc_bar_and_auroc_vs_parameters_with_the_auto_charts_folded(
+        page, server: str, store) -> None:
+    from playwright.sync_api import expect
+
+    from chexops.tracking.presentation import STUDY_CHARTS, STUDY_VIEW_NAME
+
+    _, experiment_id = store
+    page.goto(f"{server}/#/experiments/{experiment_id}/runs?workflowType=machine_learning")
+    page.get_by_test_id("saved-views-trigger").click()
+    page.get_by_text(STUDY_VIEW_NAME, exact=True).click()
+    page.locator('input[value="CHART"]').first.locator("xpath=ancestor::label[1]").click()  # the radio's visible button
+    cards = page.get_by_test_id("experiment-view-compare-runs-card")
+    expect(page.get_by_text(STUDY_CHARTS, exact=True)).to_be_visible()
+    for title in ("test_mean_auroc_6", "parameters_M vs. test_mean_auroc_6"):
+        card = cards.filter(has_text=title).first
+        expect(card).to_be_visible()
+        expect(card.locator(".js-plotly-plot")).to_be_visible()  # drawn, not an empty card
+    for auroc in RUNS.values():  # a bar per run, labelled with its test AUROC
+        expect(cards.first.get_by_text(str(auroc), exact=True)).to_be_visible()
+    # MLflow's auto-charts are there, folded: the only open cards are the study's two
+    expect(page.get_by_text("Model metrics", exact=True).first).to_be_visible()
+    expect(cards.filter(visible=True)).to_have_count(2)
 
 
 def test_the_models_tab_shows_each_ensembles_test_auroc_and_the_api_ranks_them(page, server: str, store) -> None:

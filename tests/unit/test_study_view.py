@@ -18,6 +18,11 @@ def test_the_view_tag_is_a_saved_view_envelope_written_once() -> None:
     # widths apply to the columns the order lists: the AUROC-with-CI column is listed and wide
     (wide,) = state["columnWidths"]
     assert wide in state["columnOrder"] and state["columnWidths"][wide] >= 180
+    # the Charts tab: the study's two charts open in the first section, the auto-charts' sections folded
+    assert [(c["type"], c["metricSectionId"]) for c in state["compareRunCharts"]] == [
+        ("BAR", presentation.STUDY_SECTION), ("SCATTER", presentation.STUDY_SECTION)]
+    assert [(s["name"], s["display"]) for s in state["compareRunSections"]] == [
+        (presentation.STUDY_CHARTS, True), ("Model metrics", False), ("System metrics", False)]
     assert presentation.study_view_tag(value, 9_999) == value  # unchanged: nothing to write
     old_format = json.dumps({"selectedColumns": []})  # what earlier chexops wrote: upgraded, dated now
     assert json.loads(presentation.study_view_tag(old_format, 5_000))["createdAt"] == 5_000
