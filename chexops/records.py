@@ -254,6 +254,12 @@ class EvalRecord:
         return _build(cls, read_json(path, "evaluate"), path, "evaluate")
 
 
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, read in blocks (checkpoints and caches are hundreds of MB)."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
 def ensemble_sha256(run_dir: Path) -> str:
     """What the ensemble a run folder holds computes: its checkpoints' bytes in manifest order and the input
     normalisation. Two trainings that reach the same weights give the same digest (run ids and timings aside)."""

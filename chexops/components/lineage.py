@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from chexops.errors import PluginError
+from chexops.records import file_sha256
 
 LOCK_DIR = Path("plugins.lock")  # per-component files; plugins.lock.json beside it records the distributions
 _SIMPLE = (int, float, str, bytes, bool, type(None))
@@ -134,16 +135,8 @@ def initializer_record(initializer: str) -> dict[str, Any]:
     if argument:
         path = Path(argument).expanduser()
         record["argument"] = argument
-        record["file_sha256"] = _file_sha256(path) if path.is_file() else "missing"
+        record["file_sha256"] = file_sha256(path) if path.is_file() else "missing"
     return record
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def lock_files(grid_initializers: list[str], truncated: list[dict[str, Any]],

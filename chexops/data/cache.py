@@ -29,6 +29,7 @@ from chexops.data.images import to_gray8
 from chexops.data.labels import OBSERVATIONS
 from chexops.data.processes import clean_context
 from chexops.errors import BadImage, ConfigError, DataError
+from chexops.records import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -327,14 +328,6 @@ def _check_files(cache_dir: Path, split: str, npy: Path, csv: Path, meta: Path, 
     if (info.get("sha256") or {}).get("csv") and file_sha256(csv) != info["sha256"]["csv"]:
         raise DataError(f"cache file {csv} differs from what prepare wrote (its sha256 does not match "
                         f"{meta.name}); {again}.")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_split(cache_dir: Path, split: str, verify: bool = False) -> CachedSplit:

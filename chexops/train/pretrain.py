@@ -21,11 +21,12 @@ from tqdm import tqdm
 
 from chexops.components.registry import get_registry
 from chexops.config import Config
-from chexops.data.cache import CachedSplit, file_sha256, load_split
+from chexops.data.cache import CachedSplit, load_split
 from chexops.data.loader import BatchLoader
 from chexops.errors import ConfigError
 from chexops.models.build import create_network
 from chexops.naming import BACKBONE_FILE, STATE_FILE
+from chexops.records import file_sha256
 from chexops.train.augment import normalize, radiograph_views, view_generator
 from chexops.train.checkpoints import atomic_save, load_state_file, remove_stale_temporaries
 from chexops.train.moco import MoCo

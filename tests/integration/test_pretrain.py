@@ -14,11 +14,11 @@ from fixtures.training import prepare_study
 
 from chexops import naming
 from chexops.config import config_from_dict, validate
-from chexops.data.cache import file_sha256
 from chexops.data.splits import label_fraction_rows
 from chexops.errors import ConfigError, WeightsError
 from chexops.models.build import build_model
 from chexops.naming import RunKey
+from chexops.records import file_sha256
 from chexops.train.augment import radiograph_views, view_generator
 from chexops.train.pretrain import Pretrainer
 

@@ -49,7 +49,7 @@ def _pretrained_backbone(model: Any, family: FamilySpec, backbone: Path, initial
     record = json.loads((backbone.parent / PRETRAIN_FILE).read_text())
     if record.get("family") != family.name:
         raise WeightsError(f"{backbone.parent} holds a {record.get('family')} backbone, not {family.name}.")
-    from chexops.data.cache import file_sha256
+    from chexops.records import file_sha256
 
     digest = file_sha256(backbone)
     if digest != record.get("sha256"):
