@@ -45,7 +45,7 @@ def study_view_state() -> dict[str, Any]:
 
 
 def study_charts() -> list[dict[str, Any]]:
-    """Test AUROC-6 per run (a bar each) and against parameters (M): the paper's Figure 1 axes. The UI adds its
+    """Test AUROC-6 per run (a bar each) and against parameters (M), the paper's size question. The UI adds its
     auto-charts for the other metrics to the sections of their names (chart_sections). MLflow 3.17 titles a
     chart by its metric and ignores a configured name; the data the runs were scored on is the experiment note's
     first line, above the charts."""
