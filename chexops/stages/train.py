@@ -35,7 +35,7 @@ def run_params(config: Config, key: RunKey, lr: float, report: dict[str, Any]) -
 def run(ctx: StageContext) -> dict[str, Any]:
     """Train the configuration, logging to its MLflow run (reopened when a killed run resumes)."""
     from chexops.tracking import tags as tag
-    from chexops.tracking.runs import run_tags
+    from chexops.tracking.provenance import run_tags
     from chexops.train.loop import Trainer
 
     config, key = ctx.config, ctx.run

@@ -18,6 +18,7 @@ from chexops import naming
 from chexops.data.labels import OBSERVATIONS
 from chexops.errors import TrackingError
 from chexops.evaluate import ensemble as serving
+from chexops.tracking import provenance
 from chexops.tracking import runs as tracking
 from chexops.tracking.runs import Tracker
 from chexops.tracking.tags import PARENT
@@ -141,13 +142,13 @@ def test_unopenable_stores_raise_tracking_errors(tmp_path: Path, monkeypatch: py
 
 def test_run_tags_record_code_data_and_environment(tmp_path: Path) -> None:
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
-    assert tracking.run_tags(REPORT, "cpu", "fp32", "d" * 32, cwd=tmp_path)["chexops.git_commit"] == "unknown"
+    assert provenance.run_tags(REPORT, "cpu", "fp32", "d" * 32, cwd=tmp_path)["chexops.git_commit"] == "unknown"
     subprocess.run([*git, "init", "-q"], cwd=tmp_path, check=True)
     (tmp_path / "a.txt").write_text("1")
     subprocess.run([*git, "add", "a.txt"], cwd=tmp_path, check=True)
     subprocess.run([*git, "commit", "-q", "-m", "x"], cwd=tmp_path, check=True)
     sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
-    tags = tracking.run_tags({**REPORT, "weights_source": "/w/d.pth"}, "cuda:0", "bf16", "abc123",
+    tags = provenance.run_tags({**REPORT, "weights_source": "/w/d.pth"}, "cuda:0", "bf16", "abc123",
                              extra={"group_key": "g", "chexops.stage": "train"}, cwd=tmp_path)
     assert tags["chexops.git_commit"] == tags["mlflow.source.git.commit"] == sha
     assert {k: tags[k] for k in ("chexops.data_hash", "chexops.timm_tag", "chexops.device", "chexops.precision",
@@ -158,12 +159,12 @@ def test_run_tags_record_code_data_and_environment(tmp_path: Path) -> None:
         "chexops.precision": "bf16", "chexops.family": "densenet121", "chexops.initializer": "random",
         "chexops.truncation": "full", "chexops.group": "DenseNet", "chexops.plugin": "chexops",
         "chexops.weights_source": "/w/d.pth", "chexops.group_key": "g", "chexops.stage": "train"}
-    assert tags["chexops.version"] == tracking.chexops_version() != "unknown"
+    assert tags["chexops.version"] == provenance.chexops_version() != "unknown"
     assert all(k.startswith(("chexops.", "mlflow.")) for k in tags)
     assert "densenet121 (DenseNet), random init, full; cuda:0 bf16" in tags["mlflow.note.content"]
     assert "\n" not in tags["mlflow.note.content"]
     (tmp_path / "a.txt").write_text("2")
-    dirty = tracking.run_tags(REPORT, "cpu", "fp32", "abc", cwd=tmp_path)
+    dirty = provenance.run_tags(REPORT, "cpu", "fp32", "abc", cwd=tmp_path)
     assert dirty["chexops.git_commit"] == f"{sha}-dirty" and "mlflow.source.git.commit" not in dirty
 
 
