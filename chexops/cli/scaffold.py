@@ -22,6 +22,11 @@ description = "A chexops plugin"
 requires-python = ">=3.11"
 dependencies = ["chexops"]
 
+[project.optional-dependencies]
+# `pip install -e "./{dist}[test]"`: chexops' own install has no pytest, and a pytest from outside the venv
+# runs another Python, without torch
+test = ["pytest"]
+
 # chexops finds the plugin through this entry point; `CHEXOPS_LOAD_PLUGINS={entry}` (or {dist}) loads only it
 [project.entry-points.chexops]
 {entry} = "{package}.plugin"
@@ -98,8 +103,8 @@ README = '''# {dist}
 A chexops plugin: the architecture family `{family}`.
 
 ```bash
-pip install -e .                     # chexops finds it through its entry point
-pytest                               # its tests, with chexops.testing
+pip install -e ".[test]"             # chexops finds it through its entry point; [test] adds pytest
+python -m pytest                     # its tests, with chexops.testing (the venv's Python, with torch)
 chexops plugins --check {dist}       # every component it registers, checked
 chexops components families          # lists {family}
 ```
@@ -138,4 +143,5 @@ def plugin_group() -> None:
 def new_command(name: str, parent: str) -> None:
     """Write a ready plugin package NAME/: pyproject with the entry point, one family, tests using chexops.testing."""
     root = write_plugin(name, Path(parent))
-    click.echo(f"wrote {root}/ ; next: pip install -e {root} && pytest {root}")
+    path = root if root.is_absolute() else f"./{root}"  # pip reads a bare `name[test]` as a package to download
+    click.echo(f"wrote {root}/ ; next: pip install -e \"{path}[test]\" && python -m pytest {root}")

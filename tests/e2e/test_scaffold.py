@@ -56,8 +56,8 @@ def test_refusals_are_one_line(tmp_path, name, message):
 
 @pytest.mark.slow
 def test_new_plugin_installs_and_passes_its_tests_in_a_fresh_venv(tmp_path):
-    """chexops plugin new chexops-demo && pip install -e chexops-demo && pytest chexops-demo, in a new venv that
-    sees this interpreter's packages (chexops, torch, pytest, setuptools): offline, and in seconds."""
+    """chexops plugin new chexops-demo && pip install -e "./chexops-demo[test]" && python -m pytest chexops-demo, in
+    a new venv that sees this interpreter's packages (chexops, torch, pytest, setuptools): offline, and in seconds."""
     result = chexops("plugin", "new", "chexops-demo", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     venv = tmp_path / "venv"
@@ -68,7 +68,7 @@ def test_new_plugin_installs_and_passes_its_tests_in_a_fresh_venv(tmp_path):
     # a .pth line that is code: addsitedir also processes the parent's own .pth files (its editable chexops)
     Path(purelib, "_parent_env.pth").write_text(f"import site; site.addsitedir({site.getsitepackages()[0]!r})\n")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CHEXOPS_LOAD_PLUGINS", "VIRTUAL_ENV")}
-    pip = subprocess.run([python, "-m", "pip", "install", "-q", "--no-build-isolation", "-e", "chexops-demo"],
+    pip = subprocess.run([python, "-m", "pip", "install", "-q", "--no-build-isolation", "-e", "./chexops-demo[test]"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert pip.returncode == 0, pip.stderr[-3000:]
     assert Path(purelib, "chexops_demo-0.1.0.dist-info").is_dir()  # installed into the new venv, not this one
