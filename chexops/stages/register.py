@@ -32,6 +32,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     name = naming.registered_model_name(config.experiment, key.name)
     digest = records.ensemble_sha256(run_dir)
     exp_tag = {tag.DVC_EXPERIMENT: exp} if (exp := dvc_experiment()) else {}
+    alias = candidate_alias()
     tracker = tracker_of(ctx)
     tracker.start_run(key.name, {}, {}, run_id=run_id, keep_duration=True)
     with tracker.run_guard(run_id):
@@ -45,12 +46,12 @@ def run(ctx: StageContext) -> dict[str, Any]:
                                            version_tags(record, headline) | {tag.ENSEMBLE_SHA256: digest} | exp_tag,
                                            model_name=naming.logged_model_name(key.name),
                                            description=model_description(record, headline, config.eval.ci),
-                                           results=model_results(ctx, record), alias=candidate_alias())
+                                           results=model_results(ctx, record), alias=alias)
         tracker.set_tags(run_id, {tag.REGISTERED_AS: f"{name} version {version}"
                                                      + (" (an identical ensemble, registered before)" if unchanged
                                                         else "")})
     tracker.end_run(run_id)
-    registered_as = RegistryRecord(name, int(version), "" if unchanged else candidate_alias(), run_id)
+    registered_as = RegistryRecord(name, int(version), "" if unchanged else alias, run_id)
     registered_as.write(key.registry_file(ctx.runs_dir))
     return vars(registered_as) | {"unchanged": unchanged}
 

@@ -35,7 +35,6 @@ pytestmark = [
 ]
 
 
-
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     """A study as the stages leave it: described experiment, a study run, two configuration runs (each with its
@@ -111,15 +110,19 @@ def page(server: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.T
             browser.close()
 
 
-def test_the_study_view_is_listed_under_views_and_opens_on_the_configurations(page, server: str, store) -> None:
-    from playwright.sync_api import expect
-
+def open_study_view(page: Any, server: str, experiment_id: str) -> None:
+    """As a user does: the experiment's runs page, then the study view from the Views menu."""
     from chexops.tracking.presentation import STUDY_VIEW_NAME
 
-    _, experiment_id = store
     page.goto(f"{server}/#/experiments/{experiment_id}/runs?workflowType=machine_learning")
     page.get_by_test_id("saved-views-trigger").click()
     page.get_by_text(STUDY_VIEW_NAME, exact=True).click()
+
+
+def test_the_study_view_is_listed_under_views_and_opens_on_the_configurations(page, server: str, store) -> None:
+    from playwright.sync_api import expect
+
+    open_study_view(page, server, store[1])
     # the configuration runs only (no pretrain or study rows of dashes), best test AUROC first
     expect(page.get_by_text(re.compile(r"^\d+ matching runs$"))).to_have_text(f"{len(RUNS)} matching runs")
     for name in RUNS:
@@ -135,12 +138,9 @@ def test_the_study_views_charts_are_the_auroc_bar_and_auroc_vs_parameters_with_t
         page, server: str, store) -> None:
     from playwright.sync_api import expect
 
-    from chexops.tracking.presentation import STUDY_CHARTS, STUDY_VIEW_NAME
+    from chexops.tracking.presentation import STUDY_CHARTS
 
-    _, experiment_id = store
-    page.goto(f"{server}/#/experiments/{experiment_id}/runs?workflowType=machine_learning")
-    page.get_by_test_id("saved-views-trigger").click()
-    page.get_by_text(STUDY_VIEW_NAME, exact=True).click()
+    open_study_view(page, server, store[1])
     page.locator('input[value="CHART"]').first.locator("xpath=ancestor::label[1]").click()  # the radio's visible button
     cards = page.get_by_test_id("experiment-view-compare-runs-card")
     expect(page.get_by_text(STUDY_CHARTS, exact=True)).to_be_visible()
