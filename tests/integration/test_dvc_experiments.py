@@ -52,9 +52,10 @@ def test_a_dvc_experiments_version_takes_its_own_alias_not_the_baselines_candida
         if exp:
             monkeypatch.setenv(naming.DVC_EXP_ENV, exp)
         run_id = tracker.start_run(experiment.run_name("resnet18/random/drop-3"), {}, {})
-        versions[experiment.candidate_alias()] = tracker.log_ensemble(
+        alias = experiment.candidate_alias()
+        versions[alias] = tracker.log_ensemble(
             run_id, tiny_manifest(tmp_path / (exp or "baseline").replace("/", "-"), "resnet18/random/drop-3"), name,
-            {}, alias=experiment.candidate_alias())
+            {}, alias=alias)
     assert versions == {"candidate": 1, "candidate-bushy-lair-2": 2}
     for alias, version in versions.items():
         assert int(tracker.client.get_model_version_by_alias(name, alias).version) == version
