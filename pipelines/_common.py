@@ -31,7 +31,7 @@ def run_stage(stage: Stage, description: str, per_configuration: bool) -> None:
         p.add_argument("--seed", type=int, default=None, help="a grid.seeds repeat with this train seed")
     args = p.parse_args()
     from chexops.cli import quiet_mlflow
-    from chexops.cli.signals import sigterm_as_interrupt
+    from chexops.interrupts import sigterm_as_interrupt
 
     sigterm_as_interrupt()  # a SIGTERM'd stage marks its MLflow run KILLED instead of leaving it RUNNING
     if args.quiet:

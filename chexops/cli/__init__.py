@@ -51,7 +51,7 @@ def error_line(exc: ChexopsError) -> str:
 def main(argv: list[str] | None = None) -> None:
     logging.getLogger("mlflow.store.db.utils").addFilter(_drop_mlflow_database_tracebacks)
     if argv is None:  # the console command; a caller passing argv in-process (tests) keeps its own handling
-        from chexops.cli.signals import sigterm_as_interrupt
+        from chexops.interrupts import sigterm_as_interrupt
 
         sigterm_as_interrupt()
     try:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from chexops.errors import TrackingError
+from chexops.interrupts import sigterm_interrupts
 from chexops.tracking import tags as tag
 from chexops.tracking.store import (
     global_tracking_uri,
@@ -285,7 +286,7 @@ class Tracker:
     def run_guard(self, run_id: str) -> Iterator[None]:
         """On an exception inside the block: mark the run FAILED (KILLED for Ctrl-C or SIGTERM, as `dvc exp`'s
         queue, a scheduler or `kill` stop a process) with the error, re-raise. A killed run never stays RUNNING."""
-        with _sigterm_interrupts():
+        with sigterm_interrupts():
             try:
                 yield
             except Exception as exc:
@@ -353,28 +354,6 @@ class Tracker:
             self.log_metrics(run_id, results.metrics, results.step, results.timestamp_ms,
                              replace(results, model_id=model_id))
             self.flush(run_id)
-
-
-@contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt inside the block (main thread only; the previous handler comes back). A
-    handler someone already set (the CLI's and stage scripts' cli.signals, a SLURM worker's) owns SIGTERM: kept."""
-    import signal
-    import threading
-
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None)):
-        yield
-        return
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager

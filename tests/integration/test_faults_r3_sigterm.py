@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from chexops.cli.signals import sigterm_as_interrupt
+from chexops.interrupts import sigterm_as_interrupt
 
 
 @pytest.fixture
@@ -41,4 +41,23 @@ def test_a_handler_someone_else_set_is_kept(restore_sigterm):
 
     signal.signal(signal.SIGTERM, mine)
     sigterm_as_interrupt()
+    assert signal.getsignal(signal.SIGTERM) is mine
+
+
+def test_a_run_guard_takes_sigterm_only_for_its_block(restore_sigterm):
+    from chexops.interrupts import sigterm_interrupts
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    with pytest.raises(KeyboardInterrupt, match="signal SIGTERM"):
+        with sigterm_interrupts():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler interrupts this
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+    def mine(signum, frame):
+        return None
+
+    signal.signal(signal.SIGTERM, mine)
+    with sigterm_interrupts():
+        assert signal.getsignal(signal.SIGTERM) is mine
     assert signal.getsignal(signal.SIGTERM) is mine
