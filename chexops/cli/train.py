@@ -151,6 +151,7 @@ def _train_main(ctx: StageContext, no_register: bool, under_torchrun: bool) -> N
         name = naming.registered_model_name(config.experiment, ctx.run.name)
         click.echo(f"the ensemble is identical to {name} version {result['registered_version']}: nothing new "
                    "registered, no alias moved" if result["registered_unchanged"] else
-                   f"registered {name} version {result['registered_version']} (alias candidate)")
+                   f"registered {name} version {result['registered_version']}" + (
+                       f" (alias {result['registered_alias']})" if result["registered_alias"] else ""))
     elif ctx.run.seed is not None:
         click.echo("not registered: a grid.seeds repeat measures the spread across train seeds (study.md)")

@@ -38,7 +38,8 @@ def run_configuration(ctx: StageContext, register_model: bool = True) -> dict[st
     if register_model and not repeat:
         done = register.registered(ctx)  # a worker that died after registering already did it
         made = vars(done) | {"unchanged": False} if done else register.run(ctx)
-        result["registered_version"], result["registered_unchanged"] = made["version"], made["unchanged"]
+        result |= {"registered_version": made["version"], "registered_unchanged": made["unchanged"],
+                   "registered_alias": made["alias"]}
     return result
 
 

@@ -10,7 +10,7 @@ from fixtures.training import prepare_study, trained_params
 
 from chexops import cli as cli_module
 from chexops.config import config_from_dict
-from chexops.naming import RunKey
+from chexops.naming import DVC_EXP_ENV, RunKey
 
 BASE, REPEAT = RunKey("resnet18", "random"), RunKey("resnet18", "random", seed=1)
 
@@ -32,7 +32,10 @@ def test_a_seed_repeat_trains_apart_is_evaluated_and_never_registered(tmp_path, 
     config = config_from_dict(raw)
     prepare_study(tmp_path, config)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(DVC_EXP_ENV, "lr-sweep")  # the console names the alias the version took
     _train(tmp_path)
+    assert "registered seeds.resnet18.random.full version 1 (alias candidate-lr-sweep)" in capsys.readouterr().out
+    monkeypatch.delenv(DVC_EXP_ENV)
     _train(tmp_path, "--seed", "1")
     runs = config.train.runs_dir
     assert REPEAT.train_dir(runs).name == "resnet18__random__full__labels-1.0__seed-1"
