@@ -12,10 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fixtures.training import prepare_study
+from fixtures.training import prepare_study, ssl_config
 
 from chexops import naming
-from chexops.config import config_from_dict
 from chexops.errors import ChexopsError, DataError
 from chexops.naming import RunKey
 from chexops.train.checkpoints import read_state
@@ -94,16 +93,7 @@ def test_a_state_as_training_writes_it_loads_safely(tmp_path):
 # -- pretraining -------------------------------------------------------------------------------------------------
 
 def _config(root: Path):
-    return config_from_dict({
-        "study": {"name": "r3-state"},
-        "data": {"source": "synthetic", "synthetic": {"patients": 40, "seed": 1, "image_size": 40},
-                 "image_size": 32, "index_dir": str(root / "index"), "cache_dir": str(root / "cache"), "workers": 1},
-        "train": {"batch_size": 8, "epochs": 1, "eval_every": 64, "top_k": 1, "lr": 1e-3, "max_examples": 32,
-                  "runs_dir": str(root / "runs")},
-        "pretrain": {"examples": 64, "batch_size": 16, "queue": 32, "save_every": 32, "lr": 1e-3},
-        "tracking": {"uri": f"sqlite:///{root / 'mlflow.db'}", "artifacts": str(root / "mlartifacts")},
-        "grid": {"families": [FAMILY], "initializers": ["ssl", "random"]},
-    })
+    return ssl_config(root, "r3-state", patients=40, examples=64)
 
 
 @pytest.fixture(scope="module")

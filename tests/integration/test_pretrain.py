@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from fixtures.training import prepare_study
+from fixtures.training import prepare_study, ssl_config
 
 from chexops import naming
 from chexops.config import config_from_dict, validate
@@ -25,23 +25,10 @@ from chexops.train.pretrain import Pretrainer
 FAMILY = "resnet18"
 
 
-def make_config(root: Path, **pretrain):
-    return config_from_dict({
-        "study": {"name": "ssl-test"},
-        "data": {"source": "synthetic", "synthetic": {"patients": 60, "seed": 1, "image_size": 48},
-                 "image_size": 32, "index_dir": str(root / "index"), "cache_dir": str(root / "cache"), "workers": 1},
-        "train": {"batch_size": 8, "epochs": 1, "eval_every": 64, "top_k": 2, "lr": 1e-3, "max_examples": 64,
-                  "runs_dir": str(root / "runs")},
-        "pretrain": {"examples": 192, "batch_size": 16, "queue": 32, "save_every": 32, "lr": 1e-3} | pretrain,
-        "tracking": {"uri": f"sqlite:///{root / 'mlflow.db'}", "artifacts": str(root / "mlartifacts")},
-        "grid": {"families": [FAMILY], "initializers": ["ssl", "random"]},
-    })
-
-
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     root = tmp_path_factory.mktemp("ssl")
-    return prepare_study(root, make_config(root))
+    return prepare_study(root, ssl_config(root))
 
 
 def _pretrain(config, out: Path, **kwargs):
@@ -64,7 +51,7 @@ def test_views_are_seeded_per_step_and_stay_in_range():
 
 def test_pretraining_loss_falls_on_synthetic_data(prepared, tmp_path):
     """The loss starts near chance, ln(queue + 1) (the queue is filled with real keys first), and falls."""
-    config = make_config(prepared, examples=1024, save_every=64)
+    config = ssl_config(prepared, examples=1024, save_every=64)
     result, logs = _pretrain(config, tmp_path / "p")
     chance = np.log(config.pretrain.queue + 1)
     first, last = logs[0][1], np.mean([loss for _, loss in logs[-4:]])
@@ -74,7 +61,7 @@ def test_pretraining_loss_falls_on_synthetic_data(prepared, tmp_path):
 
 
 def test_killed_pretraining_resumes_to_the_same_weights(prepared, tmp_path):
-    config = make_config(prepared)
+    config = ssl_config(prepared)
     reference, _ = _pretrain(config, tmp_path / "ref")
 
     def die(progress):
@@ -92,7 +79,7 @@ def test_killed_pretraining_resumes_to_the_same_weights(prepared, tmp_path):
 
 
 def test_pretraining_with_other_settings_is_not_resumed(prepared, tmp_path):
-    config = make_config(prepared)
+    config = ssl_config(prepared)
 
     def die(progress):
         raise KeyboardInterrupt
@@ -100,7 +87,7 @@ def test_pretraining_with_other_settings_is_not_resumed(prepared, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         _pretrain(config, tmp_path / "p", on_save=die)
     with pytest.raises(ConfigError, match="other settings"):
-        _pretrain(make_config(prepared, lr=5e-4), tmp_path / "p")
+        _pretrain(ssl_config(prepared, lr=5e-4), tmp_path / "p")
 
 
 def test_ssl_stage_output_loads_through_the_registry_and_runs_link_to_it(prepared):
@@ -112,7 +99,7 @@ def test_ssl_stage_output_loads_through_the_registry_and_runs_link_to_it(prepare
     from chexops.stages.configuration import run_configuration
     from chexops.stages.context import StageContext
 
-    config = validate(make_config(prepared))
+    config = validate(ssl_config(prepared))
     cwd = os.getcwd()
     os.chdir(prepared)
     try:
@@ -154,7 +141,7 @@ def test_ssl_without_its_pretrain_output_says_how_to_make_it(tmp_path):
 
 
 def test_a_changed_backbone_file_is_refused(prepared, tmp_path):
-    config = make_config(prepared)
+    config = ssl_config(prepared)
     out = tmp_path / "p"
     result, _ = _pretrain(config, out)
     (out / naming.PRETRAIN_FILE).write_text(json.dumps({"family": FAMILY, "sha256": "0" * 64,
@@ -179,7 +166,7 @@ def test_label_fractions_are_patient_grouped_nested_and_seeded():
 def test_label_fraction_run_trains_on_its_patients_only(prepared, tmp_path):
     from chexops.train.loop import Trainer
 
-    config = make_config(prepared)
+    config = ssl_config(prepared)
     cwd = os.getcwd()
     os.chdir(prepared)
     try:

@@ -104,20 +104,6 @@ def test_missing_column_names_file_and_column(make_chexpert):
         read_chexpert(root)
 
 
-def test_unknown_label_value_names_file_row_and_column(make_chexpert):
-    root = make_chexpert()
-    set_cell(root / "train.csv", 4, "Cardiomegaly", "2.0")
-    with pytest.raises(DataError, match=r"train\.csv row 4, column 'Cardiomegaly': '2\.0' is not a label"):
-        read_chexpert(root)
-
-
-def test_bad_test_label_value(make_chexpert):
-    root = make_chexpert()
-    set_cell(root / "groundtruth.csv", 3, "Edema", "-1")
-    with pytest.raises(DataError, match=r"groundtruth\.csv row 3, column 'Edema'.*expected 0 or 1"):
-        read_chexpert(root)
-
-
 def test_empty_csv(make_chexpert):
     root = make_chexpert()
     (root / "train.csv").write_text("")
@@ -128,26 +114,29 @@ def test_empty_csv(make_chexpert):
         read_chexpert(root)
 
 
-@pytest.mark.parametrize("bad", ["CheXpert-v1.0-small/../../etc/passwd.jpg", "/etc/patient1/study1/view1_frontal.jpg",
-                                 "CheXpert-v1.0-small/train/../../x/patient1/study1/view1_frontal.jpg"])
-def test_escaping_path_names_file_and_row(make_chexpert, bad):
+ESCAPES = r"valid\.csv row 3, column 'Path'.*escapes the dataset folder"
+BAD_CELLS = {  # file, row, column, value -> what the error must name
+    "unknown-label": ("train.csv", 4, "Cardiomegaly", "2.0",
+                      r"train\.csv row 4, column 'Cardiomegaly': '2\.0' is not a label"),
+    "uncertain-test-label": ("groundtruth.csv", 3, "Edema", "-1",
+                             r"groundtruth\.csv row 3, column 'Edema'.*expected 0 or 1"),
+    "escape-by-dots": ("valid.csv", 3, "Path", "CheXpert-v1.0-small/../../etc/passwd.jpg", ESCAPES),
+    "escape-absolute": ("valid.csv", 3, "Path", "/etc/patient1/study1/view1_frontal.jpg", ESCAPES),
+    "escape-inside": ("valid.csv", 3, "Path", "CheXpert-v1.0-small/train/../../x/patient1/study1/view1_frontal.jpg",
+                      ESCAPES),
+    "malformed-path": ("train.csv", 2, "Path", "CheXpert-v1.0-small/train/patient00001/view1_frontal.jpg",
+                       r"train\.csv row 2, column 'Path'.*patientN/studyN/viewN_frontal"),
+    "missing-test-study": ("groundtruth.csv", 2, "Study", "CheXpert-v1.0/test/patient09999/study1",
+                           r"groundtruth\.csv row 2.*patient09999/study1 does not exist"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CELLS))
+def test_a_bad_cell_names_file_row_and_column(make_chexpert, case):
+    file, row, column, value, message = BAD_CELLS[case]
     root = make_chexpert()
-    set_cell(root / "valid.csv", 3, "Path", bad)
-    with pytest.raises(DataError, match=r"valid\.csv row 3, column 'Path'.*escapes the dataset folder"):
-        read_chexpert(root)
-
-
-def test_malformed_path(make_chexpert):
-    root = make_chexpert()
-    set_cell(root / "train.csv", 2, "Path", "CheXpert-v1.0-small/train/patient00001/view1_frontal.jpg")
-    with pytest.raises(DataError, match=r"train\.csv row 2, column 'Path'.*patientN/studyN/viewN_frontal"):
-        read_chexpert(root)
-
-
-def test_missing_test_study_folder(make_chexpert):
-    root = make_chexpert()
-    set_cell(root / "groundtruth.csv", 2, "Study", "CheXpert-v1.0/test/patient09999/study1")
-    with pytest.raises(DataError, match=r"groundtruth\.csv row 2.*patient09999/study1 does not exist"):
+    set_cell(root / file, row, column, value)
+    with pytest.raises(DataError, match=message):
         read_chexpert(root)
 
 

@@ -169,12 +169,17 @@ def test_truncation_summary_counts_one_truncation_once(tmp_path: Path) -> None:
     assert t.summary["mean_parameter_ratio"] == 3.0 and t.summary["n_distinct_truncations"] == 2
 
 
+def _ssl_over_random(tmp_path: Path, boost: float):
+    """Every family trained from random and from ssl, ssl's separation `boost` higher; no run still rising."""
+    dirs = [write_run(tmp_path / "r", f, "random", SEP["random"][f], eval_fields=_history(False)) for f in FAMILIES]
+    dirs += [write_run(tmp_path / "s", f, "ssl", SEP["random"][f] + boost, eval_fields=_history(False))
+             for f in FAMILIES]
+    return load_runs(dirs)
+
+
 def test_study_md_prints_unsupported_comparisons_without_bold(tmp_path: Path) -> None:
     """ssl 'beats' random in every family, but ssl's probe learned nothing: the boost is not a finding."""
-    dirs = [write_run(tmp_path / "r", f, "random", SEP["random"][f], eval_fields=_history(False)) for f in FAMILIES]
-    dirs += [write_run(tmp_path / "s", f, "ssl", SEP["random"][f] + 0.3, eval_fields=_history(False))
-             for f in FAMILIES]
-    study = load_runs(dirs)
+    study = _ssl_over_random(tmp_path, boost=0.3)
     same = Reference("probe", study.probs["ant18/random/full"], 0.6)
     refs = References(probes={("ssl", f): (same, same) for f in FAMILIES})
     md = write_report(study, tmp_path / "reports", B, references=refs)["study_md"].read_text()
@@ -188,10 +193,7 @@ def test_study_md_prints_unsupported_comparisons_without_bold(tmp_path: Path) ->
 
 
 def test_study_md_bolds_a_supported_mean_boost(tmp_path: Path) -> None:
-    dirs = [write_run(tmp_path / "r", f, "random", SEP["random"][f], eval_fields=_history(False)) for f in FAMILIES]
-    dirs += [write_run(tmp_path / "s", f, "ssl", SEP["random"][f] + 1.0, eval_fields=_history(False))
-             for f in FAMILIES]
-    study = load_runs(dirs)
+    study = _ssl_over_random(tmp_path, boost=1.0)
     lo = Reference("random", study.probs["ant18/random/full"], 0.602)
     hi = Reference("ssl", study.probs["ant18/ssl/full"], 0.8)
     refs = References(probes={("ssl", f): (hi, lo) for f in FAMILIES})
