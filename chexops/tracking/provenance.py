@@ -56,8 +56,8 @@ def run_tags(report: Mapping[str, Any], device: str, precision: str, data_hash: 
         # the UI's Source column: the stage script or command that ran it
         tag.SOURCE_NAME: Path(sys.argv[0]).name or "chexops", tag.SOURCE_TYPE: "LOCAL",
         tag.NOTE: (f"{report['family']} ({report['group']}), {report['initializer']} init, "
-                                f"{report['truncation']}; {device} {precision}; data {data_hash[:12]}; "
-                                f"code {commit[:12]}{' (dirty)' if commit.endswith('-dirty') else ''}"),
+                   f"{report['truncation']}; {device} {precision}; data {data_hash[:12]}; "
+                   f"code {commit[:12]}{' (dirty)' if commit.endswith('-dirty') else ''}"),
     }
     if re.fullmatch(r"[0-9a-f]{40}", commit):  # MLflow's own tag (the UI links it) only takes a clean commit
         tags[tag.SOURCE_COMMIT] = commit

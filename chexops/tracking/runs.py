@@ -374,5 +374,4 @@ def _stderr_to_log() -> Iterator[None]:
 
 
 def _interactive() -> bool:
-
     return sys.stderr.isatty()

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from chexops.interrupts import sigterm_as_interrupt
+from chexops.interrupts import sigterm_as_interrupt, sigterm_interrupts
 
 
 @pytest.fixture
@@ -45,8 +45,6 @@ def test_a_handler_someone_else_set_is_kept(restore_sigterm):
 
 
 def test_a_run_guard_takes_sigterm_only_for_its_block(restore_sigterm):
-    from chexops.interrupts import sigterm_interrupts
-
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     with pytest.raises(KeyboardInterrupt, match="signal SIGTERM"):
         with sigterm_interrupts():
